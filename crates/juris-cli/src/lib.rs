@@ -1,0 +1,1 @@
+//! juris-cli (work in progress).

@@ -1,0 +1,600 @@
+//! The deployment file: node identity, listeners, TLS, identity provider,
+//! regions, connections and roles.
+//!
+//! Config is data: [`Deployment::from_toml`] parses, [`Deployment::validate`]
+//! checks cross references and returns *every* problem at once, each naming
+//! the file, the key and the reason. Secrets are never inline: upstream
+//! credentials are references ([`SecretRef`]) resolved by the node at start.
+//! This crate does no I/O except [`SecretRef::resolve`] and [`Deployment::load`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use juris_types::AccessLevel;
+use serde::{Deserialize, Serialize};
+
+/// One problem found in a deployment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `connections[1].upstream.port`.
+    pub key: String,
+    /// What is wrong, in plain words.
+    pub reason: String,
+}
+
+/// Everything that can go wrong loading a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: invalid configuration:\n{}", render_problems(.problems))]
+    Invalid { file: String, problems: Vec<Problem> },
+    #[error("{key}: {reason}")]
+    Secret { key: String, reason: String },
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {}: {}", p.key, p.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The whole deployment as one node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub node: NodeConfig,
+    pub identity: IdentityConfig,
+    #[serde(default, rename = "region")]
+    pub regions: Vec<RegionConfig>,
+    #[serde(default, rename = "connection")]
+    pub connections: Vec<ConnectionConfig>,
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleConfig>,
+}
+
+/// This node: who it is, where it listens, how it treats clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable node id, unique in its region.
+    pub id: String,
+    /// The region this node belongs to (must be declared under `[[region]]`).
+    pub region: String,
+    /// PostgreSQL listener address, e.g. `0.0.0.0:5432` or `127.0.0.1:0`.
+    pub listen: String,
+    /// Server certificate and key the gateway terminates client TLS with.
+    pub tls: ServerTlsConfig,
+    /// Seconds a client has to complete TLS, startup and authentication.
+    #[serde(default = "defaults::auth_timeout_secs")]
+    pub auth_timeout_secs: u64,
+    /// Seconds to wait for an upstream to accept and authenticate.
+    #[serde(default = "defaults::upstream_connect_timeout_secs")]
+    pub upstream_connect_timeout_secs: u64,
+    /// Seconds sessions may continue after SIGTERM before they are ended.
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// Largest protocol message accepted from an authenticated peer, in bytes.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// PEM files for a TLS server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The company identity provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Issuer URL exactly as the IdP's discovery document states it.
+    pub issuer: String,
+    /// Audience the access tokens must carry (resource indicator).
+    pub audience: String,
+    /// Claim that holds the principal's groups.
+    #[serde(default = "defaults::groups_claim")]
+    pub groups_claim: String,
+    /// Allowed JWS algorithms.
+    #[serde(default = "defaults::algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "defaults::leeway_secs")]
+    pub leeway_secs: u64,
+    /// Minimum seconds between two JWKS refreshes triggered by unknown key ids.
+    #[serde(default = "defaults::jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+}
+
+/// A jurisdiction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub name: String,
+}
+
+/// The kinds of target Juris fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    Postgres,
+}
+
+/// A named target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// What clients put in `dbname`.
+    pub name: String,
+    pub kind: ConnectionKind,
+    /// Owning region.
+    pub region: String,
+    pub upstream: UpstreamConfig,
+}
+
+/// Where and how the gateway reaches the real database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Reference to the password; absent for `trust` upstreams.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    #[serde(default)]
+    pub tls: UpstreamTlsConfig,
+}
+
+/// TLS towards the upstream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    /// CA bundle that signs the upstream's certificate (required for verify-full).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify; defaults to `upstream.host`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// Upstream TLS policy. There is deliberately no "prefer": it silently downgrades.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    #[default]
+    Disable,
+    VerifyFull,
+}
+
+/// Where a secret lives. Exactly one of the fields is set.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// The table form of a [`SecretRef`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRefTable {
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a reference like { env = \"VAR\" } or { file = \"/path\" }")
+            }
+            // Deliberately does not echo the value: it is probably the secret.
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "secrets are never inline: use { env = \"VAR\" } or { file = \"/path\" }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+                let t = SecretRefTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef { env: t.env, file: t.file })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.env, &self.file) {
+            (Some(var), _) => write!(f, "SecretRef(env {var})"),
+            (_, Some(path)) => write!(f, "SecretRef(file {})", path.display()),
+            _ => f.write_str("SecretRef(unset)"),
+        }
+    }
+}
+
+impl SecretRef {
+    /// Read the secret. `key` names the config key for the error message.
+    /// A file's trailing newline is dropped.
+    pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
+        let fail = |reason: String| ConfigError::Secret {
+            key: key.to_string(),
+            reason,
+        };
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| fail(format!("environment variable {var} is not set"))),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display()))),
+            _ => Err(fail("set exactly one of `env` or `file`".into())),
+        }
+    }
+}
+
+/// Binds IdP groups to an access level on connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    /// IdP groups whose members hold this role.
+    pub groups: Vec<String>,
+    /// Connection names, or `"*"` for all.
+    pub connections: Vec<String>,
+    pub level: AccessLevel,
+}
+
+impl RoleConfig {
+    fn covers(&self, connection: &str) -> bool {
+        self.connections.iter().any(|c| c == "*" || c == connection)
+    }
+}
+
+/// The role through which a principal reaches a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveRole {
+    pub role: String,
+    pub level: AccessLevel,
+}
+
+mod defaults {
+    pub fn auth_timeout_secs() -> u64 {
+        30
+    }
+    pub fn upstream_connect_timeout_secs() -> u64 {
+        10
+    }
+    pub fn shutdown_grace_secs() -> u64 {
+        30
+    }
+    pub fn max_message_bytes() -> usize {
+        256 * 1024 * 1024
+    }
+    pub fn groups_claim() -> String {
+        "groups".into()
+    }
+    pub fn algorithms() -> Vec<String> {
+        vec!["RS256".into(), "ES256".into()]
+    }
+    pub fn leeway_secs() -> u64 {
+        30
+    }
+    pub fn jwks_refresh_secs() -> u64 {
+        60
+    }
+}
+
+/// Algorithms a deployment may allow. Symmetric (HS*) algorithms are excluded:
+/// a shared secret with the IdP would let anyone holding it mint tokens.
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl Deployment {
+    /// Read, parse and validate a deployment file.
+    pub fn load(path: &Path) -> Result<Deployment, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let deployment = Deployment::from_toml(&file, &text)?;
+        deployment.validate(&file)?;
+        Ok(deployment)
+    }
+
+    /// Parse TOML text; `file` only labels errors.
+    pub fn from_toml(file: &str, text: &str) -> Result<Deployment, ConfigError> {
+        // The error is rebuilt from message and position on purpose: toml's
+        // default rendering quotes the offending source line, which could
+        // carry a secret someone pasted inline.
+        toml::from_str(text).map_err(|e| {
+            let position = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                file: file.to_string(),
+                message: format!("{position}{}", e.message().trim_end()),
+            }
+        })
+    }
+
+    /// Check cross references and values; report every problem found.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                file: file.to_string(),
+                problems,
+            })
+        }
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut problem = |key: String, reason: String| out.push(Problem { key, reason });
+
+        if self.node.id.trim().is_empty() {
+            problem("node.id".into(), "must not be empty".into());
+        }
+        if self.node.listen.parse::<std::net::SocketAddr>().is_err() {
+            problem(
+                "node.listen".into(),
+                format!("`{}` is not an address like 127.0.0.1:5432", self.node.listen),
+            );
+        }
+        if self.node.max_message_bytes < 1024 {
+            problem(
+                "node.max_message_bytes".into(),
+                "must be at least 1024".into(),
+            );
+        }
+        let regions: HashSet<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
+        if !regions.contains(self.node.region.as_str()) {
+            problem(
+                "node.region".into(),
+                format!("region `{}` is not declared under [[region]]", self.node.region),
+            );
+        }
+        if url_scheme(&self.identity.issuer).is_none() {
+            problem(
+                "identity.issuer".into(),
+                "must be an http(s) URL".into(),
+            );
+        }
+        if self.identity.audience.is_empty() {
+            problem("identity.audience".into(), "must not be empty".into());
+        }
+        if self.identity.algorithms.is_empty() {
+            problem("identity.algorithms".into(), "must allow at least one algorithm".into());
+        }
+        for (i, alg) in self.identity.algorithms.iter().enumerate() {
+            if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
+                problem(
+                    format!("identity.algorithms[{i}]"),
+                    format!(
+                        "`{alg}` is not allowed; choose from {}",
+                        SUPPORTED_ALGORITHMS.join(", ")
+                    ),
+                );
+            }
+        }
+
+        let mut seen = HashSet::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            let key = format!("connection[{i}]");
+            if !is_valid_name(&c.name) {
+                problem(
+                    format!("{key}.name"),
+                    format!("`{}` must be 1-63 characters of a-z, 0-9, '-' or '_'", c.name),
+                );
+            }
+            if !seen.insert(c.name.as_str()) {
+                problem(format!("{key}.name"), format!("`{}` is declared twice", c.name));
+            }
+            if !regions.contains(c.region.as_str()) {
+                problem(
+                    format!("{key}.region"),
+                    format!("region `{}` is not declared under [[region]]", c.region),
+                );
+            }
+            if c.upstream.port == 0 {
+                problem(format!("{key}.upstream.port"), "must not be 0".into());
+            }
+            if let Some(secret) = &c.upstream.password
+                && (secret.env.is_some() == secret.file.is_some())
+            {
+                problem(
+                    format!("{key}.upstream.password"),
+                    "set exactly one of `env` or `file` (secrets are never inline)".into(),
+                );
+            }
+            if c.upstream.tls.mode == UpstreamTlsMode::VerifyFull && c.upstream.tls.ca_file.is_none()
+            {
+                problem(
+                    format!("{key}.upstream.tls.ca_file"),
+                    "is required when mode = \"verify-full\"".into(),
+                );
+            }
+        }
+        for (i, r) in self.roles.iter().enumerate() {
+            if r.groups.is_empty() {
+                problem(format!("role[{i}].groups"), "must name at least one group".into());
+            }
+            for (j, c) in r.connections.iter().enumerate() {
+                if c != "*" && !seen.contains(c.as_str()) {
+                    problem(
+                        format!("role[{i}].connections[{j}]"),
+                        format!("connection `{c}` is not declared"),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The connection called `name`, if declared.
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// The most powerful role that one of `groups` holds on `connection`.
+    pub fn effective_role(&self, groups: &[String], connection: &str) -> Option<EffectiveRole> {
+        self.roles
+            .iter()
+            .filter(|r| r.covers(connection) && r.groups.iter().any(|g| groups.contains(g)))
+            .max_by_key(|r| r.level)
+            .map(|r| EffectiveRole {
+                role: r.name.clone(),
+                level: r.level,
+            })
+    }
+}
+
+fn url_scheme(s: &str) -> Option<&'static str> {
+    if s.starts_with("https://") && s.len() > 8 {
+        Some("https")
+    } else if s.starts_with("http://") && s.len() > 7 {
+        Some("http")
+    } else {
+        None
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = "eu-1"
+region = "eu-west"
+listen = "127.0.0.1:0"
+tls = { cert_file = "server.pem", key_file = "server.key" }
+
+[identity]
+issuer = "https://idp.example.test/"
+audience = "urn:juris:gateway"
+
+[[region]]
+name = "eu-west"
+
+[[connection]]
+name = "billing"
+kind = "postgres"
+region = "eu-west"
+upstream = { host = "127.0.0.1", port = 5432, database = "billing", user = "gw", password = { env = "BILLING_PW" } }
+
+[[role]]
+name = "analysts"
+groups = ["analysts"]
+connections = ["billing"]
+level = "read"
+
+[[role]]
+name = "dba"
+groups = ["dba"]
+connections = ["*"]
+level = "admin"
+"#;
+
+    #[test]
+    fn a_good_file_validates_and_resolves_roles() {
+        let d = Deployment::from_toml("t.toml", GOOD).unwrap();
+        d.validate("t.toml").unwrap();
+        let groups = vec!["analysts".to_string(), "dba".to_string()];
+        assert_eq!(
+            d.effective_role(&groups, "billing").unwrap(),
+            EffectiveRole { role: "dba".into(), level: AccessLevel::Admin }
+        );
+        assert_eq!(
+            d.effective_role(&["analysts".to_string()], "billing").unwrap().level,
+            AccessLevel::Read
+        );
+        assert!(d.effective_role(&["nobody".to_string()], "billing").is_none());
+        assert_eq!(d.identity.groups_claim, "groups");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_and_key() {
+        let bad = GOOD
+            .replace("region = \"eu-west\"\nupstream", "region = \"mars\"\nupstream")
+            .replace("port = 5432", "port = 0")
+            .replace("connections = [\"billing\"]", "connections = [\"payroll\"]")
+            .replace("audience = \"urn:juris:gateway\"", "audience = \"\"\nalgorithms = [\"HS256\"]");
+        let d = Deployment::from_toml("bad.toml", &bad).unwrap();
+        let err = d.validate("bad.toml").unwrap_err().to_string();
+        for needle in [
+            "bad.toml",
+            "connection[0].region: region `mars` is not declared",
+            "connection[0].upstream.port: must not be 0",
+            "role[0].connections[0]: connection `payroll` is not declared",
+            "identity.audience: must not be empty",
+            "identity.algorithms[0]: `HS256` is not allowed",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_inline_secrets_are_refused() {
+        let typo = GOOD.replace("listen =", "listn =");
+        let err = Deployment::from_toml("t.toml", &typo).unwrap_err().to_string();
+        assert!(err.contains("t.toml") && err.contains("listn"), "{err}");
+
+        let inline = GOOD.replace("password = { env = \"BILLING_PW\" }", "password = \"hunter2\"");
+        let err = Deployment::from_toml("t.toml", &inline).unwrap_err().to_string();
+        assert!(err.contains("never inline") && err.contains("line 19"), "{err}");
+        assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_file_without_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("juris-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file_ref = SecretRef { env: None, file: Some(path.clone()) };
+        assert_eq!(file_ref.resolve("k").unwrap(), "s3cret");
+        let missing = SecretRef { env: Some("JURIS_TEST_SURELY_UNSET_VAR".into()), file: None };
+        let err = missing.resolve("connection[0].upstream.password").unwrap_err().to_string();
+        assert!(err.contains("connection[0].upstream.password") && err.contains("JURIS_TEST_SURELY_UNSET_VAR"));
+        assert!(!format!("{file_ref:?}").contains("s3cret"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! juris-demo (work in progress).

@@ -1,0 +1,1 @@
+//! juris-identity (work in progress).

@@ -1,0 +1,1 @@
+//! juris-node (work in progress).

@@ -1,0 +1,1 @@
+//! juris-pgwire (work in progress).

@@ -1,0 +1,1 @@
+//! juris-policy (work in progress).

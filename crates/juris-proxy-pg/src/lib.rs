@@ -1,0 +1,80 @@
+//! The PostgreSQL data plane of a Juris node.
+//!
+//! One call to [`serve_connection`] owns one client TCP connection from the
+//! first byte to close:
+//!
+//! 1. **Handshake** ([`session`]): SSLRequest or direct TLS (ALPN
+//!    `postgresql`), StartupMessage, cleartext password = the caller's OIDC
+//!    access token, validated by an [`Authenticator`]; the startup `database`
+//!    names the connection; roles from the deployment decide the access level.
+//!    Plaintext sessions are refused; CancelRequests are routed by key.
+//! 2. **Upstream** ([`upstream`]): the gateway logs in to the real database
+//!    with the connection's stored credential (SCRAM-SHA-256, md5, cleartext
+//!    or trust, optionally over verify-full TLS). The client never sees it.
+//! 3. **Relay** ([`relay`]): bytes flow both ways with bounded buffers and
+//!    natural backpressure; only messages that carry SQL are decoded and
+//!    classified. A statement beyond the role is replaced, in place, by one
+//!    that makes the upstream fail at exactly that point, and the upstream's
+//!    error is swapped for Juris's 42501 on the way back: ordering,
+//!    pipelining and transaction state stay exactly PostgreSQL's.
+//!
+//! This crate knows nothing about where tokens, roles or credentials come
+//! from: the node assembles a [`ProxyContext`].
+
+pub mod cancel;
+mod io;
+pub mod relay;
+pub mod session;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use juris_config::Deployment;
+use juris_pgwire::Limits;
+use juris_types::Principal;
+use tokio_rustls::TlsAcceptor;
+
+pub use cancel::CancelRegistry;
+pub use session::serve_connection;
+pub use upstream::UpstreamTarget;
+
+/// Validates the token a client presents as its password.
+pub trait Authenticator: Send + Sync {
+    /// `Err` carries a reason that is safe to show the client (never the token).
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Principal, String>> + Send + 'a>>;
+}
+
+/// Knobs of the data plane.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Time a client has for TLS, startup and authentication.
+    pub auth_timeout: Duration,
+    /// Time the upstream has to accept and authenticate the gateway.
+    pub upstream_connect_timeout: Duration,
+    /// Message size bound once a session is authenticated.
+    pub limits: Limits,
+}
+
+/// Before authentication nobody gets to make the gateway buffer much.
+pub(crate) const PRE_AUTH_LIMITS: Limits = Limits {
+    max_message_len: 64 * 1024,
+    max_startup_len: 10_000,
+};
+
+/// Everything a session needs, shared by all sessions of a node.
+pub struct ProxyContext {
+    pub deployment: Arc<Deployment>,
+    /// Resolved upstreams by connection name.
+    pub targets: HashMap<String, Arc<UpstreamTarget>>,
+    pub tls: TlsAcceptor,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub cancels: CancelRegistry,
+    pub settings: ProxySettings,
+}

@@ -1,0 +1,452 @@
+//! The relay: client and upstream bytes flow both ways with bounded buffers.
+//!
+//! Complete frames are forwarded straight out of the read buffer (no copy,
+//! no per-message allocation); only frames that carry SQL (Query, Parse,
+//! FunctionCall) are decoded, and only ErrorResponses are looked at on the
+//! way back while a denial is outstanding.
+//!
+//! **Denials keep PostgreSQL's semantics.** A statement beyond the role is
+//! not dropped: it is replaced by a statement that cannot parse and carries
+//! a per-session marker (`juris_denied_<nonce>_<n>`). The upstream therefore
+//! fails at exactly that point of the pipeline, skips to the next Sync and
+//! aborts the transaction, just as it would for its own permission error;
+//! the relay then swaps that error for Juris's 42501 message. A denial whose
+//! statement the upstream skipped (an earlier error in the same batch) is
+//! retired when the batch's ReadyForQuery passes.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Buf, BytesMut};
+use juris_config::EffectiveRole;
+use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage};
+use juris_policy::Decision;
+use juris_types::{AccessLevel, Principal, StatementClass};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::ProxyContext;
+use crate::cancel::CancelRegistration;
+use crate::io::BoxedStream;
+
+const READ_CHUNK: usize = 64 * 1024;
+const MARKER_PREFIX: &str = "juris_denied_";
+
+/// Who the session is for and what it may do.
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub principal: Principal,
+    pub connection: String,
+    pub role: EffectiveRole,
+    /// Client bytes read during the handshake but not yet consumed.
+    pub client_leftover: BytesMut,
+}
+
+/// The authenticated upstream half of a session.
+pub struct Upstream {
+    pub stream: BoxedStream,
+    pub leftover: BytesMut,
+    /// Keeps the session's cancel key alive exactly as long as the relay.
+    pub _cancel: CancelRegistration,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum Ending {
+    ClientTerminated,
+    ClientClosed,
+    UpstreamClosed,
+    ShutDown,
+    ProtocolViolation(String),
+    Io(String),
+}
+
+/// A denial waiting for its marker error to come back.
+struct Denial {
+    sequence: u64,
+    /// Number of batches (Query/Sync/FunctionCall) the client had sent before it.
+    batch: u64,
+    error: ErrorFields,
+}
+
+/// Denials shared between the two directions.
+struct Denials {
+    marker: String,
+    pending: AtomicUsize,
+    queue: Mutex<VecDeque<Denial>>,
+}
+
+impl Denials {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Denial>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, denial: Denial) {
+        self.lock().push_back(denial);
+        self.pending.fetch_add(1, Ordering::Release);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// The replacement for an upstream error, if it is one of our markers.
+    fn take_for(&self, fields: &ErrorFields) -> Option<ErrorFields> {
+        let message = fields.message()?;
+        let start = message.find(&self.marker)? + self.marker.len();
+        let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
+        let sequence: u64 = digits.parse().ok()?;
+        let mut queue = self.lock();
+        let index = queue.iter().position(|d| d.sequence == sequence)?;
+        let denial = queue.remove(index)?;
+        self.pending.fetch_sub(1, Ordering::Release);
+        Some(denial.error)
+    }
+
+    /// Forget denials whose batch has completed without their error showing.
+    fn retire(&self, batches_completed: u64) {
+        let mut queue = self.lock();
+        let before = queue.len();
+        queue.retain(|d| d.batch >= batches_completed);
+        let removed = before - queue.len();
+        if removed > 0 {
+            self.pending.fetch_sub(removed, Ordering::Release);
+        }
+    }
+}
+
+/// Relay until one side ends or the node terminates the session.
+pub async fn run(
+    ctx: &ProxyContext,
+    client: TlsStream<TcpStream>,
+    upstream: Upstream,
+    info: SessionInfo,
+    terminate: CancellationToken,
+) -> Ending {
+    let Upstream {
+        stream: upstream_stream,
+        leftover: upstream_leftover,
+        _cancel,
+    } = upstream;
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream_stream);
+    let denials = Denials {
+        marker: format!("{MARKER_PREFIX}{:016x}_", rand::random::<u64>()),
+        pending: AtomicUsize::new(0),
+        queue: Mutex::new(VecDeque::new()),
+    };
+    let (end_tx, end_rx) = oneshot::channel::<(&'static str, String)>();
+    let SessionInfo {
+        principal: _,
+        connection,
+        role,
+        client_leftover,
+    } = info;
+
+    let to_upstream = client_to_upstream(
+        ctx,
+        &mut client_rd,
+        &mut upstream_wr,
+        client_leftover,
+        &denials,
+        &role,
+        &connection,
+    );
+    let to_client = upstream_to_client(
+        ctx,
+        &mut upstream_rd,
+        &mut client_wr,
+        upstream_leftover,
+        &denials,
+        end_rx,
+        &terminate,
+    );
+    tokio::pin!(to_upstream, to_client);
+
+    let ending = tokio::select! {
+        ending = &mut to_upstream => {
+            match &ending {
+                Ending::ProtocolViolation(reason) => {
+                    let _ = end_tx.send(("08P01", reason.clone()));
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
+                }
+                Ending::ClientTerminated => {
+                    // The Terminate was forwarded; let the upstream close on its own.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
+                }
+                _ => {}
+            }
+            ending
+        }
+        ending = &mut to_client => ending,
+    };
+    // Whatever happened, tell the upstream politely that we are leaving.
+    let mut terminate_message = BytesMut::new();
+    FrontendMessage::Terminate.encode(&mut terminate_message);
+    let _ = upstream_wr.write_all(&terminate_message).await;
+    let _ = upstream_wr.shutdown().await;
+    let _ = client_wr.shutdown().await;
+    ending
+}
+
+/// Parse a frame header at the start of `buf`: `Some((tag, total_len))`
+/// once the header is complete. Lengths beyond the limit are errors.
+fn frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, String> {
+    let Some(header) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let length = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    if length < 4 {
+        return Err(format!("invalid message length {length}"));
+    }
+    let length = length as usize;
+    if length > max {
+        return Err(format!("message of {length} bytes exceeds the limit of {max}"));
+    }
+    Ok(Some((header[0], length + 1)))
+}
+
+async fn client_to_upstream<R, W>(
+    ctx: &ProxyContext,
+    client: &mut R,
+    upstream: &mut W,
+    mut buf: BytesMut,
+    denials: &Denials,
+    role: &EffectiveRole,
+    connection: &str,
+) -> Ending
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let max = ctx.settings.limits.max_message_len;
+    let mut batches_sent: u64 = 0;
+    let mut next_sequence: u64 = 0;
+    loop {
+        let mut forwarded_upto = 0;
+        let mut position = 0;
+        loop {
+            let (tag, total) = match frame_header(&buf[position..], max) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(reason) => return Ending::ProtocolViolation(reason),
+            };
+            if buf.len() - position < total {
+                buf.reserve(total - (buf.len() - position));
+                break;
+            }
+            let frame_bytes = &buf[position..position + total];
+            match tag {
+                b'Q' | b'P' | b'F' => {
+                    let frame = Frame {
+                        tag,
+                        body: bytes::Bytes::copy_from_slice(&frame_bytes[5..]),
+                    };
+                    let decision = match inspect(&frame, role.level) {
+                        Ok(decision) => decision,
+                        Err(reason) => return Ending::ProtocolViolation(reason),
+                    };
+                    if let Some((class, summary)) = decision {
+                        let sequence = next_sequence;
+                        next_sequence += 1;
+                        info!(class = %class, statement = summary, "statement denied");
+                        denials.push(Denial {
+                            sequence,
+                            batch: batches_sent,
+                            error: denial_error(role, class, summary, connection),
+                        });
+                        let mut replacement = BytesMut::new();
+                        let sql = format!("{}{sequence}", denials.marker);
+                        match tag {
+                            b'P' => {
+                                let name = match FrontendMessage::decode(&frame) {
+                                    Ok(FrontendMessage::Parse { name, .. }) => name,
+                                    _ => String::new(),
+                                };
+                                FrontendMessage::Parse { name, sql, param_types: Vec::new() }
+                                    .encode(&mut replacement);
+                            }
+                            _ => FrontendMessage::Query { sql }.encode(&mut replacement),
+                        }
+                        if let Err(e) = write_parts(upstream, &buf[forwarded_upto..position], &replacement).await {
+                            return Ending::Io(e.to_string());
+                        }
+                        forwarded_upto = position + total;
+                    }
+                    if tag != b'P' {
+                        batches_sent += 1;
+                    }
+                }
+                b'S' => batches_sent += 1,
+                b'X' => {
+                    let _ = upstream.write_all(&buf[forwarded_upto..position + total]).await;
+                    return Ending::ClientTerminated;
+                }
+                _ => {}
+            }
+            position += total;
+        }
+        if forwarded_upto < position {
+            if let Err(e) = upstream.write_all(&buf[forwarded_upto..position]).await {
+                return Ending::Io(e.to_string());
+            }
+        }
+        buf.advance(position);
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_CHUNK);
+        }
+        match client.read_buf(&mut buf).await {
+            Ok(0) => return Ending::ClientClosed,
+            Ok(_) => {}
+            Err(e) => return Ending::Io(e.to_string()),
+        }
+    }
+}
+
+async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, first: &[u8], second: &[u8]) -> std::io::Result<()> {
+    if !first.is_empty() {
+        out.write_all(first).await?;
+    }
+    out.write_all(second).await
+}
+
+/// Decide on a SQL-carrying frame: `None` to forward, `Some` to deny.
+fn inspect(frame: &Frame, level: AccessLevel) -> Result<Option<(StatementClass, &'static str)>, String> {
+    let sql = match FrontendMessage::decode(frame).map_err(|e| format!("invalid message: {e}"))? {
+        FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => sql,
+        // The fast-path interface calls any function by OID, bypassing SQL:
+        // only administrators may use it.
+        FrontendMessage::FunctionCall { .. } => {
+            return Ok((level < AccessLevel::Admin)
+                .then_some((StatementClass::Administration, "fast-path function call")));
+        }
+        _ => return Ok(None),
+    };
+    let statements = juris_policy::classify(&sql);
+    Ok(match juris_policy::authorize(level, &statements) {
+        Decision::Allow => None,
+        Decision::Deny { class, summary } => Some((class, summary)),
+    })
+}
+
+fn denial_error(role: &EffectiveRole, class: StatementClass, summary: &str, connection: &str) -> ErrorFields {
+    ErrorFields::new(
+        "ERROR",
+        "42501",
+        format!(
+            "permission denied: role \"{}\" ({} access) may not run {} statements ({summary}) on connection \"{connection}\"",
+            role.role, role.level, class
+        ),
+    )
+}
+
+async fn upstream_to_client<R, W>(
+    ctx: &ProxyContext,
+    upstream: &mut R,
+    client: &mut W,
+    mut buf: BytesMut,
+    denials: &Denials,
+    end: oneshot::Receiver<(&'static str, String)>,
+    terminate: &CancellationToken,
+) -> Ending
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let max = ctx.settings.limits.max_message_len;
+    let mut batches_completed: u64 = 0;
+    let mut end = Some(end);
+    loop {
+        let mut forwarded_upto = 0;
+        let mut position = 0;
+        loop {
+            let (tag, total) = match frame_header(&buf[position..], max) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(reason) => return Ending::Io(format!("upstream sent an invalid message: {reason}")),
+            };
+            if buf.len() - position < total {
+                buf.reserve(total - (buf.len() - position));
+                break;
+            }
+            match tag {
+                b'E' if !denials.is_empty() => {
+                    let frame = Frame {
+                        tag,
+                        body: bytes::Bytes::copy_from_slice(&buf[position + 5..position + total]),
+                    };
+                    if let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::decode(&frame)
+                        && let Some(replacement) = denials.take_for(&fields)
+                    {
+                        let mut out = BytesMut::new();
+                        BackendMessage::ErrorResponse(replacement).encode(&mut out);
+                        if let Err(e) = write_parts(client, &buf[forwarded_upto..position], &out).await {
+                            return Ending::Io(e.to_string());
+                        }
+                        forwarded_upto = position + total;
+                    }
+                }
+                b'Z' => {
+                    batches_completed += 1;
+                    if !denials.is_empty() {
+                        denials.retire(batches_completed);
+                    }
+                }
+                _ => {}
+            }
+            position += total;
+        }
+        if forwarded_upto < position {
+            if let Err(e) = client.write_all(&buf[forwarded_upto..position]).await {
+                return Ending::Io(e.to_string());
+            }
+        }
+        buf.advance(position);
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            reason = async {
+                match end.as_mut() {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok((code, message)) = reason {
+                    let mut out = BytesMut::new();
+                    BackendMessage::ErrorResponse(ErrorFields::new("FATAL", code, message.clone())).encode(&mut out);
+                    let _ = client.write_all(&out).await;
+                    let _ = client.flush().await;
+                    return Ending::ProtocolViolation(message);
+                }
+                // The other direction ended without a reason: keep relaying
+                // until the upstream closes.
+                end = None;
+            }
+            _ = terminate.cancelled() => {
+                debug!("terminating session for shutdown");
+                let mut out = BytesMut::new();
+                BackendMessage::ErrorResponse(ErrorFields::new(
+                    "FATAL",
+                    "57P01",
+                    "terminating connection because the Juris node is shutting down",
+                ))
+                .encode(&mut out);
+                let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
+                return Ending::ShutDown;
+            }
+            read = upstream.read_buf(&mut buf) => match read {
+                Ok(0) => return Ending::UpstreamClosed,
+                Ok(_) => {}
+                Err(e) => return Ending::Io(e.to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The client handshake: transport security, startup, authentication,
+//! authorization to the connection, and the upstream login. Every refusal is
+//! a FATAL ErrorResponse with the SQLSTATE PostgreSQL itself would use.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use juris_config::EffectiveRole;
+use juris_pgwire::{Authentication, BackendMessage, StartupPacket, TransactionStatus};
+use juris_types::{Principal, SessionId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::io::{read_frame, read_startup, send, send_fatal};
+use crate::relay::{self, SessionInfo};
+use crate::upstream::UpstreamTarget;
+use crate::{PRE_AUTH_LIMITS, ProxyContext};
+
+/// Startup parameters passed on to the upstream. Anything else is dropped:
+/// parameters such as `role`, `session_authorization` or `options` would
+/// change privileges before the first statement is ever classified.
+const FORWARDED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "default_transaction_read_only",
+];
+
+const TLS_RECORD_HANDSHAKE: u8 = 0x16;
+
+/// Serve one client connection until it ends. Never panics on client input;
+/// every outcome is logged in the session's span.
+pub async fn serve_connection(
+    ctx: Arc<ProxyContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    terminate: CancellationToken,
+) {
+    let session_id = SessionId::random();
+    let span = tracing::info_span!("session", id = %session_id, %peer, principal = tracing::field::Empty, connection = tracing::field::Empty);
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let accepted = tokio::time::timeout(ctx.settings.auth_timeout, accept(&ctx, tcp)).await;
+        let accepted = match accepted {
+            Err(_) => {
+                info!("handshake did not finish within the authentication timeout");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(accepted)) => accepted,
+        };
+        tracing::Span::current().record("principal", accepted.info.principal.name());
+        tracing::Span::current().record("connection", accepted.info.connection.as_str());
+        info!(role = %accepted.info.role.role, level = %accepted.info.role.level, "session started");
+        let ending = relay::run(&ctx, accepted.client, accepted.upstream, accepted.info, terminate).await;
+        info!(?ending, "session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+/// A client that passed the handshake, with its upstream ready.
+struct Accepted {
+    client: TlsStream<TcpStream>,
+    upstream: relay::Upstream,
+    info: SessionInfo,
+}
+
+/// Run the handshake. `None` means the connection was dealt with (refused,
+/// cancelled, or closed) and nothing more is to be done.
+async fn accept(ctx: &Arc<ProxyContext>, mut tcp: TcpStream) -> Option<Accepted> {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(0) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    let tls = if first[0] == TLS_RECORD_HANDSHAKE {
+        // PostgreSQL 17 direct TLS: the ALPN must say postgresql, which is
+        // what stops other protocols' clients being tricked into talking to us.
+        let tls = ctx.tls.accept(tcp).await.map_err(|e| debug!("direct TLS handshake failed: {e}")).ok()?;
+        if tls.get_ref().1.alpn_protocol() != Some(juris_tls::ALPN_POSTGRESQL) {
+            info!("direct TLS without ALPN \"postgresql\" refused");
+            return None;
+        }
+        tls
+    } else {
+        loop {
+            match read_startup(&mut tcp, &mut buf, &PRE_AUTH_LIMITS).await {
+                Ok(Some(StartupPacket::SslRequest)) => {
+                    if !buf.is_empty() {
+                        // Bytes after the SSLRequest would be processed as if
+                        // they had come through TLS (CVE-2021-23214's class).
+                        let _ = send_fatal(&mut tcp, "08P01", "unexpected data after SSL request").await;
+                        return None;
+                    }
+                    tcp.write_all(b"S").await.ok()?;
+                    break ctx.tls.accept(tcp).await.map_err(|e| debug!("TLS handshake failed: {e}")).ok()?;
+                }
+                Ok(Some(StartupPacket::GssEncRequest)) => {
+                    tcp.write_all(b"N").await.ok()?;
+                }
+                Ok(Some(StartupPacket::CancelRequest { process_id, secret_key })) => {
+                    forward_cancel(ctx, process_id, &secret_key).await;
+                    return None;
+                }
+                Ok(Some(StartupPacket::Startup { .. })) => {
+                    let _ = send_fatal(
+                        &mut tcp,
+                        "28000",
+                        "this Juris gateway accepts only TLS connections: connect with sslmode=require or stronger",
+                    )
+                    .await;
+                    return None;
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    info!("invalid startup packet: {e}");
+                    let _ = send_fatal(&mut tcp, "08P01", &format!("invalid startup packet: {e}")).await;
+                    return None;
+                }
+            }
+        }
+    };
+    authenticate(ctx, tls, buf).await
+}
+
+async fn authenticate(
+    ctx: &Arc<ProxyContext>,
+    mut client: TlsStream<TcpStream>,
+    mut buf: BytesMut,
+) -> Option<Accepted> {
+    buf.clear();
+    let parameters = match read_startup(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
+        Ok(Some(StartupPacket::Startup { parameters, .. })) => parameters,
+        Ok(Some(StartupPacket::CancelRequest { process_id, secret_key })) => {
+            forward_cancel(ctx, process_id, &secret_key).await;
+            return None;
+        }
+        Ok(Some(_)) => {
+            let _ = send_fatal(&mut client, "08P01", "unexpected negotiation request inside TLS").await;
+            return None;
+        }
+        Ok(None) => return None,
+        Err(e) => {
+            info!("invalid startup packet: {e}");
+            let _ = send_fatal(&mut client, "08P01", &format!("invalid startup packet: {e}")).await;
+            return None;
+        }
+    };
+    let parameter = |name: &str| parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let Some(user) = parameter("user") else {
+        let _ = send_fatal(&mut client, "28000", "no user name specified in startup packet").await;
+        return None;
+    };
+    if parameter("replication").is_some_and(|v| v != "false" && v != "off" && v != "0") {
+        let _ = send_fatal(&mut client, "0A000", "replication connections are not supported through Juris").await;
+        return None;
+    }
+    let connection = parameter("database").unwrap_or(user).to_string();
+
+    send(&mut client, &[BackendMessage::Authentication(Authentication::CleartextPassword)]).await.ok()?;
+    let token = match read_frame(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
+        Ok(Some(frame)) if frame.tag == b'p' => match juris_pgwire::decode_password(&frame.body) {
+            Ok(token) => token,
+            Err(e) => {
+                let _ = send_fatal(&mut client, "08P01", &format!("invalid password message: {e}")).await;
+                return None;
+            }
+        },
+        Ok(Some(_)) => {
+            let _ = send_fatal(&mut client, "08P01", "expected a password message").await;
+            return None;
+        }
+        Ok(None) => return None,
+        Err(e) => {
+            let _ = send_fatal(&mut client, "08P01", &format!("invalid password message: {e}")).await;
+            return None;
+        }
+    };
+    if token.is_empty() {
+        let _ = send_fatal(
+            &mut client,
+            "28000",
+            "no token supplied: use your identity provider access token as the password (see `juris token`)",
+        )
+        .await;
+        return None;
+    }
+    let principal: Principal = match ctx.authenticator.authenticate(&token).await {
+        Ok(principal) => principal,
+        Err(reason) => {
+            info!(user, %connection, %reason, "authentication failed");
+            let _ = send_fatal(&mut client, "28000", &format!("authentication failed: {reason}")).await;
+            return None;
+        }
+    };
+    drop(token);
+
+    let Some(target) = ctx.targets.get(&connection).cloned() else {
+        info!(principal = principal.name(), %connection, "unknown connection");
+        let _ = send_fatal(&mut client, "3D000", &format!("connection \"{connection}\" does not exist")).await;
+        return None;
+    };
+    let Some(role) = ctx.deployment.effective_role(&principal.groups, &connection) else {
+        info!(principal = principal.name(), %connection, "no role on connection");
+        let _ = send_fatal(
+            &mut client,
+            "42501",
+            &format!("permission denied: \"{}\" holds no role on connection \"{connection}\"", principal.name()),
+        )
+        .await;
+        return None;
+    };
+
+    let forwarded: Vec<(String, String)> = parameters
+        .iter()
+        .filter(|(k, _)| FORWARDED_PARAMETERS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let upstream = match tokio::time::timeout(
+        ctx.settings.upstream_connect_timeout,
+        target.connect(&forwarded, &ctx.settings.limits),
+    )
+    .await
+    {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(e)) => {
+            warn!(%connection, error = ?e, "upstream unavailable");
+            let _ = send_fatal(&mut client, "08006", &format!("connection \"{connection}\" is unavailable: {e}")).await;
+            return None;
+        }
+        Err(_) => {
+            warn!(%connection, "upstream did not answer in time");
+            let _ = send_fatal(
+                &mut client,
+                "08006",
+                &format!(
+                    "connection \"{connection}\" is unavailable: the upstream server did not answer within {} s",
+                    ctx.settings.upstream_connect_timeout.as_secs_f32()
+                ),
+            )
+            .await;
+            return None;
+        }
+    };
+
+    let registration = ctx.cancels.register(crate::cancel::UpstreamKey {
+        target: target.clone(),
+        process_id: upstream.process_id,
+        secret: upstream.secret_key.clone(),
+    });
+    let mut greeting = BytesMut::new();
+    BackendMessage::Authentication(Authentication::Ok).encode(&mut greeting);
+    for frame in &upstream.startup_frames {
+        frame.encode(&mut greeting);
+    }
+    BackendMessage::BackendKeyData {
+        process_id: registration.key.process_id,
+        secret_key: bytes::Bytes::copy_from_slice(&registration.key.secret),
+    }
+    .encode(&mut greeting);
+    BackendMessage::ReadyForQuery { status: TransactionStatus::Idle }.encode(&mut greeting);
+    client.write_all(&greeting).await.ok()?;
+    client.flush().await.ok()?;
+
+    Some(Accepted {
+        client,
+        upstream: relay::Upstream {
+            stream: upstream.stream,
+            leftover: upstream.leftover,
+            _cancel: registration,
+        },
+        info: SessionInfo {
+            principal,
+            connection,
+            role: EffectiveRole { ..role },
+            client_leftover: buf,
+        },
+    })
+}
+
+/// Forward a CancelRequest only if a live session owns the key.
+async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret: &[u8]) {
+    match ctx.cancels.lookup(process_id, secret) {
+        Some(key) => {
+            let target: Arc<UpstreamTarget> = key.target.clone();
+            if let Err(e) = target.send_cancel(key.process_id, key.secret).await {
+                warn!(connection = %target.connection, "could not forward cancel request: {e}");
+            } else {
+                info!(connection = %target.connection, "cancel request forwarded");
+            }
+        }
+        None => info!("cancel request with an unknown key ignored"),
+    }
+}

@@ -1,0 +1,1 @@
+//! juris-testkit (work in progress).

@@ -1,0 +1,117 @@
+//! TLS configuration for Juris: the gateway's server side (client TLS is
+//! terminated here), and client sides towards upstream databases and towards
+//! the gateway (`juris connect`).
+//!
+//! All configs use the `ring` provider explicitly so that no process-wide
+//! default has to be installed, and advertise ALPN `postgresql`, which
+//! PostgreSQL 17 clients require for direct TLS (`sslnegotiation=direct`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The ALPN protocol id PostgreSQL registered for direct TLS.
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// Re-exported so that callers name one rustls.
+pub use rustls;
+
+/// Everything that can go wrong building TLS configs.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read certificates: {reason}")]
+    Certificates { path: String, reason: String },
+    #[error("{path}: cannot read private key: {reason}")]
+    PrivateKey { path: String, reason: String },
+    #[error("{path}: no certificate found")]
+    NoCertificate { path: String },
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Read every certificate of a PEM file.
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let shown = path.display().to_string();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Certificates {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: shown });
+    }
+    Ok(certs)
+}
+
+/// Read the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::PrivateKey {
+        path: path.display().to_string(),
+        // The key itself never appears in the reason: rustls-pki-types reports only structure.
+        reason: e.to_string(),
+    })
+}
+
+/// Server config for terminating client TLS.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certificates(cert_file)?;
+    let key = load_private_key(key_file)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client config that trusts the CAs in `ca_file`, or the public web roots
+/// when `None`. Always verifies the server name (verify-full).
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in load_certificates(path)? {
+                roots.add(cert).map_err(|e| TlsError::Certificates {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_name_the_path() {
+        let err = server_config(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+        let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn public_roots_are_used_without_a_ca_file() {
+        let config = client_config(None).unwrap();
+        assert_eq!(config.alpn_protocols, vec![ALPN_POSTGRESQL.to_vec()]);
+    }
+}

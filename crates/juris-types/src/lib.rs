@@ -1,0 +1,146 @@
+//! Shared vocabulary of Juris: identifiers, the authenticated [`Principal`],
+//! access levels and statement classes.
+//!
+//! This crate is pure: no I/O, no async runtime. Every other crate may depend
+//! on it; it depends on nothing of ours.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Who is calling, as established from a validated identity-provider token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The token issuer (`iss`).
+    pub issuer: String,
+    /// The subject (`sub`): stable id of the user or machine identity.
+    pub subject: String,
+    /// A human-friendly name, when the token carries one (email, preferred_username).
+    pub display_name: Option<String>,
+    /// IdP groups from the configured groups claim.
+    pub groups: Vec<String>,
+    /// Seconds since the Unix epoch at which the token expires.
+    pub expires_at: u64,
+}
+
+impl Principal {
+    /// The name to show in logs and messages: display name, else subject.
+    pub fn name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.subject)
+    }
+}
+
+/// Unique id of one client session through a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub u128);
+
+impl SessionId {
+    /// A fresh random session id.
+    pub fn random() -> Self {
+        SessionId(rand::random())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// How much a role may do on a connection. Ordered: `Read < Write < Admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLevel {
+    /// Statements that only read.
+    Read,
+    /// Reads plus data modification (INSERT/UPDATE/DELETE/COPY FROM …).
+    Write,
+    /// Everything: DDL, role and server administration.
+    Admin,
+}
+
+impl AccessLevel {
+    /// Lower-case name as used in config files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::Read => "read",
+            AccessLevel::Write => "write",
+            AccessLevel::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for AccessLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a single SQL statement does, as far as authorization is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementClass {
+    /// Only reads data or session-local state (SELECT, SHOW, EXPLAIN without ANALYZE of writes, …).
+    Read,
+    /// Transaction control and session settings that change no data (BEGIN, COMMIT, SET, PREPARE of a read…).
+    Session,
+    /// Modifies data (INSERT, UPDATE, DELETE, MERGE, COPY FROM, nextval, …).
+    Write,
+    /// Schema changes (CREATE/ALTER/DROP of relations, TRUNCATE, …).
+    Ddl,
+    /// Role, privilege and server administration (CREATE ROLE, GRANT, ALTER SYSTEM, …).
+    Administration,
+    /// Could not be parsed: treated as the most privileged class (fail closed).
+    Unparseable,
+}
+
+impl StatementClass {
+    /// The least access level that may run a statement of this class.
+    pub fn required_level(self) -> AccessLevel {
+        match self {
+            StatementClass::Read | StatementClass::Session => AccessLevel::Read,
+            StatementClass::Write => AccessLevel::Write,
+            StatementClass::Ddl | StatementClass::Administration | StatementClass::Unparseable => {
+                AccessLevel::Admin
+            }
+        }
+    }
+
+    /// Name used in messages, e.g. `DDL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementClass::Read => "read",
+            StatementClass::Session => "session",
+            StatementClass::Write => "write",
+            StatementClass::Ddl => "ddl",
+            StatementClass::Administration => "administration",
+            StatementClass::Unparseable => "unparseable",
+        }
+    }
+}
+
+impl fmt::Display for StatementClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_ordered_and_classes_map_to_levels() {
+        assert!(AccessLevel::Read < AccessLevel::Write && AccessLevel::Write < AccessLevel::Admin);
+        assert_eq!(StatementClass::Unparseable.required_level(), AccessLevel::Admin);
+        assert_eq!(StatementClass::Session.required_level(), AccessLevel::Read);
+        assert_eq!(StatementClass::Write.required_level(), AccessLevel::Write);
+    }
+
+    #[test]
+    fn session_ids_are_distinct_and_hex() {
+        let (a, b) = (SessionId::random(), SessionId::random());
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().len(), 32);
+    }
+}
