@@ -14,7 +14,7 @@
 //! statement the upstream skipped (an earlier error in the same batch) is
 //! retired when the batch's ReadyForQuery passes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -148,6 +148,9 @@ pub async fn run(
         client_leftover,
     } = info;
 
+    // The two directions borrow the halves; the block ends those borrows so
+    // the halves can be closed politely afterwards.
+    let ending = {
     let to_upstream = client_to_upstream(
         ctx,
         &mut client_rd,
@@ -168,7 +171,7 @@ pub async fn run(
     );
     tokio::pin!(to_upstream, to_client);
 
-    let ending = tokio::select! {
+    tokio::select! {
         ending = &mut to_upstream => {
             match &ending {
                 Ending::ProtocolViolation(reason) => {
@@ -184,6 +187,7 @@ pub async fn run(
             ending
         }
         ending = &mut to_client => ending,
+    }
     };
     // Whatever happened, tell the upstream politely that we are leaving.
     let mut terminate_message = BytesMut::new();
@@ -192,23 +196,6 @@ pub async fn run(
     let _ = upstream_wr.shutdown().await;
     let _ = client_wr.shutdown().await;
     ending
-}
-
-/// Parse a frame header at the start of `buf`: `Some((tag, total_len))`
-/// once the header is complete. Lengths beyond the limit are errors.
-fn frame_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, String> {
-    let Some(header) = buf.get(..5) else {
-        return Ok(None);
-    };
-    let length = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-    if length < 4 {
-        return Err(format!("invalid message length {length}"));
-    }
-    let length = length as usize;
-    if length > max {
-        return Err(format!("message of {length} bytes exceeds the limit of {max}"));
-    }
-    Ok(Some((header[0], length + 1)))
 }
 
 async fn client_to_upstream<R, W>(
@@ -224,17 +211,18 @@ where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let max = ctx.settings.limits.max_message_len;
+    let limits = &ctx.settings.limits;
     let mut batches_sent: u64 = 0;
     let mut next_sequence: u64 = 0;
+    let mut cache = DecisionCache::default();
     loop {
         let mut forwarded_upto = 0;
         let mut position = 0;
         loop {
-            let (tag, total) = match frame_header(&buf[position..], max) {
+            let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
                 Ok(Some(header)) => header,
                 Ok(None) => break,
-                Err(reason) => return Ending::ProtocolViolation(reason),
+                Err(e) => return Ending::ProtocolViolation(e.to_string()),
             };
             if buf.len() - position < total {
                 buf.reserve(total - (buf.len() - position));
@@ -247,7 +235,7 @@ where
                         tag,
                         body: bytes::Bytes::copy_from_slice(&frame_bytes[5..]),
                     };
-                    let decision = match inspect(&frame, role.level) {
+                    let decision = match inspect(&frame, role.level, &mut cache) {
                         Ok(decision) => decision,
                         Err(reason) => return Ending::ProtocolViolation(reason),
                     };
@@ -315,8 +303,38 @@ async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, first: &[u8], 
     out.write_all(second).await
 }
 
+/// Verdicts by SQL text, so a statement parsed again and again (an unnamed
+/// statement per transaction, as `pgbench -M extended` does) is classified
+/// once. Bounded: cleared when full, which only costs re-parsing.
+#[derive(Default)]
+struct DecisionCache {
+    verdicts: HashMap<String, Verdict>,
+}
+
+type Verdict = Option<(StatementClass, &'static str)>;
+
+const DECISION_CACHE_ENTRIES: usize = 512;
+
+impl DecisionCache {
+    fn decide(&mut self, sql: String, level: AccessLevel) -> Verdict {
+        if let Some(verdict) = self.verdicts.get(&sql) {
+            return *verdict;
+        }
+        let statements = juris_policy::classify(&sql);
+        let verdict = match juris_policy::authorize(level, &statements) {
+            Decision::Allow => None,
+            Decision::Deny { class, summary } => Some((class, summary)),
+        };
+        if self.verdicts.len() >= DECISION_CACHE_ENTRIES {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(sql, verdict);
+        verdict
+    }
+}
+
 /// Decide on a SQL-carrying frame: `None` to forward, `Some` to deny.
-fn inspect(frame: &Frame, level: AccessLevel) -> Result<Option<(StatementClass, &'static str)>, String> {
+fn inspect(frame: &Frame, level: AccessLevel, cache: &mut DecisionCache) -> Result<Verdict, String> {
     let sql = match FrontendMessage::decode(frame).map_err(|e| format!("invalid message: {e}"))? {
         FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => sql,
         // The fast-path interface calls any function by OID, bypassing SQL:
@@ -327,11 +345,7 @@ fn inspect(frame: &Frame, level: AccessLevel) -> Result<Option<(StatementClass, 
         }
         _ => return Ok(None),
     };
-    let statements = juris_policy::classify(&sql);
-    Ok(match juris_policy::authorize(level, &statements) {
-        Decision::Allow => None,
-        Decision::Deny { class, summary } => Some((class, summary)),
-    })
+    Ok(cache.decide(sql, level))
 }
 
 fn denial_error(role: &EffectiveRole, class: StatementClass, summary: &str, connection: &str) -> ErrorFields {
@@ -358,17 +372,17 @@ where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let max = ctx.settings.limits.max_message_len;
+    let limits = &ctx.settings.limits;
     let mut batches_completed: u64 = 0;
     let mut end = Some(end);
     loop {
         let mut forwarded_upto = 0;
         let mut position = 0;
         loop {
-            let (tag, total) = match frame_header(&buf[position..], max) {
+            let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
                 Ok(Some(header)) => header,
                 Ok(None) => break,
-                Err(reason) => return Ending::Io(format!("upstream sent an invalid message: {reason}")),
+                Err(e) => return Ending::Io(format!("upstream sent an invalid message: {e}")),
             };
             if buf.len() - position < total {
                 buf.reserve(total - (buf.len() - position));
@@ -448,5 +462,69 @@ where
                 Err(e) => return Ending::Io(e.to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denials() -> Denials {
+        Denials {
+            marker: "juris_denied_00ff_".into(),
+            pending: AtomicUsize::new(0),
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn denial(sequence: u64, batch: u64) -> Denial {
+        Denial {
+            sequence,
+            batch,
+            error: ErrorFields::new("ERROR", "42501", format!("denial {sequence}")),
+        }
+    }
+
+    fn upstream_error(message: &str) -> ErrorFields {
+        ErrorFields::new("ERROR", "42601", message)
+    }
+
+    #[test]
+    fn marker_errors_are_swapped_and_other_errors_pass() {
+        let d = denials();
+        d.push(denial(0, 0));
+        d.push(denial(1, 2));
+        assert!(d.take_for(&upstream_error("division by zero")).is_none());
+        assert!(d.take_for(&upstream_error("syntax error at or near \"juris_denied_ffff_0\"")).is_none(), "another session's marker");
+        let swapped = d.take_for(&upstream_error("syntax error at or near \"juris_denied_00ff_1\"")).unwrap();
+        assert_eq!(swapped.message(), Some("denial 1"));
+        assert!(!d.is_empty());
+        let swapped = d.take_for(&upstream_error("syntax error at or near \"juris_denied_00ff_0\"")).unwrap();
+        assert_eq!(swapped.message(), Some("denial 0"));
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn denials_skipped_by_the_upstream_retire_with_their_batch() {
+        let d = denials();
+        d.push(denial(0, 0));
+        d.push(denial(1, 3));
+        d.retire(1);
+        assert_eq!(d.pending.load(Ordering::Acquire), 1);
+        assert!(d.take_for(&upstream_error("at or near \"juris_denied_00ff_0\"")).is_none());
+        d.retire(4);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn decisions_are_cached_and_the_cache_stays_bounded() {
+        let mut cache = DecisionCache::default();
+        assert_eq!(cache.decide("select 1".into(), AccessLevel::Read), None);
+        let denied = cache.decide("drop table t".into(), AccessLevel::Read);
+        assert_eq!(denied.map(|(class, _)| class), Some(StatementClass::Ddl));
+        for i in 0..(DECISION_CACHE_ENTRIES * 2) {
+            cache.decide(format!("select {i}"), AccessLevel::Read);
+        }
+        assert!(cache.verdicts.len() <= DECISION_CACHE_ENTRIES);
     }
 }

@@ -204,7 +204,7 @@ impl UpstreamTarget {
                     juris_pgwire::sasl_response(state.message(), &mut reply);
                 }
                 BackendMessage::Authentication(Authentication::SaslFinal(data)) => {
-                    let state = scram
+                    let mut state = scram
                         .take()
                         .ok_or_else(|| UpstreamError::Protocol("unexpected SASL final".into()))?;
                     state.finish(&data).map_err(UpstreamError::Scram)?;
