@@ -1,1 +1,5 @@
-//! juris-cli (work in progress).
+//! The library behind the `juris` command. `main.rs` only parses arguments
+//! and calls into here (or into `juris-node` / `juris-demo`).
+
+pub mod connect;
+pub mod tokens;

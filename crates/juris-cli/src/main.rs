@@ -1,1 +1,115 @@
-fn main() {}
+//! `juris`: run a node, the demo, or the client side (login, token, connect).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use juris_cli::connect::{self, ConnectOptions};
+use juris_cli::tokens::{self, IdpOptions};
+
+#[derive(Parser)]
+#[command(name = "juris", version, about = "Juris: a residency-enforcing access gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway node from a deployment file.
+    Node {
+        /// Deployment file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a deployment file and exit.
+    Check {
+        /// Deployment file (TOML).
+        config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL, a demo-only OIDC issuer and a node; print how to connect.
+    Demo {
+        /// Gateway port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Log in with the OIDC device authorization flow and cache the tokens.
+    Login {
+        #[command(flatten)]
+        idp: IdpOptions,
+    },
+    /// Print a valid access token (cached, refreshed, or by client credentials).
+    Token {
+        #[command(flatten)]
+        idp: IdpOptions,
+        /// Use the client-credentials flow (machine identities); secret from JURIS_CLIENT_SECRET.
+        #[arg(long)]
+        client_credentials: bool,
+    },
+    /// Listen locally for plain PostgreSQL and forward to the gateway over TLS with your token.
+    Connect {
+        /// Connection name (what you would put in dbname).
+        connection: String,
+        /// Local port on 127.0.0.1.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Gateway address host:port.
+        #[arg(long, env = "JURIS_GATEWAY")]
+        gateway: String,
+        /// CA certificate that signs the gateway's certificate.
+        #[arg(long, env = "JURIS_CA")]
+        ca: Option<PathBuf>,
+        /// TLS server name (SNI) of the gateway; defaults to the gateway host.
+        #[arg(long, env = "JURIS_SERVER_NAME")]
+        server_name: Option<String>,
+        #[command(flatten)]
+        idp: IdpOptions,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JURIS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Node { config } => Ok(juris_node::run_from_file(&config).await?),
+            Command::Check { config } => {
+                juris_config::Deployment::load(&config)?;
+                println!("{}: ok", config.display());
+                Ok(())
+            }
+            Command::Demo { port } => Ok(juris_demo::run(port).await?),
+            Command::Login { idp } => tokens::login(&idp).await,
+            Command::Token { idp, client_credentials } => {
+                let token = if client_credentials {
+                    tokens::client_credentials(&idp).await?
+                } else {
+                    tokens::current(&idp).await?
+                };
+                println!("{token}");
+                Ok(())
+            }
+            Command::Connect { connection, port, gateway, ca, server_name, idp } => {
+                // Fail now, not at the first session, if there is no usable token.
+                tokens::current(&idp).await?;
+                let handle = tokio::runtime::Handle::current();
+                let source: connect::TokenSource = Arc::new(move || {
+                    let idp = idp.clone();
+                    tokio::task::block_in_place(|| handle.block_on(tokens::current(&idp)))
+                });
+                connect::run(ConnectOptions { connection, gateway, server_name, ca_file: ca, port }, source).await
+            }
+        }
+    })
+}

@@ -1,1 +1,196 @@
-//! juris-node (work in progress).
+//! A Juris node: reads a deployment, builds the data plane's context
+//! (resolved upstream credentials, TLS, token validation), runs the listener,
+//! and drains gracefully.
+//!
+//! Shutdown: stop accepting; let sessions run for the grace period; then end
+//! the rest with FATAL 57P01; then give them a few seconds to say so.
+
+mod auth;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use juris_config::{Deployment, UpstreamTlsMode};
+use juris_pgwire::Limits;
+use juris_proxy_pg::{CancelRegistry, ProxyContext, ProxySettings, UpstreamTarget};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use auth::OidcAuthenticator;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] juris_config::ConfigError),
+    #[error("{0}")]
+    Tls(#[from] juris_tls::TlsError),
+    #[error("node.listen: cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connection[{index}].upstream.tls.server_name: `{name}` is not a valid DNS name or IP address")]
+    ServerName { index: usize, name: String },
+    #[error("identity.algorithms: {0}")]
+    Algorithm(String),
+}
+
+/// A node whose listener is up.
+pub struct RunningNode {
+    /// Where the PostgreSQL listener accepts clients.
+    pub postgres_address: SocketAddr,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Begin a graceful shutdown (same as SIGTERM).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Wait until the node has drained and stopped.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Build the data plane's context from a validated deployment.
+pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeError> {
+    let server_tls = juris_tls::server_config(&deployment.node.tls.cert_file, &deployment.node.tls.key_file)?;
+    let mut targets = HashMap::new();
+    for (index, connection) in deployment.connections.iter().enumerate() {
+        let upstream = &connection.upstream;
+        let password = upstream
+            .password
+            .as_ref()
+            .map(|secret| secret.resolve(&format!("connection[{index}].upstream.password")))
+            .transpose()?;
+        let tls = match upstream.tls.mode {
+            UpstreamTlsMode::Disable => None,
+            UpstreamTlsMode::VerifyFull => {
+                let config = juris_tls::client_config(upstream.tls.ca_file.as_deref())?;
+                let name = upstream.tls.server_name.clone().unwrap_or_else(|| upstream.host.clone());
+                let server_name = ServerName::try_from(name.clone())
+                    .map_err(|_| NodeError::ServerName { index, name })?;
+                Some((config, server_name))
+            }
+        };
+        targets.insert(
+            connection.name.clone(),
+            Arc::new(UpstreamTarget::new(
+                connection.name.clone(),
+                upstream.host.clone(),
+                upstream.port,
+                upstream.database.clone(),
+                upstream.user.clone(),
+                password,
+                tls,
+            )),
+        );
+    }
+    let authenticator = OidcAuthenticator::new(&deployment.identity)?;
+    let node = &deployment.node;
+    Ok(ProxyContext {
+        targets,
+        tls: TlsAcceptor::from(server_tls),
+        authenticator: Arc::new(authenticator),
+        cancels: CancelRegistry::default(),
+        settings: ProxySettings {
+            auth_timeout: Duration::from_secs(node.auth_timeout_secs),
+            upstream_connect_timeout: Duration::from_secs(node.upstream_connect_timeout_secs),
+            limits: Limits {
+                max_message_len: node.max_message_bytes,
+                ..Limits::default()
+            },
+        },
+        deployment,
+    })
+}
+
+/// Start a node: bind its listener and serve until [`RunningNode::shutdown`].
+pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
+    let deployment = Arc::new(deployment);
+    let context = Arc::new(build_context(deployment.clone())?);
+    let address = deployment.node.listen.clone();
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| NodeError::Listen { address: address.clone(), source })?;
+    let postgres_address = listener.local_addr().map_err(|source| NodeError::Listen { address, source })?;
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(deployment.node.shutdown_grace_secs);
+    info!(node = %deployment.node.id, region = %deployment.node.region, %postgres_address, "node listening");
+    let done = tokio::spawn(serve(listener, context, shutdown.clone(), grace));
+    Ok(RunningNode {
+        postgres_address,
+        shutdown,
+        done,
+    })
+}
+
+async fn serve(listener: TcpListener, context: Arc<ProxyContext>, shutdown: CancellationToken, grace: Duration) {
+    let sessions = TaskTracker::new();
+    let terminate = CancellationToken::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    sessions.spawn(juris_proxy_pg::serve_connection(context.clone(), tcp, peer, terminate.clone()));
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off rather than spin.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    sessions.close();
+    info!(sessions = sessions.len(), grace_secs = grace.as_secs(), "stopped accepting; draining sessions");
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        info!(sessions = sessions.len(), "grace period over; ending remaining sessions");
+        terminate.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await.is_err() {
+            warn!(sessions = sessions.len(), "sessions did not end in time; abandoning them");
+        }
+    }
+    info!("node stopped");
+}
+
+/// Run a node from a deployment file until SIGTERM or SIGINT, then drain.
+pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
+    let deployment = Deployment::load(path)?;
+    let node = start(deployment).await?;
+    wait_for_signal().await;
+    info!("shutdown requested");
+    node.shutdown();
+    node.wait().await;
+    Ok(())
+}
+
+/// Resolve on SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,1 +1,4 @@
-//! juris-testkit (work in progress).
+//! Test support for Juris: real PostgreSQL servers, a real OIDC provider
+//! process, and real `juris node` processes on loopback.
+
+pub mod gateway;

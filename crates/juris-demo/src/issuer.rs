@@ -1,0 +1,126 @@
+//! DEMO ONLY: a minimal OIDC issuer for `juris demo` and tests.
+//!
+//! It serves a discovery document and a JWKS on 127.0.0.1 and mints ES256
+//! access tokens directly (no login, no consent). The node validates its
+//! tokens exactly as it validates a real IdP's: discovery, JWKS, signature,
+//! issuer, audience, expiry. Never point a real deployment at it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::KeyPair;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::DemoError;
+
+/// A running demo issuer; stops when dropped.
+pub struct DevIssuer {
+    issuer: String,
+    audience: String,
+    kid: String,
+    key: EncodingKey,
+    stop: CancellationToken,
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl DevIssuer {
+    /// Generate a key and serve discovery + JWKS on a free loopback port.
+    pub async fn start(audience: &str) -> Result<DevIssuer, DemoError> {
+        let key_pair = KeyPair::generate().map_err(DemoError::Certificate)?;
+        let key = EncodingKey::from_ec_pem(key_pair.serialize_pem().as_bytes()).map_err(|e| DemoError::Issuer(e.to_string()))?;
+        let point = key_pair.public_key_raw();
+        if point.len() != 65 || point[0] != 4 {
+            return Err(DemoError::Issuer("unexpected public key encoding".into()));
+        }
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let kid = format!("demo-{:08x}", rand::random::<u32>());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let issuer = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let discovery = json!({
+            "juris_demo_only": true,
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/jwks"),
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+        .to_string();
+        let jwks = json!({
+            "keys": [{"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]), "kid": kid, "alg": "ES256", "use": "sig"}]
+        })
+        .to_string();
+        let documents = Arc::new((discovery, jwks));
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(_) => continue,
+                    },
+                };
+                let documents = documents.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let documents = documents.clone();
+                        async move { Ok::<_, Infallible>(respond(request.uri().path(), &documents)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Ok(DevIssuer { issuer, audience: audience.to_string(), kid, key, stop })
+    }
+
+    /// The issuer URL, exactly as discovery states it.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Mint an access token for a principal.
+    pub fn mint(&self, subject: &str, email: &str, groups: &[&str], ttl: Duration) -> Result<String, DemoError> {
+        let issued = now();
+        let claims = json!({
+            "iss": self.issuer, "sub": subject, "aud": self.audience, "email": email, "groups": groups,
+            "iat": issued, "nbf": issued, "exp": issued + ttl.as_secs(), "jti": format!("{:032x}", rand::random::<u128>()),
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| DemoError::Issuer(e.to_string()))
+    }
+}
+
+fn respond(path: &str, documents: &(String, String)) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/.well-known/openid-configuration" => (StatusCode::OK, documents.0.clone()),
+        "/jwks" => (StatusCode::OK, documents.1.clone()),
+        _ => (StatusCode::BAD_REQUEST, json!({"error": "the demo issuer mints tokens directly; there is no login here"}).to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,289 @@
+//! Real `juris node` processes for end-to-end tests: a deployment file and
+//! certificates in a temp dir, the binary built by cargo, the listening
+//! address read from the node's own log line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use juris_demo::certs::DemoCa;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// One upstream connection in a test deployment.
+#[derive(Debug, Clone)]
+pub struct ConnectionSpec {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+    /// CA for upstream verify-full TLS; the name verified is `host`.
+    pub tls_ca_pem: Option<String>,
+}
+
+/// A role binding in a test deployment.
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub connections: Vec<String>,
+    pub level: String,
+}
+
+impl RoleSpec {
+    pub fn new(name: &str, group: &str, connection: &str, level: &str) -> Self {
+        RoleSpec {
+            name: name.into(),
+            groups: vec![group.into()],
+            connections: vec![connection.into()],
+            level: level.into(),
+        }
+    }
+}
+
+/// What to put in the deployment file.
+#[derive(Debug, Clone)]
+pub struct GatewaySpec {
+    pub issuer: String,
+    pub audience: String,
+    pub connections: Vec<ConnectionSpec>,
+    pub roles: Vec<RoleSpec>,
+    /// Extra `key = value` lines for the `[node]` table.
+    pub node_settings: Vec<String>,
+}
+
+/// A running `juris node`.
+pub struct GatewayProcess {
+    pub address: SocketAddr,
+    /// CA that signed the gateway's certificate (for sslrootcert).
+    pub ca_file: PathBuf,
+    pub config_file: PathBuf,
+    log: Arc<Mutex<String>>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Path of the `juris` binary, built once per test process.
+pub fn juris_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let workspace = workspace_root();
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-q", "-p", "juris-cli", "--bin", "juris"])
+                .current_dir(&workspace)
+                .status()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !status.success() {
+                return Err("cargo build -p juris-cli failed".into());
+            }
+            // The test binary lives in <target>/debug/deps/; juris in <target>/debug/.
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("cannot locate the target directory")?;
+            let binary = profile_dir.join("juris");
+            if binary.exists() {
+                Ok(binary)
+            } else {
+                Err(format!("{} was not built", binary.display()))
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+impl GatewaySpec {
+    /// A spec with the given IdP and no connections yet.
+    pub fn new(issuer: &str, audience: &str) -> Self {
+        GatewaySpec {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            connections: Vec::new(),
+            roles: Vec::new(),
+            node_settings: Vec::new(),
+        }
+    }
+
+    fn render(&self, dir: &Path) -> anyhow::Result<String> {
+        let mut toml = format!(
+            "[node]\nid = \"test-1\"\nregion = \"test\"\nlisten = \"127.0.0.1:0\"\ntls = {{ cert_file = {}, key_file = {} }}\n",
+            quote(&dir.join("server.pem").display().to_string()),
+            quote(&dir.join("server.key").display().to_string()),
+        );
+        for line in &self.node_settings {
+            toml.push_str(line);
+            toml.push('\n');
+        }
+        toml.push_str(&format!(
+            "\n[identity]\nissuer = {}\naudience = {}\nleeway_secs = 5\njwks_refresh_secs = 1\n\n[[region]]\nname = \"test\"\n",
+            quote(&self.issuer),
+            quote(&self.audience)
+        ));
+        for c in &self.connections {
+            toml.push_str(&format!(
+                "\n[[connection]]\nname = {}\nkind = \"postgres\"\nregion = \"test\"\n[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
+                quote(&c.name),
+                quote(&c.host),
+                c.port,
+                quote(&c.database),
+                quote(&c.user)
+            ));
+            if let Some(password) = &c.password {
+                let file = dir.join(format!("{}.password", c.name));
+                std::fs::write(&file, password)?;
+                toml.push_str(&format!("password = {{ file = {} }}\n", quote(&file.display().to_string())));
+            }
+            if let Some(ca) = &c.tls_ca_pem {
+                let file = dir.join(format!("{}.ca.pem", c.name));
+                std::fs::write(&file, ca)?;
+                toml.push_str(&format!(
+                    "tls = {{ mode = \"verify-full\", ca_file = {} }}\n",
+                    quote(&file.display().to_string())
+                ));
+            }
+        }
+        for r in &self.roles {
+            toml.push_str(&format!(
+                "\n[[role]]\nname = {}\ngroups = {:?}\nconnections = {:?}\nlevel = {}\n",
+                quote(&r.name),
+                r.groups,
+                r.connections,
+                quote(&r.level)
+            ));
+        }
+        Ok(toml)
+    }
+}
+
+impl GatewayProcess {
+    /// Write the deployment, start `juris node`, wait until it listens.
+    pub async fn start(spec: &GatewaySpec) -> anyhow::Result<GatewayProcess> {
+        let dir = tempfile::tempdir()?;
+        let ca = DemoCa::new("Juris test CA")?;
+        let server = ca.issue_server(&["localhost".to_string()], true)?;
+        std::fs::write(dir.path().join("server.pem"), &server.cert_pem)?;
+        std::fs::write(dir.path().join("server.key"), &server.key_pem)?;
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.ca_cert_pem)?;
+        let config_file = dir.path().join("juris.toml");
+        std::fs::write(&config_file, spec.render(dir.path())?)?;
+
+        let mut child = Command::new(juris_binary()?)
+            .arg("node")
+            .arg("--config")
+            .arg(&config_file)
+            .env("JURIS_LOG", "info,juris_proxy_pg=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start juris node")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+        let log_writer = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut address_tx = Some(address_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("postgres_address=").nth(1)
+                    && let Some(tx) = address_tx.take()
+                {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                let mut log = log_writer.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let address = match tokio::time::timeout(Duration::from_secs(60), address_rx).await {
+            Ok(Ok(address)) => address.parse().context("bad listen address in log")?,
+            _ => {
+                let _ = child.kill().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bail!("juris node did not start:\n{}", log.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+        };
+        Ok(GatewayProcess {
+            address,
+            ca_file,
+            config_file,
+            log,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// Everything the node has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Send a signal (e.g. `libc::SIGTERM`) to the node.
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let pid = self.pid().context("node already exited")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Wait for the node to exit; returns its exit code.
+    pub async fn wait(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(limit, self.child.wait()).await.context("node did not exit in time")??;
+        Ok(status.code())
+    }
+
+    /// A libpq connection string for `dbname` through this gateway with verify-full.
+    pub fn conninfo(&self, dbname: &str, user: &str, token: &str) -> String {
+        format!(
+            "host=localhost hostaddr={} port={} dbname={dbname} user={user} sslmode=verify-full sslrootcert={} password={token}",
+            self.address.ip(),
+            self.address.port(),
+            self.ca_file.display()
+        )
+    }
+
+    /// Peak resident memory of the node process, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}

@@ -1,0 +1,116 @@
+//! The node as an operator runs it: `juris node --config`, validation errors
+//! naming file and key, graceful drain on SIGTERM, and `juris connect` as the
+//! local entry point for tools that cannot present a token.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{CONNECTION, Env, db_error, psql};
+use juris_testkit::gateway::juris_binary;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_accepting_lets_sessions_finish_then_ends_them_with_57p01() -> anyhow::Result<()> {
+    let mut env = Env::start_with(juris_testkit::postgres::UpstreamAuth::ScramSha256, |spec| {
+        spec.node_settings.push("shutdown_grace_secs = 3".into());
+    })
+    .await?;
+    let token = env.oidc.user_token("alice").await?;
+    let session = env.client(&token).await?;
+    session.query_one("select 1", &[]).await?;
+
+    env.gateway.signal(libc_sigterm())?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // New sessions are refused...
+    assert!(env.client(&token).await.is_err(), "a new session was accepted while draining");
+    // ...while the open one keeps working during the grace period.
+    assert_eq!(session.query_one("select 2", &[]).await?.get::<_, i32>(0), 2);
+
+    // After the grace period the session is ended with 57P01.
+    let started = Instant::now();
+    let err = loop {
+        match session.query_one("select pg_sleep(0.2)", &[]).await {
+            Ok(_) if started.elapsed() < Duration::from_secs(15) => continue,
+            Ok(_) => panic!("session was never ended"),
+            Err(e) => break e,
+        }
+    };
+    let ended_with_57p01 = db_error(&err).map(|e| e.0 == "57P01").unwrap_or(false) || session.is_closed();
+    assert!(ended_with_57p01, "{err}");
+    assert_eq!(env.gateway.wait(Duration::from_secs(15)).await?, Some(0));
+    let log = env.gateway.log();
+    assert!(log.contains("grace period over"), "{log}");
+    Ok(())
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_config_names_file_key_and_reason() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("broken.toml");
+    std::fs::write(
+        &file,
+        r#"
+[node]
+id = "n1"
+region = "eu-west"
+listen = "not an address"
+tls = { cert_file = "c.pem", key_file = "k.pem" }
+[identity]
+issuer = "https://idp.example.test/"
+audience = "urn:juris:gateway"
+[[region]]
+name = "eu-west"
+[[connection]]
+name = "billing"
+kind = "postgres"
+region = "us-east"
+upstream = { host = "127.0.0.1", port = 5432, database = "b", user = "u", password = { env = "X" } }
+"#,
+    )?;
+    let output = tokio::process::Command::new(juris_binary()?).arg("node").arg("--config").arg(&file).output().await?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+    assert!(stderr.contains("node.listen"), "{stderr}");
+    assert!(stderr.contains("connection[0].region: region `us-east` is not declared"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn juris_connect_lets_plain_psql_in_with_the_callers_token() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let token = env.oidc.user_token("bob").await?;
+    let mut child = tokio::process::Command::new(juris_binary()?)
+        .args(["connect", CONNECTION, "--port", "0"])
+        .arg("--gateway")
+        .arg(format!("localhost:{}", env.gateway.address.port()))
+        .arg("--ca")
+        .arg(&env.gateway.ca_file)
+        .env("JURIS_TOKEN", &token)
+        .env("HOME", tempfile::tempdir()?.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.expect("juris connect exited");
+        if let Some(rest) = line.split("127.0.0.1:").nth(1) {
+            break rest.trim().parse::<u16>()?;
+        }
+    };
+    let conninfo = format!("host=127.0.0.1 port={port} dbname={CONNECTION} user=bob sslmode=disable");
+    let (ok, out, err) = psql(&conninfo, &["-c", "select count(*) from customers"]).await?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1000");
+    // Roles still apply: bob reads only.
+    let (ok, _, err) = psql(&conninfo, &["-c", "delete from customers"]).await?;
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    Ok(())
+}
