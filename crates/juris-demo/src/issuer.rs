@@ -100,6 +100,19 @@ impl DevIssuer {
         &self.issuer
     }
 
+    /// The key id the issuer signs with.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Sign arbitrary claims with the issuer's real key (tests build bad
+    /// tokens this way: expired, wrong audience, …). `kid` overrides the header.
+    pub fn sign(&self, claims: &serde_json::Value, kid: Option<&str>) -> Result<String, DemoError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.unwrap_or(&self.kid).to_string());
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| DemoError::Issuer(e.to_string()))
+    }
+
     /// Mint an access token for a principal.
     pub fn mint(&self, subject: &str, email: &str, groups: &[&str], ttl: Duration) -> Result<String, DemoError> {
         let issued = now();
@@ -107,9 +120,7 @@ impl DevIssuer {
             "iss": self.issuer, "sub": subject, "aud": self.audience, "email": email, "groups": groups,
             "iat": issued, "nbf": issued, "exp": issued + ttl.as_secs(), "jti": format!("{:032x}", rand::random::<u128>()),
         });
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| DemoError::Issuer(e.to_string()))
+        self.sign(&claims, None)
     }
 }
 

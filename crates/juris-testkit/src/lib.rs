@@ -1,4 +1,6 @@
-//! Test support for Juris: real PostgreSQL servers, a real OIDC provider
-//! process, and real `juris node` processes on loopback.
+//! Test support for Juris: real PostgreSQL servers, an OIDC issuer, and real
+//! `juris node` processes on loopback.
 
 pub mod gateway;
+pub mod oidc;
+pub mod postgres;
