@@ -19,22 +19,43 @@ async fn a_reader_may_read_but_not_write_or_change_schema() -> anyhow::Result<()
     let direct = env.direct().await?;
     let bob = env.client(&env.oidc.user_token("bob").await?).await?;
 
-    let n: i64 = bob.query_one("select count(*) from customers", &[]).await?.get(0);
+    let n: i64 = bob
+        .query_one("select count(*) from customers", &[])
+        .await?
+        .get(0);
     assert_eq!(n, 1000);
 
     let message = denied(&bob.batch_execute("drop table customers").await.unwrap_err());
-    assert!(message.contains("\"analysts\"") && message.contains("read") && message.contains("ddl"), "{message}");
+    assert!(
+        message.contains("\"analysts\"") && message.contains("read") && message.contains("ddl"),
+        "{message}"
+    );
     // The session continues.
-    assert_eq!(bob.query_one("select 41 + 1", &[]).await?.get::<_, i32>(0), 42);
+    assert_eq!(
+        bob.query_one("select 41 + 1", &[]).await?.get::<_, i32>(0),
+        42
+    );
 
     // Simple protocol, multi-statement: one write makes the whole string refused.
-    let message = denied(&bob.batch_execute("select 1; delete from customers").await.unwrap_err());
+    let message = denied(
+        &bob.batch_execute("select 1; delete from customers")
+            .await
+            .unwrap_err(),
+    );
     assert!(message.contains("write"), "{message}");
     // Extended protocol: refused at Parse.
-    let message = denied(&bob.prepare("update customers set email = $1 where id = 1").await.unwrap_err());
+    let message = denied(
+        &bob.prepare("update customers set email = $1 where id = 1")
+            .await
+            .unwrap_err(),
+    );
     assert!(message.contains("write"), "{message}");
     // A data-modifying CTE and a sequence bump are writes too.
-    denied(&bob.batch_execute("with d as (delete from customers returning *) select count(*) from d").await.unwrap_err());
+    denied(
+        &bob.batch_execute("with d as (delete from customers returning *) select count(*) from d")
+            .await
+            .unwrap_err(),
+    );
     // Unparseable counts as the most privileged class (fail closed), not a syntax error.
     let message = denied(&bob.batch_execute("selec 1 frm nowhere").await.unwrap_err());
     assert!(message.contains("unparseable"), "{message}");
@@ -47,7 +68,10 @@ async fn a_reader_may_read_but_not_write_or_change_schema() -> anyhow::Result<()
     assert_eq!(db_error(&err).unwrap().0, "25P02");
     bob.batch_execute("rollback").await?;
 
-    let n: i64 = direct.query_one("select count(*) from customers", &[]).await?.get(0);
+    let n: i64 = direct
+        .query_one("select count(*) from customers", &[])
+        .await?
+        .get(0);
     assert_eq!(n, 1000, "nothing was deleted upstream");
     Ok(())
 }
@@ -58,13 +82,38 @@ async fn a_writer_may_modify_data_but_not_schema_and_an_admin_may_do_both() -> a
     let carol = env.client(&env.oidc.user_token("carol").await?).await?;
     let alice = env.client(&env.oidc.user_token("alice").await?).await?;
 
-    assert_eq!(carol.execute("update customers set phone = '+1-555-0100' where id = 1", &[]).await?, 1);
-    let message = denied(&carol.batch_execute("alter table customers add column x int").await.unwrap_err());
-    assert!(message.contains("\"developers\"") && message.contains("write access") && message.contains("ddl"), "{message}");
-    denied(&carol.batch_execute("create role intruder login superuser").await.unwrap_err());
+    assert_eq!(
+        carol
+            .execute(
+                "update customers set phone = '+1-555-0100' where id = 1",
+                &[]
+            )
+            .await?,
+        1
+    );
+    let message = denied(
+        &carol
+            .batch_execute("alter table customers add column x int")
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("\"developers\"")
+            && message.contains("write access")
+            && message.contains("ddl"),
+        "{message}"
+    );
+    denied(
+        &carol
+            .batch_execute("create role intruder login superuser")
+            .await
+            .unwrap_err(),
+    );
     denied(&carol.batch_execute("set role postgres").await.unwrap_err());
 
-    alice.batch_execute("create table admin_made (id int); drop table admin_made").await?;
+    alice
+        .batch_execute("create table admin_made (id int); drop table admin_made")
+        .await?;
     // For an admin, an unparseable statement reaches PostgreSQL, which reports its own syntax error.
     let err = alice.batch_execute("selec 1").await.unwrap_err();
     assert_eq!(db_error(&err).unwrap().0, "42601");
@@ -91,8 +140,15 @@ async fn pipelined_denials_keep_responses_in_order() -> anyhow::Result<()> {
 async fn a_principal_without_a_role_is_refused_at_connect() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let token = env.oidc.user_token("dave").await?;
-    let (ok, _, err) = psql(&env.gateway.conninfo(CONNECTION, "dave", &token), &["-c", "select 1"]).await?;
+    let (ok, _, err) = psql(
+        &env.gateway.conninfo(CONNECTION, "dave", &token),
+        &["-c", "select 1"],
+    )
+    .await?;
     assert!(!ok);
-    assert!(err.contains("holds no role on connection \"billing\""), "{err}");
+    assert!(
+        err.contains("holds no role on connection \"billing\""),
+        "{err}"
+    );
     Ok(())
 }

@@ -12,11 +12,18 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 async fn assert_healthy(client: &tokio_postgres::Client) {
-    let n: i64 = client.query_one("select count(*) from customers", &[]).await.expect("healthy session broke").get(0);
+    let n: i64 = client
+        .query_one("select count(*) from customers", &[])
+        .await
+        .expect("healthy session broke")
+        .get(0);
     assert_eq!(n, 1000);
 }
 
@@ -25,7 +32,9 @@ async fn refused(env: &Env, dbname: &str, token: &str) -> (String, String) {
     match connect(&env.gateway, dbname, "mallory", token).await {
         Ok(_) => panic!("connection with a bad token was accepted"),
         Err(e) => {
-            let e = e.downcast::<tokio_postgres::Error>().expect("a postgres error");
+            let e = e
+                .downcast::<tokio_postgres::Error>()
+                .expect("a postgres error");
             db_error(&e).unwrap_or_else(|| panic!("no server error: {e}"))
         }
     }
@@ -44,19 +53,62 @@ async fn every_bad_token_is_refused_with_28000_saying_which_check_failed() -> an
         claims
     };
     let cases = vec![
-        ("expired", env.oidc.mint(json!({}), good(json!({"exp": now() - 3600}))).await?, "expired"),
-        ("not yet valid", env.oidc.mint(json!({}), good(json!({"nbf": now() + 3600}))).await?, "not yet valid"),
-        ("wrong issuer", env.oidc.mint(json!({}), good(json!({"iss": "http://127.0.0.1:1/evil"}))).await?, "issuer"),
-        ("wrong audience", env.oidc.mint(json!({}), good(json!({"aud": "urn:someone:else"}))).await?, "audience"),
-        ("alg none", env.oidc.mint(json!({"alg": "none"}), good(json!({}))).await?, "algorithm"),
-        ("unknown kid", env.oidc.mint(json!({"kid": "no-such-key"}), good(json!({}))).await?, "key"),
-        ("badly signed", env.oidc.mint_foreign(good(json!({}))).await?, "signature"),
+        (
+            "expired",
+            env.oidc
+                .mint(json!({}), good(json!({"exp": now() - 3600})))
+                .await?,
+            "expired",
+        ),
+        (
+            "not yet valid",
+            env.oidc
+                .mint(json!({}), good(json!({"nbf": now() + 3600})))
+                .await?,
+            "not yet valid",
+        ),
+        (
+            "wrong issuer",
+            env.oidc
+                .mint(json!({}), good(json!({"iss": "http://127.0.0.1:1/evil"})))
+                .await?,
+            "issuer",
+        ),
+        (
+            "wrong audience",
+            env.oidc
+                .mint(json!({}), good(json!({"aud": "urn:someone:else"})))
+                .await?,
+            "audience",
+        ),
+        (
+            "alg none",
+            env.oidc
+                .mint(json!({"alg": "none"}), good(json!({})))
+                .await?,
+            "algorithm",
+        ),
+        (
+            "unknown kid",
+            env.oidc
+                .mint(json!({"kid": "no-such-key"}), good(json!({})))
+                .await?,
+            "key",
+        ),
+        (
+            "badly signed",
+            env.oidc.mint_foreign(good(json!({}))).await?,
+            "signature",
+        ),
         ("garbage", "this.is-not.a-jwt".to_string(), "malformed"),
     ];
     for (what, token, needle) in cases {
         let (code, message) = refused(&env, CONNECTION, &token).await;
         assert_eq!(code, "28000", "{what}: {message}");
-        assert!(message.to_lowercase().contains(needle), "{what}: {message:?} should mention {needle:?}");
+        assert!(
+            message.to_lowercase().contains(needle),
+            "{what}: {message:?} should mention {needle:?}"
+        );
         assert!(!message.contains(&token), "{what}: the token was echoed");
     }
     assert!(!env.gateway.log().contains("this.is-not.a-jwt"));
@@ -65,7 +117,8 @@ async fn every_bad_token_is_refused_with_28000_saying_which_check_failed() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unknown_connection_plaintext_and_garbage_are_refused_and_others_keep_working() -> anyhow::Result<()> {
+async fn unknown_connection_plaintext_and_garbage_are_refused_and_others_keep_working()
+-> anyhow::Result<()> {
     let env = Env::start().await?;
     let token = env.oidc.user_token("alice").await?;
     let healthy = env.client(&token).await?;
@@ -86,17 +139,18 @@ async fn unknown_connection_plaintext_and_garbage_are_refused_and_others_keep_wo
     // Garbage, truncated and oversized startup packets: the connection is closed with an error.
     let packets: Vec<Vec<u8>> = vec![
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        vec![0, 0, 0, 3],                              // length below the minimum
-        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0],      // 2 GiB startup packet
-        vec![0, 0, 0, 40, 0, 3, 0, 0, b'u', b's'],      // truncated, then closed
-        vec![0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78],      // unknown request code
+        vec![0, 0, 0, 3],                          // length below the minimum
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0],  // 2 GiB startup packet
+        vec![0, 0, 0, 40, 0, 3, 0, 0, b'u', b's'], // truncated, then closed
+        vec![0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78],  // unknown request code
     ];
     for packet in packets {
         let mut tcp = tokio::net::TcpStream::connect(env.gateway.address).await?;
         tcp.write_all(&packet).await?;
         tcp.shutdown().await?;
         let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
         assert!(read.is_ok(), "connection left hanging after {packet:?}");
         if !answer.is_empty() {
             assert_eq!(answer[0], b'E', "expected an ErrorResponse for {packet:?}");
@@ -129,17 +183,23 @@ async fn an_unreachable_upstream_gives_08006_within_the_timeout() -> anyhow::Res
         password: Some("irrelevant".into()),
         tls_ca_pem: None,
     };
-    let env = Env::start_with(juris_testkit::postgres::UpstreamAuth::ScramSha256, |spec: &mut GatewaySpec| {
-        spec.node_settings.push("upstream_connect_timeout_secs = 2".into());
-        spec.connections.push(spec_connection("closed-db", closed_port));
-        spec.connections.push(spec_connection("blackhole-db", blackhole_port));
-        spec.roles.push(juris_testkit::gateway::RoleSpec {
-            name: "dba-everywhere".into(),
-            groups: vec!["dba".into()],
-            connections: vec!["*".into()],
-            level: "admin".into(),
-        });
-    })
+    let env = Env::start_with(
+        juris_testkit::postgres::UpstreamAuth::ScramSha256,
+        |spec: &mut GatewaySpec| {
+            spec.node_settings
+                .push("upstream_connect_timeout_secs = 2".into());
+            spec.connections
+                .push(spec_connection("closed-db", closed_port));
+            spec.connections
+                .push(spec_connection("blackhole-db", blackhole_port));
+            spec.roles.push(juris_testkit::gateway::RoleSpec {
+                name: "dba-everywhere".into(),
+                groups: vec!["dba".into()],
+                connections: vec!["*".into()],
+                level: "admin".into(),
+            });
+        },
+    )
     .await?;
     let token = env.oidc.user_token("alice").await?;
     let healthy = env.client(&token).await?;
@@ -148,7 +208,11 @@ async fn an_unreachable_upstream_gives_08006_within_the_timeout() -> anyhow::Res
         let (code, message) = refused(&env, name, &token).await;
         assert_eq!(code, "08006", "{name}: {message}");
         assert!(message.contains(&format!("\"{name}\"")), "{message}");
-        assert!(started.elapsed() < Duration::from_secs(8), "{name} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{name} took {:?}",
+            started.elapsed()
+        );
     }
     assert_healthy(&healthy).await;
     let _: &GatewayProcess = &env.gateway;

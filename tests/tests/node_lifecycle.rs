@@ -12,7 +12,8 @@ use juris_testkit::gateway::juris_binary;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_stops_accepting_lets_sessions_finish_then_ends_them_with_57p01() -> anyhow::Result<()> {
+async fn sigterm_stops_accepting_lets_sessions_finish_then_ends_them_with_57p01()
+-> anyhow::Result<()> {
     let mut env = Env::start_with(juris_testkit::postgres::UpstreamAuth::ScramSha256, |spec| {
         spec.node_settings.push("shutdown_grace_secs = 3".into());
     })
@@ -24,9 +25,15 @@ async fn sigterm_stops_accepting_lets_sessions_finish_then_ends_them_with_57p01(
     env.gateway.signal(libc_sigterm())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // New sessions are refused...
-    assert!(env.client(&token).await.is_err(), "a new session was accepted while draining");
+    assert!(
+        env.client(&token).await.is_err(),
+        "a new session was accepted while draining"
+    );
     // ...while the open one keeps working during the grace period.
-    assert_eq!(session.query_one("select 2", &[]).await?.get::<_, i32>(0), 2);
+    assert_eq!(
+        session.query_one("select 2", &[]).await?.get::<_, i32>(0),
+        2
+    );
 
     // After the grace period the session is ended with 57P01.
     let started = Instant::now();
@@ -37,7 +44,8 @@ async fn sigterm_stops_accepting_lets_sessions_finish_then_ends_them_with_57p01(
             Err(e) => break e,
         }
     };
-    let ended_with_57p01 = db_error(&err).map(|e| e.0 == "57P01").unwrap_or(false) || session.is_closed();
+    let ended_with_57p01 =
+        db_error(&err).map(|e| e.0 == "57P01").unwrap_or(false) || session.is_closed();
     assert!(ended_with_57p01, "{err}");
     assert_eq!(env.gateway.wait(Duration::from_secs(15)).await?, Some(0));
     let log = env.gateway.log();
@@ -73,12 +81,20 @@ region = "us-east"
 upstream = { host = "127.0.0.1", port = 5432, database = "b", user = "u", password = { env = "X" } }
 "#,
     )?;
-    let output = tokio::process::Command::new(juris_binary()?).arg("node").arg("--config").arg(&file).output().await?;
+    let output = tokio::process::Command::new(juris_binary()?)
+        .arg("node")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await?;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("broken.toml"), "{stderr}");
     assert!(stderr.contains("node.listen"), "{stderr}");
-    assert!(stderr.contains("connection[0].region: region `us-east` is not declared"), "{stderr}");
+    assert!(
+        stderr.contains("connection[0].region: region `us-east` is not declared"),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -100,12 +116,15 @@ async fn juris_connect_lets_plain_psql_in_with_the_callers_token() -> anyhow::Re
         .spawn()?;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let port = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.expect("juris connect exited");
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .expect("juris connect exited");
         if let Some(rest) = line.split("127.0.0.1:").nth(1) {
             break rest.trim().parse::<u16>()?;
         }
     };
-    let conninfo = format!("host=127.0.0.1 port={port} dbname={CONNECTION} user=bob sslmode=disable");
+    let conninfo =
+        format!("host=127.0.0.1 port={port} dbname={CONNECTION} user=bob sslmode=disable");
     let (ok, out, err) = psql(&conninfo, &["-c", "select count(*) from customers"]).await?;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "1000");

@@ -12,10 +12,17 @@ use juris_testkit::postgres::{ServerTls, TempPostgres, TempPostgresOptions, Upst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn md5_cleartext_and_trust_upstreams_work() -> anyhow::Result<()> {
-    for auth in [UpstreamAuth::Md5, UpstreamAuth::Password, UpstreamAuth::Trust] {
+    for auth in [
+        UpstreamAuth::Md5,
+        UpstreamAuth::Password,
+        UpstreamAuth::Trust,
+    ] {
         let env = Env::start_with(auth.clone(), |_| {}).await?;
         let client = env.client(&env.oidc.user_token("bob").await?).await?;
-        let n: i64 = client.query_one("select count(*) from customers", &[]).await?.get(0);
+        let n: i64 = client
+            .query_one("select count(*) from customers", &[])
+            .await?
+            .get(0);
         assert_eq!(n, 1000, "{auth:?}");
     }
     Ok(())
@@ -25,7 +32,10 @@ async fn tls_upstream(ca: &DemoCa) -> anyhow::Result<TempPostgres> {
     let cert = ca.issue_server(&["localhost".to_string()], true)?;
     let pg = TempPostgres::start(TempPostgresOptions {
         auth: UpstreamAuth::ScramSha256,
-        tls: Some(ServerTls { cert_pem: cert.cert_pem, key_pem: cert.key_pem }),
+        tls: Some(ServerTls {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        }),
         superuser_password: "tls-upstream-secret".into(),
         extra_conf: Vec::new(),
     })
@@ -49,7 +59,10 @@ async fn upstream_tls_is_verified_against_the_configured_ca() -> anyhow::Result<
     let token = oidc.user_token("bob").await?;
     let client = common::connect(&gateway, CONNECTION, "bob", &token).await?;
     let ssl: bool = client
-        .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
         .await?
         .get(0);
     assert!(ssl, "the gateway's upstream session is not encrypted");
@@ -58,7 +71,9 @@ async fn upstream_tls_is_verified_against_the_configured_ca() -> anyhow::Result<
     let mut bad = good.clone();
     bad.connections[0].tls_ca_pem = Some(DemoCa::new("some other CA")?.ca_cert_pem);
     let gateway = GatewayProcess::start(&bad).await?;
-    let err = common::connect(&gateway, CONNECTION, "bob", &token).await.unwrap_err();
+    let err = common::connect(&gateway, CONNECTION, "bob", &token)
+        .await
+        .unwrap_err();
     let err = err.downcast::<tokio_postgres::Error>()?;
     assert_eq!(common::db_error(&err).unwrap().0, "08006", "{err}");
     Ok(())

@@ -52,7 +52,11 @@ pub async fn run(options: ConnectOptions, tokens: TokenSource) -> anyhow::Result
 }
 
 /// Serve an already bound listener (used by tests and `run`).
-pub async fn serve(listener: TcpListener, options: ConnectOptions, tokens: TokenSource) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    options: ConnectOptions,
+    tokens: TokenSource,
+) -> anyhow::Result<()> {
     let tls = juris_tls::client_config(options.ca_file.as_deref())?;
     let host = options
         .gateway
@@ -92,7 +96,9 @@ async fn handle(
     let packet = loop {
         match read_packet(&mut local, &mut buf, &limits).await? {
             // Local leg is plaintext by design: say no to TLS and GSS.
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => local.write_all(b"N").await?,
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                local.write_all(b"N").await?
+            }
             other => break other,
         }
     };
@@ -105,11 +111,18 @@ async fn handle(
             gateway.flush().await?;
             return Ok(());
         }
-        StartupPacket::Startup { protocol_version, mut parameters } => {
+        StartupPacket::Startup {
+            protocol_version,
+            mut parameters,
+        } => {
             parameters.retain(|(k, _)| k != "database");
             parameters.push(("database".into(), options.connection.clone()));
             let mut out = BytesMut::new();
-            StartupPacket::Startup { protocol_version, parameters }.encode(&mut out);
+            StartupPacket::Startup {
+                protocol_version,
+                parameters,
+            }
+            .encode(&mut out);
             gateway.write_all(&out).await?;
         }
         _ => bail!("unexpected startup packet"),
@@ -144,7 +157,11 @@ async fn handle(
     Ok(())
 }
 
-async fn read_packet<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, limits: &Limits) -> anyhow::Result<StartupPacket> {
+async fn read_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> anyhow::Result<StartupPacket> {
     loop {
         if let Some(packet) = juris_pgwire::decode_startup(buf, limits)? {
             return Ok(packet);
@@ -161,7 +178,9 @@ async fn open_gateway(
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     server_name: ServerName<'static>,
 ) -> anyhow::Result<impl AsyncRead + AsyncWrite + Unpin> {
-    let mut tcp = TcpStream::connect(address).await.with_context(|| format!("cannot reach the gateway at {address}"))?;
+    let mut tcp = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot reach the gateway at {address}"))?;
     let _ = tcp.set_nodelay(true);
     let mut out = BytesMut::new();
     StartupPacket::SslRequest.encode(&mut out);

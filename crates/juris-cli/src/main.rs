@@ -9,7 +9,11 @@ use juris_cli::connect::{self, ConnectOptions};
 use juris_cli::tokens::{self, IdpOptions};
 
 #[derive(Parser)]
-#[command(name = "juris", version, about = "Juris: a residency-enforcing access gateway")]
+#[command(
+    name = "juris",
+    version,
+    about = "Juris: a residency-enforcing access gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,7 +95,10 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Demo { port } => Ok(juris_demo::run(port).await?),
             Command::Login { idp } => tokens::login(&idp).await,
-            Command::Token { idp, client_credentials } => {
+            Command::Token {
+                idp,
+                client_credentials,
+            } => {
                 let token = if client_credentials {
                     tokens::client_credentials(&idp).await?
                 } else {
@@ -100,7 +107,14 @@ fn main() -> anyhow::Result<()> {
                 println!("{token}");
                 Ok(())
             }
-            Command::Connect { connection, port, gateway, ca, server_name, idp } => {
+            Command::Connect {
+                connection,
+                port,
+                gateway,
+                ca,
+                server_name,
+                idp,
+            } => {
                 // Fail now, not at the first session, if there is no usable token.
                 tokens::current(&idp).await?;
                 let handle = tokio::runtime::Handle::current();
@@ -108,7 +122,17 @@ fn main() -> anyhow::Result<()> {
                     let idp = idp.clone();
                     tokio::task::block_in_place(|| handle.block_on(tokens::current(&idp)))
                 });
-                connect::run(ConnectOptions { connection, gateway, server_name, ca_file: ca, port }, source).await
+                connect::run(
+                    ConnectOptions {
+                        connection,
+                        gateway,
+                        server_name,
+                        ca_file: ca,
+                        port,
+                    },
+                    source,
+                )
+                .await
             }
         }
     })

@@ -30,7 +30,10 @@ pub struct IdpOptions {
 impl IdpOptions {
     fn settings(&self) -> anyhow::Result<ClientSettings> {
         Ok(ClientSettings {
-            issuer: self.issuer.clone().context("no identity provider: pass --issuer or set JURIS_ISSUER")?,
+            issuer: self
+                .issuer
+                .clone()
+                .context("no identity provider: pass --issuer or set JURIS_ISSUER")?,
             client_id: self.client_id.clone(),
             audience: self.audience.clone(),
             scopes: "openid email offline_access".into(),
@@ -40,7 +43,9 @@ impl IdpOptions {
     fn cache(&self) -> anyhow::Result<TokenCache> {
         let dir = match &self.cache_dir {
             Some(dir) => dir.clone(),
-            None => dirs::config_dir().context("no config directory; set JURIS_CACHE_DIR")?.join("juris"),
+            None => dirs::config_dir()
+                .context("no config directory; set JURIS_CACHE_DIR")?
+                .join("juris"),
         };
         Ok(TokenCache::new(&dir))
     }
@@ -50,7 +55,10 @@ impl IdpOptions {
 pub async fn login(options: &IdpOptions) -> anyhow::Result<()> {
     let settings = options.settings()?;
     let tokens = client::device_login(&settings, |authorization| {
-        println!("To log in, open {} and enter the code {}", authorization.verification_uri, authorization.user_code);
+        println!(
+            "To log in, open {} and enter the code {}",
+            authorization.verification_uri, authorization.user_code
+        );
         if let Some(complete) = &authorization.verification_uri_complete {
             println!("(or open {complete})");
         }
@@ -88,6 +96,9 @@ pub async fn current(options: &IdpOptions) -> anyhow::Result<String> {
 
 /// Client-credentials token for a machine identity (secret from JURIS_CLIENT_SECRET).
 pub async fn client_credentials(options: &IdpOptions) -> anyhow::Result<String> {
-    let secret = std::env::var("JURIS_CLIENT_SECRET").context("set JURIS_CLIENT_SECRET to the client secret")?;
-    Ok(client::client_credentials(&options.settings()?, &secret).await?.access_token)
+    let secret = std::env::var("JURIS_CLIENT_SECRET")
+        .context("set JURIS_CLIENT_SECRET to the client secret")?;
+    Ok(client::client_credentials(&options.settings()?, &secret)
+        .await?
+        .access_token)
 }

@@ -35,7 +35,10 @@ pub enum ConfigError {
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: invalid configuration:\n{}", render_problems(.problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
     #[error("{key}: {reason}")]
     Secret { key: String, reason: String },
 }
@@ -213,9 +216,16 @@ impl<'de> Deserialize<'de> for SecretRef {
                     "secrets are never inline: use { env = \"VAR\" } or { file = \"/path\" }",
                 ))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
-                let t = SecretRefTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SecretRef { env: t.env, file: t.file })
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                let t =
+                    SecretRefTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef {
+                    env: t.env,
+                    file: t.file,
+                })
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -367,7 +377,10 @@ impl Deployment {
         if self.node.listen.parse::<std::net::SocketAddr>().is_err() {
             problem(
                 "node.listen".into(),
-                format!("`{}` is not an address like 127.0.0.1:5432", self.node.listen),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:5432",
+                    self.node.listen
+                ),
             );
         }
         if self.node.max_message_bytes < 1024 {
@@ -380,20 +393,23 @@ impl Deployment {
         if !regions.contains(self.node.region.as_str()) {
             problem(
                 "node.region".into(),
-                format!("region `{}` is not declared under [[region]]", self.node.region),
+                format!(
+                    "region `{}` is not declared under [[region]]",
+                    self.node.region
+                ),
             );
         }
         if url_scheme(&self.identity.issuer).is_none() {
-            problem(
-                "identity.issuer".into(),
-                "must be an http(s) URL".into(),
-            );
+            problem("identity.issuer".into(), "must be an http(s) URL".into());
         }
         if self.identity.audience.is_empty() {
             problem("identity.audience".into(), "must not be empty".into());
         }
         if self.identity.algorithms.is_empty() {
-            problem("identity.algorithms".into(), "must allow at least one algorithm".into());
+            problem(
+                "identity.algorithms".into(),
+                "must allow at least one algorithm".into(),
+            );
         }
         for (i, alg) in self.identity.algorithms.iter().enumerate() {
             if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
@@ -413,11 +429,17 @@ impl Deployment {
             if !is_valid_name(&c.name) {
                 problem(
                     format!("{key}.name"),
-                    format!("`{}` must be 1-63 characters of a-z, 0-9, '-' or '_'", c.name),
+                    format!(
+                        "`{}` must be 1-63 characters of a-z, 0-9, '-' or '_'",
+                        c.name
+                    ),
                 );
             }
             if !seen.insert(c.name.as_str()) {
-                problem(format!("{key}.name"), format!("`{}` is declared twice", c.name));
+                problem(
+                    format!("{key}.name"),
+                    format!("`{}` is declared twice", c.name),
+                );
             }
             if !regions.contains(c.region.as_str()) {
                 problem(
@@ -436,7 +458,8 @@ impl Deployment {
                     "set exactly one of `env` or `file` (secrets are never inline)".into(),
                 );
             }
-            if c.upstream.tls.mode == UpstreamTlsMode::VerifyFull && c.upstream.tls.ca_file.is_none()
+            if c.upstream.tls.mode == UpstreamTlsMode::VerifyFull
+                && c.upstream.tls.ca_file.is_none()
             {
                 problem(
                     format!("{key}.upstream.tls.ca_file"),
@@ -446,7 +469,10 @@ impl Deployment {
         }
         for (i, r) in self.roles.iter().enumerate() {
             if r.groups.is_empty() {
-                problem(format!("role[{i}].groups"), "must name at least one group".into());
+                problem(
+                    format!("role[{i}].groups"),
+                    "must name at least one group".into(),
+                );
             }
             for (j, c) in r.connections.iter().enumerate() {
                 if c != "*" && !seen.contains(c.as_str()) {
@@ -540,23 +566,37 @@ level = "admin"
         let groups = vec!["analysts".to_string(), "dba".to_string()];
         assert_eq!(
             d.effective_role(&groups, "billing").unwrap(),
-            EffectiveRole { role: "dba".into(), level: AccessLevel::Admin }
+            EffectiveRole {
+                role: "dba".into(),
+                level: AccessLevel::Admin
+            }
         );
         assert_eq!(
-            d.effective_role(&["analysts".to_string()], "billing").unwrap().level,
+            d.effective_role(&["analysts".to_string()], "billing")
+                .unwrap()
+                .level,
             AccessLevel::Read
         );
-        assert!(d.effective_role(&["nobody".to_string()], "billing").is_none());
+        assert!(
+            d.effective_role(&["nobody".to_string()], "billing")
+                .is_none()
+        );
         assert_eq!(d.identity.groups_claim, "groups");
     }
 
     #[test]
     fn every_problem_is_reported_with_file_and_key() {
         let bad = GOOD
-            .replace("region = \"eu-west\"\nupstream", "region = \"mars\"\nupstream")
+            .replace(
+                "region = \"eu-west\"\nupstream",
+                "region = \"mars\"\nupstream",
+            )
             .replace("port = 5432", "port = 0")
             .replace("connections = [\"billing\"]", "connections = [\"payroll\"]")
-            .replace("audience = \"urn:juris:gateway\"", "audience = \"\"\nalgorithms = [\"HS256\"]");
+            .replace(
+                "audience = \"urn:juris:gateway\"",
+                "audience = \"\"\nalgorithms = [\"HS256\"]",
+            );
         let d = Deployment::from_toml("bad.toml", &bad).unwrap();
         let err = d.validate("bad.toml").unwrap_err().to_string();
         for needle in [
@@ -574,12 +614,22 @@ level = "admin"
     #[test]
     fn unknown_keys_and_inline_secrets_are_refused() {
         let typo = GOOD.replace("listen =", "listn =");
-        let err = Deployment::from_toml("t.toml", &typo).unwrap_err().to_string();
+        let err = Deployment::from_toml("t.toml", &typo)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("t.toml") && err.contains("listn"), "{err}");
 
-        let inline = GOOD.replace("password = { env = \"BILLING_PW\" }", "password = \"hunter2\"");
-        let err = Deployment::from_toml("t.toml", &inline).unwrap_err().to_string();
-        assert!(err.contains("never inline") && err.contains("line 19"), "{err}");
+        let inline = GOOD.replace(
+            "password = { env = \"BILLING_PW\" }",
+            "password = \"hunter2\"",
+        );
+        let err = Deployment::from_toml("t.toml", &inline)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("never inline") && err.contains("line 19"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
     }
 
@@ -589,11 +639,23 @@ level = "admin"
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pw");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let file_ref = SecretRef { env: None, file: Some(path.clone()) };
+        let file_ref = SecretRef {
+            env: None,
+            file: Some(path.clone()),
+        };
         assert_eq!(file_ref.resolve("k").unwrap(), "s3cret");
-        let missing = SecretRef { env: Some("JURIS_TEST_SURELY_UNSET_VAR".into()), file: None };
-        let err = missing.resolve("connection[0].upstream.password").unwrap_err().to_string();
-        assert!(err.contains("connection[0].upstream.password") && err.contains("JURIS_TEST_SURELY_UNSET_VAR"));
+        let missing = SecretRef {
+            env: Some("JURIS_TEST_SURELY_UNSET_VAR".into()),
+            file: None,
+        };
+        let err = missing
+            .resolve("connection[0].upstream.password")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("connection[0].upstream.password")
+                && err.contains("JURIS_TEST_SURELY_UNSET_VAR")
+        );
         assert!(!format!("{file_ref:?}").contains("s3cret"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use juris_config::{
-    ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RegionConfig, RoleConfig,
-    SecretRef, ServerTlsConfig, UpstreamConfig, UpstreamTlsConfig,
+    ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RegionConfig,
+    RoleConfig, SecretRef, ServerTlsConfig, UpstreamConfig, UpstreamTlsConfig,
 };
 use juris_types::AccessLevel;
 
@@ -25,7 +25,11 @@ const TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 /// The demo's principals: (login, email, groups, what they may do).
 const PEOPLE: &[(&str, &[&str], &str)] = &[
     ("alice", &["dba"], "admin: anything, including DDL"),
-    ("carol", &["developers"], "write: read and modify data, no DDL"),
+    (
+        "carol",
+        &["developers"],
+        "write: read and modify data, no DDL",
+    ),
     ("bob", &["analysts"], "read: SELECT only"),
 ];
 
@@ -59,7 +63,9 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             leeway_secs: 30,
             jwks_refresh_secs: 60,
         },
-        regions: vec![RegionConfig { name: "demo".into() }],
+        regions: vec![RegionConfig {
+            name: "demo".into(),
+        }],
         connections: vec![ConnectionConfig {
             name: CONNECTION.into(),
             kind: ConnectionKind::Postgres,
@@ -87,7 +93,10 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
 /// Run the demo until Ctrl-C or SIGTERM.
 pub async fn run(port: u16) -> Result<(), DemoError> {
     let dir = tempfile::Builder::new().prefix("juris-demo-").tempdir()?;
-    println!("Starting the Juris demo (everything lives in {} and is removed on exit)...", dir.path().display());
+    println!(
+        "Starting the Juris demo (everything lives in {} and is removed on exit)...",
+        dir.path().display()
+    );
 
     let ca = DemoCa::new("Juris demo CA (throwaway)")?;
     let server = ca.issue_server(&["localhost".to_string()], true)?;
@@ -108,7 +117,12 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     write_private(&dir.path().join("billing.password"), &password)?;
 
     let issuer = DevIssuer::start(AUDIENCE).await?;
-    let deployment = deployment(dir.path(), &format!("127.0.0.1:{port}"), issuer.issuer(), &pg);
+    let deployment = deployment(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        issuer.issuer(),
+        &pg,
+    );
     deployment.validate("demo")?;
     std::fs::write(
         dir.path().join("juris.toml"),
@@ -118,9 +132,18 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     let address = node.postgres_address;
 
     println!();
-    println!("Juris demo is running. Node: {address}  PostgreSQL (direct, for comparison): 127.0.0.1:{}", pg.port);
-    println!("Demo-only OIDC issuer: {} (loopback only; never use it for anything real)", issuer.issuer());
-    println!("Deployment file: {}", dir.path().join("juris.toml").display());
+    println!(
+        "Juris demo is running. Node: {address}  PostgreSQL (direct, for comparison): 127.0.0.1:{}",
+        pg.port
+    );
+    println!(
+        "Demo-only OIDC issuer: {} (loopback only; never use it for anything real)",
+        issuer.issuer()
+    );
+    println!(
+        "Deployment file: {}",
+        dir.path().join("juris.toml").display()
+    );
     println!();
     for (login, groups, what) in PEOPLE {
         let token = issuer.mint(login, &format!("{login}@example.com"), groups, TOKEN_TTL)?;
@@ -137,7 +160,9 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         );
         println!();
     }
-    println!("Try as bob: select full_name, email from customers limit 3;  then: delete from customers;  (refused with 42501)");
+    println!(
+        "Try as bob: select full_name, email from customers limit 3;  then: delete from customers;  (refused with 42501)"
+    );
     println!("Press Ctrl-C to stop; everything started here is cleaned up.");
 
     juris_node::wait_for_signal().await;
@@ -158,7 +183,12 @@ fn toml_text(deployment: &Deployment) -> Option<String> {
 fn write_private(path: &Path, contents: &str) -> Result<(), DemoError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

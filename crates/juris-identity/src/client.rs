@@ -64,7 +64,10 @@ pub struct DeviceAuthorization {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 struct Endpoints {
@@ -75,7 +78,10 @@ struct Endpoints {
 async fn endpoints(http: &reqwest::Client, issuer: &str) -> Result<Endpoints, IdentityError> {
     let metadata = crate::discover(issuer, http).await?;
     // The device endpoint is an extension field; read it from the raw document.
-    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
     let raw: serde_json::Value = http
         .get(&url)
         .send()
@@ -91,27 +97,50 @@ async fn endpoints(http: &reqwest::Client, issuer: &str) -> Result<Endpoints, Id
         .ok_or_else(|| IdentityError::Flow("the identity provider has no token endpoint".into()))?;
     Ok(Endpoints {
         token,
-        device: raw.get("device_authorization_endpoint").and_then(|v| v.as_str()).map(str::to_string),
+        device: raw
+            .get("device_authorization_endpoint")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
     })
 }
 
-async fn token_request(http: &reqwest::Client, url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Result<Result<TokenSet, ErrorResponse>, IdentityError> {
+async fn token_request(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> Result<Result<TokenSet, ErrorResponse>, IdentityError> {
     let mut request = http.post(url).form(form);
     if let Some((id, secret)) = basic {
         request = request.basic_auth(id, Some(secret));
     }
-    let response = request.send().await.map_err(|e| IdentityError::Http(e.to_string()))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| IdentityError::Http(e.to_string()))?;
     let ok = response.status().is_success();
-    let body = response.bytes().await.map_err(|e| IdentityError::Http(e.to_string()))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| IdentityError::Http(e.to_string()))?;
     if ok {
-        let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| IdentityError::Flow(format!("invalid token response: {e}")))?;
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| IdentityError::Flow(format!("invalid token response: {e}")))?;
         Ok(Ok(TokenSet {
             access_token: t.access_token,
             refresh_token: t.refresh_token,
             expires_at: now() + t.expires_in.unwrap_or(300),
         }))
     } else {
-        let e: ErrorResponse = serde_json::from_slice(&body).map_err(|_| IdentityError::Flow(format!("token endpoint answered {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>())))?;
+        let e: ErrorResponse = serde_json::from_slice(&body).map_err(|_| {
+            IdentityError::Flow(format!(
+                "token endpoint answered {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ))
+        })?;
         Ok(Err(e))
     }
 }
@@ -124,13 +153,22 @@ fn flow_error(e: ErrorResponse) -> IdentityError {
 }
 
 /// Device authorization flow. `show` is called once with what the user must do.
-pub async fn device_login(settings: &ClientSettings, show: impl FnOnce(&DeviceAuthorization)) -> Result<TokenSet, IdentityError> {
+pub async fn device_login(
+    settings: &ClientSettings,
+    show: impl FnOnce(&DeviceAuthorization),
+) -> Result<TokenSet, IdentityError> {
     let http = crate::http_client(Duration::from_secs(30))?;
     let endpoints = endpoints(&http, &settings.issuer).await?;
-    let device_url = endpoints.device.ok_or_else(|| IdentityError::Flow("the identity provider does not support the device flow".into()))?;
+    let device_url = endpoints.device.ok_or_else(|| {
+        IdentityError::Flow("the identity provider does not support the device flow".into())
+    })?;
     let authorization: DeviceAuthorization = http
         .post(&device_url)
-        .form(&[("client_id", settings.client_id.as_str()), ("scope", settings.scopes.as_str()), ("resource", settings.audience.as_str())])
+        .form(&[
+            ("client_id", settings.client_id.as_str()),
+            ("scope", settings.scopes.as_str()),
+            ("resource", settings.audience.as_str()),
+        ])
         .send()
         .await
         .and_then(|r| r.error_for_status())
@@ -156,11 +194,16 @@ pub async fn device_login(settings: &ClientSettings, show: impl FnOnce(&DeviceAu
             Err(e) => return Err(flow_error(e)),
         }
     }
-    Err(IdentityError::Flow("the device code expired before the login was completed".into()))
+    Err(IdentityError::Flow(
+        "the device code expired before the login was completed".into(),
+    ))
 }
 
 /// Exchange a refresh token.
-pub async fn refresh(settings: &ClientSettings, refresh_token: &str) -> Result<TokenSet, IdentityError> {
+pub async fn refresh(
+    settings: &ClientSettings,
+    refresh_token: &str,
+) -> Result<TokenSet, IdentityError> {
     let http = crate::http_client(Duration::from_secs(30))?;
     let endpoints = endpoints(&http, &settings.issuer).await?;
     let form = [
@@ -169,7 +212,9 @@ pub async fn refresh(settings: &ClientSettings, refresh_token: &str) -> Result<T
         ("client_id", settings.client_id.as_str()),
         ("resource", settings.audience.as_str()),
     ];
-    let mut tokens = token_request(&http, &endpoints.token, &form, None).await?.map_err(flow_error)?;
+    let mut tokens = token_request(&http, &endpoints.token, &form, None)
+        .await?
+        .map_err(flow_error)?;
     if tokens.refresh_token.is_none() {
         tokens.refresh_token = Some(refresh_token.to_string());
     }
@@ -177,13 +222,24 @@ pub async fn refresh(settings: &ClientSettings, refresh_token: &str) -> Result<T
 }
 
 /// Client-credentials flow for machine identities.
-pub async fn client_credentials(settings: &ClientSettings, client_secret: &str) -> Result<TokenSet, IdentityError> {
+pub async fn client_credentials(
+    settings: &ClientSettings,
+    client_secret: &str,
+) -> Result<TokenSet, IdentityError> {
     let http = crate::http_client(Duration::from_secs(30))?;
     let endpoints = endpoints(&http, &settings.issuer).await?;
-    let form = [("grant_type", "client_credentials"), ("resource", settings.audience.as_str())];
-    token_request(&http, &endpoints.token, &form, Some((&settings.client_id, client_secret)))
-        .await?
-        .map_err(flow_error)
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", settings.audience.as_str()),
+    ];
+    token_request(
+        &http,
+        &endpoints.token,
+        &form,
+        Some((&settings.client_id, client_secret)),
+    )
+    .await?
+    .map_err(flow_error)
 }
 
 /// A token cache file readable only by its owner.
@@ -194,7 +250,9 @@ pub struct TokenCache {
 impl TokenCache {
     /// The cache at `dir/tokens.json`.
     pub fn new(dir: &Path) -> Self {
-        TokenCache { path: dir.join("tokens.json") }
+        TokenCache {
+            path: dir.join("tokens.json"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -202,13 +260,18 @@ impl TokenCache {
     }
 
     fn fail(&self, reason: impl ToString) -> IdentityError {
-        IdentityError::Cache { path: self.path.display().to_string(), reason: reason.to_string() }
+        IdentityError::Cache {
+            path: self.path.display().to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The cached tokens, if any.
     pub fn load(&self) -> Result<Option<TokenSet>, IdentityError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(e)),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.fail(e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.fail(e)),
         }
@@ -218,12 +281,27 @@ impl TokenCache {
     pub fn store(&self, tokens: &TokenSet) -> Result<(), IdentityError> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        let dir = self.path.parent().ok_or_else(|| self.fail("no parent directory"))?;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| self.fail(e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| self.fail(e))?;
+        let dir = self
+            .path
+            .parent()
+            .ok_or_else(|| self.fail("no parent directory"))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| self.fail(e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| self.fail(e))?;
         let temporary = self.path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(|e| self.fail(e))?;
-        file.write_all(&serde_json::to_vec(tokens).map_err(|e| self.fail(e))?).map_err(|e| self.fail(e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(|e| self.fail(e))?;
+        file.write_all(&serde_json::to_vec(tokens).map_err(|e| self.fail(e))?)
+            .map_err(|e| self.fail(e))?;
         file.sync_all().map_err(|e| self.fail(e))?;
         std::fs::rename(&temporary, &self.path).map_err(|e| self.fail(e))
     }
@@ -239,18 +317,40 @@ mod tests {
         let dir = tempfile_dir();
         let cache = TokenCache::new(&dir.join("juris"));
         assert_eq!(cache.load().unwrap(), None);
-        let tokens = TokenSet { access_token: "a".into(), refresh_token: Some("r".into()), expires_at: 100 };
+        let tokens = TokenSet {
+            access_token: "a".into(),
+            refresh_token: Some("r".into()),
+            expires_at: 100,
+        };
         cache.store(&tokens).unwrap();
         assert_eq!(cache.load().unwrap(), Some(tokens.clone()));
-        assert_eq!(std::fs::metadata(cache.path()).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(dir.join("juris")).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(tokens.valid_access_token(10, Duration::from_secs(60)), Some("a"));
+        assert_eq!(
+            std::fs::metadata(cache.path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(dir.join("juris"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert_eq!(
+            tokens.valid_access_token(10, Duration::from_secs(60)),
+            Some("a")
+        );
         assert_eq!(tokens.valid_access_token(50, Duration::from_secs(60)), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("juris-identity-{}-{}", std::process::id(), now()));
+        let dir =
+            std::env::temp_dir().join(format!("juris-identity-{}-{}", std::process::id(), now()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

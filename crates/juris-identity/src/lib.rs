@@ -113,8 +113,12 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, IdentityError> 
 }
 
 /// Discover the issuer's metadata with `openidconnect`.
-pub async fn discover(issuer: &str, http: &reqwest::Client) -> Result<CoreProviderMetadata, IdentityError> {
-    let issuer_url = IssuerUrl::new(issuer.to_string()).map_err(|_| IdentityError::IssuerUrl(issuer.to_string()))?;
+pub async fn discover(
+    issuer: &str,
+    http: &reqwest::Client,
+) -> Result<CoreProviderMetadata, IdentityError> {
+    let issuer_url = IssuerUrl::new(issuer.to_string())
+        .map_err(|_| IdentityError::IssuerUrl(issuer.to_string()))?;
     ProviderMetadata::discover_async(issuer_url, http)
         .await
         .map_err(|e| IdentityError::Discovery {
@@ -147,7 +151,10 @@ impl TokenValidator {
                 settings,
                 jwks_uri,
                 http,
-                keys: RwLock::new(Keys { by_kid, fetched_at: Instant::now() }),
+                keys: RwLock::new(Keys {
+                    by_kid,
+                    fetched_at: Instant::now(),
+                }),
                 refresh: Mutex::new(()),
             }),
         })
@@ -162,16 +169,26 @@ impl TokenValidator {
     /// refresh at a time; callers that waited see its result.
     async fn refresh_keys(&self) -> Result<(), TokenRejection> {
         let _guard = self.inner.refresh.lock().await;
-        let fetched_at = self.inner.keys.read().unwrap_or_else(|p| p.into_inner()).fetched_at;
+        let fetched_at = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .fetched_at;
         if fetched_at.elapsed() < self.inner.settings.jwks_min_refresh_interval {
             return Ok(());
         }
         debug!("unknown key id: refreshing the JWKS");
-        let by_kid = fetch_keys(&self.inner.http, &self.inner.jwks_uri).await.map_err(|e| {
-            info!("JWKS refresh failed: {e}");
-            TokenRejection::KeysUnavailable
-        })?;
-        *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = Keys { by_kid, fetched_at: Instant::now() };
+        let by_kid = fetch_keys(&self.inner.http, &self.inner.jwks_uri)
+            .await
+            .map_err(|e| {
+                info!("JWKS refresh failed: {e}");
+                TokenRejection::KeysUnavailable
+            })?;
+        *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = Keys {
+            by_kid,
+            fetched_at: Instant::now(),
+        };
         Ok(())
     }
 
@@ -200,8 +217,12 @@ impl TokenValidator {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = settings.leeway.as_secs();
         validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
-            .map_err(|e| rejection(e, &settings.audience))?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(|e| rejection(e, &settings.audience))?;
         principal(&data.claims, settings)
     }
 }
@@ -213,7 +234,9 @@ fn rejection(e: jsonwebtoken::errors::Error, audience: &str) -> TokenRejection {
         ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
         ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
         ErrorKind::InvalidAudience => TokenRejection::WrongAudience(audience.to_string()),
-        ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => TokenRejection::BadSignature,
+        ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
+            TokenRejection::BadSignature
+        }
         ErrorKind::MissingRequiredClaim(claim) => TokenRejection::MissingClaim(claim.clone()),
         ErrorKind::InvalidAlgorithm => TokenRejection::AlgorithmNotAllowed("(mismatch)".into()),
         _ => TokenRejection::Malformed,
@@ -226,17 +249,30 @@ fn read_header(token: &str) -> Result<(String, Option<String>), TokenRejection> 
         return Err(TokenRejection::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenRejection::Malformed);
     };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| TokenRejection::Malformed)?;
-    let header: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| TokenRejection::Malformed)?;
-    let alg = header.get("alg").and_then(|v| v.as_str()).ok_or(TokenRejection::Malformed)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|_| TokenRejection::Malformed)?;
+    let alg = header
+        .get("alg")
+        .and_then(|v| v.as_str())
+        .ok_or(TokenRejection::Malformed)?;
     // Bound what we echo: the algorithm name goes into client-visible text.
-    let alg: String = alg.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
-    let kid = header.get("kid").and_then(|v| v.as_str()).map(str::to_string);
+    let alg: String = alg
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    let kid = header
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     Ok((alg, kid))
 }
 
@@ -249,15 +285,26 @@ fn parse_algorithm(alg: &str) -> Option<Algorithm> {
     }
 }
 
-fn principal(claims: &serde_json::Map<String, serde_json::Value>, settings: &ValidatorSettings) -> Result<Principal, TokenRejection> {
-    let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_string);
+fn principal(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    settings: &ValidatorSettings,
+) -> Result<Principal, TokenRejection> {
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
     let subject = text("sub").ok_or_else(|| TokenRejection::MissingClaim("sub".into()))?;
     let expires_at = claims
         .get("exp")
         .and_then(|v| v.as_u64())
         .ok_or_else(|| TokenRejection::MissingClaim("exp".into()))?;
     let groups = match claims.get(&settings.groups_claim) {
-        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         Some(serde_json::Value::String(one)) => vec![one.clone()],
         _ => Vec::new(),
     };
@@ -270,14 +317,25 @@ fn principal(claims: &serde_json::Map<String, serde_json::Value>, settings: &Val
     })
 }
 
-async fn fetch_keys(http: &reqwest::Client, url: &str) -> Result<HashMap<String, (Algorithm, DecodingKey)>, IdentityError> {
-    let fail = |reason: String| IdentityError::Jwks { url: url.to_string(), reason };
-    let response = http.get(url).send().await.map_err(|e| fail(error_chain(&e)))?;
+async fn fetch_keys(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<HashMap<String, (Algorithm, DecodingKey)>, IdentityError> {
+    let fail = |reason: String| IdentityError::Jwks {
+        url: url.to_string(),
+        reason,
+    };
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(fail(format!("HTTP {}", response.status())));
     }
     let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
-    let set: JwkSet = serde_json::from_slice(&body).map_err(|e| fail(format!("invalid JWKS: {e}")))?;
+    let set: JwkSet =
+        serde_json::from_slice(&body).map_err(|e| fail(format!("invalid JWKS: {e}")))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
@@ -289,7 +347,10 @@ async fn fetch_keys(http: &reqwest::Client, url: &str) -> Result<HashMap<String,
             .and_then(|a| parse_algorithm(&format!("{a:?}")))
             .or_else(|| default_algorithm(jwk));
         if let Some(algorithm) = algorithm {
-            keys.insert(jwk.common.key_id.clone().unwrap_or_default(), (algorithm, key));
+            keys.insert(
+                jwk.common.key_id.clone().unwrap_or_default(),
+                (algorithm, key),
+            );
         }
     }
     Ok(keys)
@@ -321,11 +382,17 @@ mod tests {
     #[test]
     fn headers_are_read_defensively() {
         assert_eq!(read_header("a.b"), Err(TokenRejection::Malformed));
-        assert_eq!(read_header(&"x".repeat(MAX_TOKEN_LEN + 1)), Err(TokenRejection::Malformed));
+        assert_eq!(
+            read_header(&"x".repeat(MAX_TOKEN_LEN + 1)),
+            Err(TokenRejection::Malformed)
+        );
         let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64("{}"));
         assert_eq!(read_header(&none).unwrap().0, "none");
         let kid = format!("{}.e30.sig", b64(r#"{"alg":"ES256","kid":"k1"}"#));
-        assert_eq!(read_header(&kid).unwrap(), ("ES256".into(), Some("k1".into())));
+        assert_eq!(
+            read_header(&kid).unwrap(),
+            ("ES256".into(), Some("k1".into()))
+        );
         assert_eq!(parse_algorithm("HS256"), None);
         assert_eq!(parse_algorithm("none"), None);
         assert_eq!(parse_algorithm("RS256"), Some(Algorithm::RS256));
@@ -334,7 +401,11 @@ mod tests {
     #[test]
     fn rejections_never_contain_the_token_and_say_what_failed() {
         assert_eq!(TokenRejection::Expired.to_string(), "token expired");
-        assert!(TokenRejection::WrongAudience("urn:juris:gateway".into()).to_string().contains("audience"));
+        assert!(
+            TokenRejection::WrongAudience("urn:juris:gateway".into())
+                .to_string()
+                .contains("audience")
+        );
     }
 
     #[test]
@@ -348,9 +419,18 @@ mod tests {
             jwks_min_refresh_interval: Duration::from_secs(1),
             http_timeout: Duration::from_secs(1),
         };
-        let claims: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(r#"{"sub":"u1","exp":5,"email":"u@example.test","roles":["dba","x"]}"#).unwrap();
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"sub":"u1","exp":5,"email":"u@example.test","roles":["dba","x"]}"#,
+        )
+        .unwrap();
         let p = principal(&claims, &settings).unwrap();
-        assert_eq!((p.name(), p.groups.as_slice(), p.expires_at), ("u@example.test", &["dba".to_string(), "x".to_string()][..], 5));
+        assert_eq!(
+            (p.name(), p.groups.as_slice(), p.expires_at),
+            (
+                "u@example.test",
+                &["dba".to_string(), "x".to_string()][..],
+                5
+            )
+        );
     }
 }

@@ -32,7 +32,10 @@ impl OidcAuthenticator {
         let algorithms = config
             .algorithms
             .iter()
-            .map(|a| jsonwebtoken::Algorithm::from_str(a).map_err(|_| NodeError::Algorithm(format!("unknown algorithm `{a}`"))))
+            .map(|a| {
+                jsonwebtoken::Algorithm::from_str(a)
+                    .map_err(|_| NodeError::Algorithm(format!("unknown algorithm `{a}`")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(OidcAuthenticator {
             settings: ValidatorSettings {
@@ -75,10 +78,16 @@ impl OidcAuthenticator {
 }
 
 impl Authenticator for OidcAuthenticator {
-    fn authenticate<'a>(&'a self, token: &'a str) -> Pin<Box<dyn Future<Output = Result<Principal, String>> + Send + 'a>> {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Principal, String>> + Send + 'a>> {
         Box::pin(async move {
             let validator = self.validator().await?;
-            validator.validate(token).await.map_err(|rejection| rejection.to_string())
+            validator
+                .validate(token)
+                .await
+                .map_err(|rejection| rejection.to_string())
         })
     }
 }

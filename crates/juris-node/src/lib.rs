@@ -38,7 +38,9 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("connection[{index}].upstream.tls.server_name: `{name}` is not a valid DNS name or IP address")]
+    #[error(
+        "connection[{index}].upstream.tls.server_name: `{name}` is not a valid DNS name or IP address"
+    )]
     ServerName { index: usize, name: String },
     #[error("identity.algorithms: {0}")]
     Algorithm(String),
@@ -66,7 +68,10 @@ impl RunningNode {
 
 /// Build the data plane's context from a validated deployment.
 pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeError> {
-    let server_tls = juris_tls::server_config(&deployment.node.tls.cert_file, &deployment.node.tls.key_file)?;
+    let server_tls = juris_tls::server_config(
+        &deployment.node.tls.cert_file,
+        &deployment.node.tls.key_file,
+    )?;
     let mut targets = HashMap::new();
     for (index, connection) in deployment.connections.iter().enumerate() {
         let upstream = &connection.upstream;
@@ -79,7 +84,11 @@ pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeEr
             UpstreamTlsMode::Disable => None,
             UpstreamTlsMode::VerifyFull => {
                 let config = juris_tls::client_config(upstream.tls.ca_file.as_deref())?;
-                let name = upstream.tls.server_name.clone().unwrap_or_else(|| upstream.host.clone());
+                let name = upstream
+                    .tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| upstream.host.clone());
                 let server_name = ServerName::try_from(name.clone())
                     .map_err(|_| NodeError::ServerName { index, name })?;
                 Some((config, server_name))
@@ -124,8 +133,13 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     let address = deployment.node.listen.clone();
     let listener = TcpListener::bind(&address)
         .await
-        .map_err(|source| NodeError::Listen { address: address.clone(), source })?;
-    let postgres_address = listener.local_addr().map_err(|source| NodeError::Listen { address, source })?;
+        .map_err(|source| NodeError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+    let postgres_address = listener
+        .local_addr()
+        .map_err(|source| NodeError::Listen { address, source })?;
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(deployment.node.shutdown_grace_secs);
     info!(node = %deployment.node.id, region = %deployment.node.region, %postgres_address, "node listening");
@@ -137,7 +151,12 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     })
 }
 
-async fn serve(listener: TcpListener, context: Arc<ProxyContext>, shutdown: CancellationToken, grace: Duration) {
+async fn serve(
+    listener: TcpListener,
+    context: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let sessions = TaskTracker::new();
     let terminate = CancellationToken::new();
     loop {
@@ -157,12 +176,25 @@ async fn serve(listener: TcpListener, context: Arc<ProxyContext>, shutdown: Canc
     }
     drop(listener);
     sessions.close();
-    info!(sessions = sessions.len(), grace_secs = grace.as_secs(), "stopped accepting; draining sessions");
+    info!(
+        sessions = sessions.len(),
+        grace_secs = grace.as_secs(),
+        "stopped accepting; draining sessions"
+    );
     if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        info!(sessions = sessions.len(), "grace period over; ending remaining sessions");
+        info!(
+            sessions = sessions.len(),
+            "grace period over; ending remaining sessions"
+        );
         terminate.cancel();
-        if tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await.is_err() {
-            warn!(sessions = sessions.len(), "sessions did not end in time; abandoning them");
+        if tokio::time::timeout(Duration::from_secs(5), sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = sessions.len(),
+                "sessions did not end in time; abandoning them"
+            );
         }
     }
     info!("node stopped");
@@ -182,7 +214,10 @@ pub async fn run_from_file(path: &Path) -> Result<(), NodeError> {
 /// Resolve on SIGTERM or SIGINT (Ctrl-C).
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

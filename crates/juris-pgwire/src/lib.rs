@@ -78,17 +78,24 @@ pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
     /// Secret is 4 bytes in protocol 3.0; 3.2 allows up to 256.
-    CancelRequest { process_id: i32, secret_key: Bytes },
-    Startup { protocol_version: u32, parameters: Vec<(String, String)> },
+    CancelRequest {
+        process_id: i32,
+        secret_key: Bytes,
+    },
+    Startup {
+        protocol_version: u32,
+        parameters: Vec<(String, String)>,
+    },
 }
 
 impl StartupPacket {
     /// Value of a startup parameter.
     pub fn parameter(&self, name: &str) -> Option<&str> {
         match self {
-            StartupPacket::Startup { parameters, .. } => {
-                parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-            }
+            StartupPacket::Startup { parameters, .. } => parameters
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
             _ => None,
         }
     }
@@ -100,12 +107,18 @@ impl StartupPacket {
         match self {
             StartupPacket::SslRequest => out.put_u32(code::SSL_REQUEST),
             StartupPacket::GssEncRequest => out.put_u32(code::GSSENC_REQUEST),
-            StartupPacket::CancelRequest { process_id, secret_key } => {
+            StartupPacket::CancelRequest {
+                process_id,
+                secret_key,
+            } => {
                 out.put_u32(code::CANCEL_REQUEST);
                 out.put_i32(*process_id);
                 out.put_slice(secret_key);
             }
-            StartupPacket::Startup { protocol_version, parameters } => {
+            StartupPacket::Startup {
+                protocol_version,
+                parameters,
+            } => {
                 out.put_u32(*protocol_version);
                 for (k, v) in parameters {
                     message::put_cstr(out, k);
@@ -119,7 +132,10 @@ impl StartupPacket {
 }
 
 /// Decode one startup-phase packet from the front of `buf`, consuming it.
-pub fn decode_startup(buf: &mut BytesMut, limits: &Limits) -> Result<Option<StartupPacket>, DecodeError> {
+pub fn decode_startup(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<StartupPacket>, DecodeError> {
     let Some(len_bytes) = buf.get(..4) else {
         return Ok(None);
     };
@@ -129,7 +145,10 @@ pub fn decode_startup(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Star
     }
     let len = len as usize;
     if len > limits.max_startup_len {
-        return Err(DecodeError::MessageTooLong { len, max: limits.max_startup_len });
+        return Err(DecodeError::MessageTooLong {
+            len,
+            max: limits.max_startup_len,
+        });
     }
     if buf.len() < len {
         return Ok(None);
@@ -141,14 +160,21 @@ pub fn decode_startup(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Star
         code::SSL_REQUEST if packet.is_empty() => StartupPacket::SslRequest,
         code::GSSENC_REQUEST if packet.is_empty() => StartupPacket::GssEncRequest,
         code::SSL_REQUEST | code::GSSENC_REQUEST => {
-            return Err(DecodeError::Malformed { what: "negotiation request" });
+            return Err(DecodeError::Malformed {
+                what: "negotiation request",
+            });
         }
         code::CANCEL_REQUEST => {
             if packet.len() < 8 || packet.len() > 4 + 256 {
-                return Err(DecodeError::Malformed { what: "cancel request" });
+                return Err(DecodeError::Malformed {
+                    what: "cancel request",
+                });
             }
             let process_id = packet.get_i32();
-            StartupPacket::CancelRequest { process_id, secret_key: packet }
+            StartupPacket::CancelRequest {
+                process_id,
+                secret_key: packet,
+            }
         }
         version if version >> 16 == 3 => {
             let mut reader = reader::Reader::new(packet);
@@ -162,7 +188,10 @@ pub fn decode_startup(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Star
                 parameters.push((name, value));
             }
             reader.finish("startup packet")?;
-            StartupPacket::Startup { protocol_version: version, parameters }
+            StartupPacket::Startup {
+                protocol_version: version,
+                parameters,
+            }
         }
         version if version >> 16 == 1234 => return Err(DecodeError::UnknownRequest(version)),
         version => return Err(DecodeError::UnsupportedProtocol(version)),
@@ -205,7 +234,10 @@ pub fn peek_frame(buf: &[u8], limits: &Limits) -> Result<Option<(u8, usize)>, De
     }
     let len = len as usize;
     if len > limits.max_message_len {
-        return Err(DecodeError::MessageTooLong { len, max: limits.max_message_len });
+        return Err(DecodeError::MessageTooLong {
+            len,
+            max: limits.max_message_len,
+        });
     }
     Ok(Some((header[0], len + 1)))
 }
@@ -221,7 +253,10 @@ pub fn split_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
     }
     let mut frame = buf.split_to(wire_len);
     frame.advance(5);
-    Ok(Some(Frame { tag, body: frame.freeze() }))
+    Ok(Some(Frame {
+        tag,
+        body: frame.freeze(),
+    }))
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ impl Target {
         match byte {
             b'S' => Ok(Target::Statement),
             b'P' => Ok(Target::Portal),
-            _ => Err(DecodeError::Malformed { what: "describe/close target" }),
+            _ => Err(DecodeError::Malformed {
+                what: "describe/close target",
+            }),
         }
     }
 
@@ -32,8 +34,14 @@ impl Target {
 /// Messages a client sends after startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendMessage {
-    Query { sql: String },
-    Parse { name: String, sql: String, param_types: Vec<u32> },
+    Query {
+        sql: String,
+    },
+    Parse {
+        name: String,
+        sql: String,
+        param_types: Vec<u32>,
+    },
     Bind {
         portal: String,
         statement: String,
@@ -41,16 +49,32 @@ pub enum FrontendMessage {
         params: Vec<Option<Bytes>>,
         result_formats: Vec<i16>,
     },
-    Describe { target: Target, name: String },
-    Execute { portal: String, max_rows: i32 },
-    Close { target: Target, name: String },
+    Describe {
+        target: Target,
+        name: String,
+    },
+    Execute {
+        portal: String,
+        max_rows: i32,
+    },
+    Close {
+        target: Target,
+        name: String,
+    },
     Sync,
     Flush,
     Terminate,
     CopyData(Bytes),
     CopyDone,
-    CopyFail { message: String },
-    FunctionCall { oid: u32, arg_formats: Vec<i16>, args: Vec<Option<Bytes>>, result_format: i16 },
+    CopyFail {
+        message: String,
+    },
+    FunctionCall {
+        oid: u32,
+        arg_formats: Vec<i16>,
+        args: Vec<Option<Bytes>>,
+        result_format: i16,
+    },
     /// 'p': password, SASLInitialResponse, SASLResponse or GSS response; the
     /// meaning depends on the authentication exchange in progress.
     AuthResponse(Bytes),
@@ -129,7 +153,10 @@ impl ErrorFields {
     }
 
     pub fn get(&self, field: u8) -> Option<&str> {
-        self.fields.iter().find(|(f, _)| *f == field).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn severity(&self) -> Option<&str> {
@@ -169,12 +196,26 @@ impl ErrorFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendMessage {
     Authentication(Authentication),
-    BackendKeyData { process_id: i32, secret_key: Bytes },
-    ParameterStatus { name: String, value: String },
-    ReadyForQuery { status: TransactionStatus },
-    RowDescription { fields: Vec<FieldDescription> },
-    DataRow { values: Vec<Option<Bytes>> },
-    CommandComplete { tag: String },
+    BackendKeyData {
+        process_id: i32,
+        secret_key: Bytes,
+    },
+    ParameterStatus {
+        name: String,
+        value: String,
+    },
+    ReadyForQuery {
+        status: TransactionStatus,
+    },
+    RowDescription {
+        fields: Vec<FieldDescription>,
+    },
+    DataRow {
+        values: Vec<Option<Bytes>>,
+    },
+    CommandComplete {
+        tag: String,
+    },
     EmptyQueryResponse,
     ErrorResponse(ErrorFields),
     NoticeResponse(ErrorFields),
@@ -183,14 +224,23 @@ pub enum BackendMessage {
     CloseComplete,
     NoData,
     PortalSuspended,
-    ParameterDescription { types: Vec<u32> },
+    ParameterDescription {
+        types: Vec<u32>,
+    },
     CopyInResponse(CopyResponse),
     CopyOutResponse(CopyResponse),
     CopyBothResponse(CopyResponse),
     CopyData(Bytes),
     CopyDone,
-    NotificationResponse { process_id: i32, channel: String, payload: String },
-    NegotiateProtocolVersion { newest_minor: u32, unrecognized: Vec<String> },
+    NotificationResponse {
+        process_id: i32,
+        channel: String,
+        payload: String,
+    },
+    NegotiateProtocolVersion {
+        newest_minor: u32,
+        unrecognized: Vec<String>,
+    },
     FunctionCallResponse(Option<Bytes>),
 }
 
@@ -245,13 +295,21 @@ impl FrontendMessage {
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame.body.clone());
         let message = match frame.tag {
-            b'Q' => FrontendMessage::Query { sql: r.cstr("query")? },
+            b'Q' => FrontendMessage::Query {
+                sql: r.cstr("query")?,
+            },
             b'P' => {
                 let name = r.cstr("statement name")?;
                 let sql = r.cstr("query")?;
                 let n = r.count(4, "parameter types")?;
-                let param_types = (0..n).map(|_| r.u32("parameter type")).collect::<Result<_, _>>()?;
-                FrontendMessage::Parse { name, sql, param_types }
+                let param_types = (0..n)
+                    .map(|_| r.u32("parameter type"))
+                    .collect::<Result<_, _>>()?;
+                FrontendMessage::Parse {
+                    name,
+                    sql,
+                    param_types,
+                }
             }
             b'B' => FrontendMessage::Bind {
                 portal: r.cstr("portal name")?,
@@ -277,7 +335,9 @@ impl FrontendMessage {
             b'X' => FrontendMessage::Terminate,
             b'd' => FrontendMessage::CopyData(r.rest()),
             b'c' => FrontendMessage::CopyDone,
-            b'f' => FrontendMessage::CopyFail { message: r.cstr("copy failure")? },
+            b'f' => FrontendMessage::CopyFail {
+                message: r.cstr("copy failure")?,
+            },
             b'F' => FrontendMessage::FunctionCall {
                 oid: r.u32("function oid")?,
                 arg_formats: i16s(&mut r, "argument formats")?,
@@ -312,7 +372,11 @@ impl FrontendMessage {
         let start = begin(out, tag);
         match self {
             FrontendMessage::Query { sql } => put_cstr(out, sql),
-            FrontendMessage::Parse { name, sql, param_types } => {
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
                 put_cstr(out, name);
                 put_cstr(out, sql);
                 out.put_i16(param_types.len() as i16);
@@ -320,7 +384,13 @@ impl FrontendMessage {
                     out.put_u32(*t);
                 }
             }
-            FrontendMessage::Bind { portal, statement, param_formats, params, result_formats } => {
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                param_formats,
+                params,
+                result_formats,
+            } => {
                 put_cstr(out, portal);
                 put_cstr(out, statement);
                 put_i16s(out, param_formats);
@@ -330,7 +400,8 @@ impl FrontendMessage {
                 }
                 put_i16s(out, result_formats);
             }
-            FrontendMessage::Describe { target, name } | FrontendMessage::Close { target, name } => {
+            FrontendMessage::Describe { target, name }
+            | FrontendMessage::Close { target, name } => {
                 out.put_u8(target.byte());
                 put_cstr(out, name);
             }
@@ -338,10 +409,20 @@ impl FrontendMessage {
                 put_cstr(out, portal);
                 out.put_i32(*max_rows);
             }
-            FrontendMessage::Sync | FrontendMessage::Flush | FrontendMessage::Terminate | FrontendMessage::CopyDone => {}
-            FrontendMessage::CopyData(data) | FrontendMessage::AuthResponse(data) => out.put_slice(data),
+            FrontendMessage::Sync
+            | FrontendMessage::Flush
+            | FrontendMessage::Terminate
+            | FrontendMessage::CopyDone => {}
+            FrontendMessage::CopyData(data) | FrontendMessage::AuthResponse(data) => {
+                out.put_slice(data)
+            }
             FrontendMessage::CopyFail { message } => put_cstr(out, message),
-            FrontendMessage::FunctionCall { oid, arg_formats, args, result_format } => {
+            FrontendMessage::FunctionCall {
+                oid,
+                arg_formats,
+                args,
+                result_format,
+            } => {
                 out.put_u32(*oid);
                 put_i16s(out, arg_formats);
                 out.put_i16(args.len() as i16);
@@ -414,7 +495,9 @@ impl BackendMessage {
                 3 => Authentication::CleartextPassword,
                 5 => {
                     let salt = r.bytes(4, "md5 salt")?;
-                    Authentication::Md5Password { salt: [salt[0], salt[1], salt[2], salt[3]] }
+                    Authentication::Md5Password {
+                        salt: [salt[0], salt[1], salt[2], salt[3]],
+                    }
                 }
                 6 => Authentication::Scm,
                 7 => Authentication::Gss,
@@ -433,7 +516,11 @@ impl BackendMessage {
                 }
                 11 => Authentication::SaslContinue(r.rest()),
                 12 => Authentication::SaslFinal(r.rest()),
-                _ => return Err(DecodeError::Malformed { what: "authentication code" }),
+                _ => {
+                    return Err(DecodeError::Malformed {
+                        what: "authentication code",
+                    });
+                }
             }),
             b'K' => {
                 let process_id = r.i32("process id")?;
@@ -441,15 +528,25 @@ impl BackendMessage {
                 if secret_key.len() < 4 || secret_key.len() > 256 {
                     return Err(DecodeError::Malformed { what: "secret key" });
                 }
-                BackendMessage::BackendKeyData { process_id, secret_key }
+                BackendMessage::BackendKeyData {
+                    process_id,
+                    secret_key,
+                }
             }
-            b'S' => BackendMessage::ParameterStatus { name: r.cstr("parameter name")?, value: r.cstr("parameter value")? },
+            b'S' => BackendMessage::ParameterStatus {
+                name: r.cstr("parameter name")?,
+                value: r.cstr("parameter value")?,
+            },
             b'Z' => BackendMessage::ReadyForQuery {
                 status: match r.u8("transaction status")? {
                     b'I' => TransactionStatus::Idle,
                     b'T' => TransactionStatus::InTransaction,
                     b'E' => TransactionStatus::Failed,
-                    _ => return Err(DecodeError::Malformed { what: "transaction status" }),
+                    _ => {
+                        return Err(DecodeError::Malformed {
+                            what: "transaction status",
+                        });
+                    }
                 },
             },
             b'T' => {
@@ -469,8 +566,12 @@ impl BackendMessage {
                     .collect::<Result<_, DecodeError>>()?;
                 BackendMessage::RowDescription { fields }
             }
-            b'D' => BackendMessage::DataRow { values: nullables(&mut r, "data row")? },
-            b'C' => BackendMessage::CommandComplete { tag: r.cstr("command tag")? },
+            b'D' => BackendMessage::DataRow {
+                values: nullables(&mut r, "data row")?,
+            },
+            b'C' => BackendMessage::CommandComplete {
+                tag: r.cstr("command tag")?,
+            },
             b'I' => BackendMessage::EmptyQueryResponse,
             b'E' => BackendMessage::ErrorResponse(ErrorFields::decode(&mut r)?),
             b'N' => BackendMessage::NoticeResponse(ErrorFields::decode(&mut r)?),
@@ -482,12 +583,17 @@ impl BackendMessage {
             b't' => {
                 let n = r.count(4, "parameter description")?;
                 BackendMessage::ParameterDescription {
-                    types: (0..n).map(|_| r.u32("parameter type")).collect::<Result<_, _>>()?,
+                    types: (0..n)
+                        .map(|_| r.u32("parameter type"))
+                        .collect::<Result<_, _>>()?,
                 }
             }
             b'G' | b'H' | b'W' => {
                 let format = r.u8("copy format")? as i8;
-                let response = CopyResponse { format, column_formats: i16s(&mut r, "copy column formats")? };
+                let response = CopyResponse {
+                    format,
+                    column_formats: i16s(&mut r, "copy column formats")?,
+                };
                 match frame.tag {
                     b'G' => BackendMessage::CopyInResponse(response),
                     b'H' => BackendMessage::CopyOutResponse(response),
@@ -504,15 +610,22 @@ impl BackendMessage {
             b'v' => {
                 let newest_minor = r.u32("protocol minor version")?;
                 let n = r.i32("option count")?;
-                let n = usize::try_from(n).map_err(|_| DecodeError::Malformed { what: "option count" })?;
+                let n = usize::try_from(n).map_err(|_| DecodeError::Malformed {
+                    what: "option count",
+                })?;
                 let mut unrecognized = Vec::new();
                 for _ in 0..n {
                     if r.is_empty() {
-                        return Err(DecodeError::Malformed { what: "option count" });
+                        return Err(DecodeError::Malformed {
+                            what: "option count",
+                        });
                     }
                     unrecognized.push(r.cstr("option name")?);
                 }
-                BackendMessage::NegotiateProtocolVersion { newest_minor, unrecognized }
+                BackendMessage::NegotiateProtocolVersion {
+                    newest_minor,
+                    unrecognized,
+                }
             }
             b'V' => BackendMessage::FunctionCallResponse(r.nullable("function result")?),
             other => return Err(DecodeError::UnknownTag(other)),
@@ -582,7 +695,10 @@ impl BackendMessage {
                     out.put_slice(data);
                 }
             },
-            BackendMessage::BackendKeyData { process_id, secret_key } => {
+            BackendMessage::BackendKeyData {
+                process_id,
+                secret_key,
+            } => {
                 out.put_i32(*process_id);
                 out.put_slice(secret_key);
             }
@@ -614,24 +730,35 @@ impl BackendMessage {
                 }
             }
             BackendMessage::CommandComplete { tag } => put_cstr(out, tag),
-            BackendMessage::ErrorResponse(fields) | BackendMessage::NoticeResponse(fields) => fields.encode(out),
+            BackendMessage::ErrorResponse(fields) | BackendMessage::NoticeResponse(fields) => {
+                fields.encode(out)
+            }
             BackendMessage::ParameterDescription { types } => {
                 out.put_i16(types.len() as i16);
                 for t in types {
                     out.put_u32(*t);
                 }
             }
-            BackendMessage::CopyInResponse(c) | BackendMessage::CopyOutResponse(c) | BackendMessage::CopyBothResponse(c) => {
+            BackendMessage::CopyInResponse(c)
+            | BackendMessage::CopyOutResponse(c)
+            | BackendMessage::CopyBothResponse(c) => {
                 out.put_i8(c.format);
                 put_i16s(out, &c.column_formats);
             }
             BackendMessage::CopyData(data) => out.put_slice(data),
-            BackendMessage::NotificationResponse { process_id, channel, payload } => {
+            BackendMessage::NotificationResponse {
+                process_id,
+                channel,
+                payload,
+            } => {
                 out.put_i32(*process_id);
                 put_cstr(out, channel);
                 put_cstr(out, payload);
             }
-            BackendMessage::NegotiateProtocolVersion { newest_minor, unrecognized } => {
+            BackendMessage::NegotiateProtocolVersion {
+                newest_minor,
+                unrecognized,
+            } => {
                 out.put_u32(*newest_minor);
                 out.put_i32(unrecognized.len() as i32);
                 for u in unrecognized {

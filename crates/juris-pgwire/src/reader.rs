@@ -44,7 +44,11 @@ impl Reader {
 
     /// A non-negative count whose items take at least `item_size` bytes each:
     /// checked against what is left, so no huge allocation follows a lie.
-    pub(crate) fn count(&mut self, item_size: usize, what: &'static str) -> Result<usize, DecodeError> {
+    pub(crate) fn count(
+        &mut self,
+        item_size: usize,
+        what: &'static str,
+    ) -> Result<usize, DecodeError> {
         let n = self.i16(what)?;
         let n = usize::try_from(n).map_err(|_| DecodeError::Malformed { what })?;
         if n.saturating_mul(item_size) > self.body.remaining() {
@@ -69,7 +73,11 @@ impl Reader {
     }
 
     pub(crate) fn cstr(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        let end = self.body.iter().position(|&b| b == 0).ok_or(DecodeError::Malformed { what })?;
+        let end = self
+            .body
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(DecodeError::Malformed { what })?;
         let raw = self.body.split_to(end);
         self.body.advance(1);
         String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what })

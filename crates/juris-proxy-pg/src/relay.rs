@@ -99,7 +99,10 @@ impl Denials {
     fn take_for(&self, fields: &ErrorFields) -> Option<ErrorFields> {
         let message = fields.message()?;
         let start = message.find(&self.marker)? + self.marker.len();
-        let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = message[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         let sequence: u64 = digits.parse().ok()?;
         let mut queue = self.lock();
         let index = queue.iter().position(|d| d.sequence == sequence)?;
@@ -151,43 +154,43 @@ pub async fn run(
     // The two directions borrow the halves; the block ends those borrows so
     // the halves can be closed politely afterwards.
     let ending = {
-    let to_upstream = client_to_upstream(
-        ctx,
-        &mut client_rd,
-        &mut upstream_wr,
-        client_leftover,
-        &denials,
-        &role,
-        &connection,
-    );
-    let to_client = upstream_to_client(
-        ctx,
-        &mut upstream_rd,
-        &mut client_wr,
-        upstream_leftover,
-        &denials,
-        end_rx,
-        &terminate,
-    );
-    tokio::pin!(to_upstream, to_client);
+        let to_upstream = client_to_upstream(
+            ctx,
+            &mut client_rd,
+            &mut upstream_wr,
+            client_leftover,
+            &denials,
+            &role,
+            &connection,
+        );
+        let to_client = upstream_to_client(
+            ctx,
+            &mut upstream_rd,
+            &mut client_wr,
+            upstream_leftover,
+            &denials,
+            end_rx,
+            &terminate,
+        );
+        tokio::pin!(to_upstream, to_client);
 
-    tokio::select! {
-        ending = &mut to_upstream => {
-            match &ending {
-                Ending::ProtocolViolation(reason) => {
-                    let _ = end_tx.send(("08P01", reason.clone()));
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
+        tokio::select! {
+            ending = &mut to_upstream => {
+                match &ending {
+                    Ending::ProtocolViolation(reason) => {
+                        let _ = end_tx.send(("08P01", reason.clone()));
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
+                    }
+                    Ending::ClientTerminated => {
+                        // The Terminate was forwarded; let the upstream close on its own.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
+                    }
+                    _ => {}
                 }
-                Ending::ClientTerminated => {
-                    // The Terminate was forwarded; let the upstream close on its own.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
-                }
-                _ => {}
+                ending
             }
-            ending
+            ending = &mut to_client => ending,
         }
-        ending = &mut to_client => ending,
-    }
     };
     // Whatever happened, tell the upstream politely that we are leaving.
     let mut terminate_message = BytesMut::new();
@@ -256,12 +259,19 @@ where
                                     Ok(FrontendMessage::Parse { name, .. }) => name,
                                     _ => String::new(),
                                 };
-                                FrontendMessage::Parse { name, sql, param_types: Vec::new() }
-                                    .encode(&mut replacement);
+                                FrontendMessage::Parse {
+                                    name,
+                                    sql,
+                                    param_types: Vec::new(),
+                                }
+                                .encode(&mut replacement);
                             }
                             _ => FrontendMessage::Query { sql }.encode(&mut replacement),
                         }
-                        if let Err(e) = write_parts(upstream, &buf[forwarded_upto..position], &replacement).await {
+                        if let Err(e) =
+                            write_parts(upstream, &buf[forwarded_upto..position], &replacement)
+                                .await
+                        {
                             return Ending::Io(e.to_string());
                         }
                         forwarded_upto = position + total;
@@ -272,17 +282,19 @@ where
                 }
                 b'S' => batches_sent += 1,
                 b'X' => {
-                    let _ = upstream.write_all(&buf[forwarded_upto..position + total]).await;
+                    let _ = upstream
+                        .write_all(&buf[forwarded_upto..position + total])
+                        .await;
                     return Ending::ClientTerminated;
                 }
                 _ => {}
             }
             position += total;
         }
-        if forwarded_upto < position {
-            if let Err(e) = upstream.write_all(&buf[forwarded_upto..position]).await {
-                return Ending::Io(e.to_string());
-            }
+        if forwarded_upto < position
+            && let Err(e) = upstream.write_all(&buf[forwarded_upto..position]).await
+        {
+            return Ending::Io(e.to_string());
         }
         buf.advance(position);
         if buf.capacity() - buf.len() < 4096 {
@@ -296,7 +308,11 @@ where
     }
 }
 
-async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, first: &[u8], second: &[u8]) -> std::io::Result<()> {
+async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(
+    out: &mut W,
+    first: &[u8],
+    second: &[u8],
+) -> std::io::Result<()> {
     if !first.is_empty() {
         out.write_all(first).await?;
     }
@@ -334,7 +350,11 @@ impl DecisionCache {
 }
 
 /// Decide on a SQL-carrying frame: `None` to forward, `Some` to deny.
-fn inspect(frame: &Frame, level: AccessLevel, cache: &mut DecisionCache) -> Result<Verdict, String> {
+fn inspect(
+    frame: &Frame,
+    level: AccessLevel,
+    cache: &mut DecisionCache,
+) -> Result<Verdict, String> {
     let sql = match FrontendMessage::decode(frame).map_err(|e| format!("invalid message: {e}"))? {
         FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => sql,
         // The fast-path interface calls any function by OID, bypassing SQL:
@@ -348,7 +368,12 @@ fn inspect(frame: &Frame, level: AccessLevel, cache: &mut DecisionCache) -> Resu
     Ok(cache.decide(sql, level))
 }
 
-fn denial_error(role: &EffectiveRole, class: StatementClass, summary: &str, connection: &str) -> ErrorFields {
+fn denial_error(
+    role: &EffectiveRole,
+    class: StatementClass,
+    summary: &str,
+    connection: &str,
+) -> ErrorFields {
     ErrorFields::new(
         "ERROR",
         "42501",
@@ -394,12 +419,15 @@ where
                         tag,
                         body: bytes::Bytes::copy_from_slice(&buf[position + 5..position + total]),
                     };
-                    if let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::decode(&frame)
+                    if let Ok(BackendMessage::ErrorResponse(fields)) =
+                        BackendMessage::decode(&frame)
                         && let Some(replacement) = denials.take_for(&fields)
                     {
                         let mut out = BytesMut::new();
                         BackendMessage::ErrorResponse(replacement).encode(&mut out);
-                        if let Err(e) = write_parts(client, &buf[forwarded_upto..position], &out).await {
+                        if let Err(e) =
+                            write_parts(client, &buf[forwarded_upto..position], &out).await
+                        {
                             return Ending::Io(e.to_string());
                         }
                         forwarded_upto = position + total;
@@ -415,10 +443,10 @@ where
             }
             position += total;
         }
-        if forwarded_upto < position {
-            if let Err(e) = client.write_all(&buf[forwarded_upto..position]).await {
-                return Ending::Io(e.to_string());
-            }
+        if forwarded_upto < position
+            && let Err(e) = client.write_all(&buf[forwarded_upto..position]).await
+        {
+            return Ending::Io(e.to_string());
         }
         buf.advance(position);
         if buf.capacity() - buf.len() < 4096 {
@@ -495,11 +523,25 @@ mod tests {
         d.push(denial(0, 0));
         d.push(denial(1, 2));
         assert!(d.take_for(&upstream_error("division by zero")).is_none());
-        assert!(d.take_for(&upstream_error("syntax error at or near \"juris_denied_ffff_0\"")).is_none(), "another session's marker");
-        let swapped = d.take_for(&upstream_error("syntax error at or near \"juris_denied_00ff_1\"")).unwrap();
+        assert!(
+            d.take_for(&upstream_error(
+                "syntax error at or near \"juris_denied_ffff_0\""
+            ))
+            .is_none(),
+            "another session's marker"
+        );
+        let swapped = d
+            .take_for(&upstream_error(
+                "syntax error at or near \"juris_denied_00ff_1\"",
+            ))
+            .unwrap();
         assert_eq!(swapped.message(), Some("denial 1"));
         assert!(!d.is_empty());
-        let swapped = d.take_for(&upstream_error("syntax error at or near \"juris_denied_00ff_0\"")).unwrap();
+        let swapped = d
+            .take_for(&upstream_error(
+                "syntax error at or near \"juris_denied_00ff_0\"",
+            ))
+            .unwrap();
         assert_eq!(swapped.message(), Some("denial 0"));
         assert!(d.is_empty());
     }
@@ -511,7 +553,10 @@ mod tests {
         d.push(denial(1, 3));
         d.retire(1);
         assert_eq!(d.pending.load(Ordering::Acquire), 1);
-        assert!(d.take_for(&upstream_error("at or near \"juris_denied_00ff_0\"")).is_none());
+        assert!(
+            d.take_for(&upstream_error("at or near \"juris_denied_00ff_0\""))
+                .is_none()
+        );
         d.retire(4);
         assert!(d.is_empty());
     }

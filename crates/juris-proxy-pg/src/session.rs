@@ -89,7 +89,12 @@ async fn accept(ctx: &Arc<ProxyContext>, mut tcp: TcpStream) -> Option<Accepted>
     let tls = if first[0] == TLS_RECORD_HANDSHAKE {
         // PostgreSQL 17 direct TLS: the ALPN must say postgresql, which is
         // what stops other protocols' clients being tricked into talking to us.
-        let tls = ctx.tls.accept(tcp).await.map_err(|e| debug!("direct TLS handshake failed: {e}")).ok()?;
+        let tls = ctx
+            .tls
+            .accept(tcp)
+            .await
+            .map_err(|e| debug!("direct TLS handshake failed: {e}"))
+            .ok()?;
         if tls.get_ref().1.alpn_protocol() != Some(juris_tls::ALPN_POSTGRESQL) {
             info!("direct TLS without ALPN \"postgresql\" refused");
             return None;
@@ -102,16 +107,25 @@ async fn accept(ctx: &Arc<ProxyContext>, mut tcp: TcpStream) -> Option<Accepted>
                     if !buf.is_empty() {
                         // Bytes after the SSLRequest would be processed as if
                         // they had come through TLS (CVE-2021-23214's class).
-                        let _ = send_fatal(&mut tcp, "08P01", "unexpected data after SSL request").await;
+                        let _ = send_fatal(&mut tcp, "08P01", "unexpected data after SSL request")
+                            .await;
                         return None;
                     }
                     tcp.write_all(b"S").await.ok()?;
-                    break ctx.tls.accept(tcp).await.map_err(|e| debug!("TLS handshake failed: {e}")).ok()?;
+                    break ctx
+                        .tls
+                        .accept(tcp)
+                        .await
+                        .map_err(|e| debug!("TLS handshake failed: {e}"))
+                        .ok()?;
                 }
                 Ok(Some(StartupPacket::GssEncRequest)) => {
                     tcp.write_all(b"N").await.ok()?;
                 }
-                Ok(Some(StartupPacket::CancelRequest { process_id, secret_key })) => {
+                Ok(Some(StartupPacket::CancelRequest {
+                    process_id,
+                    secret_key,
+                })) => {
                     forward_cancel(ctx, process_id, &secret_key).await;
                     return None;
                 }
@@ -127,7 +141,8 @@ async fn accept(ctx: &Arc<ProxyContext>, mut tcp: TcpStream) -> Option<Accepted>
                 Ok(None) => return None,
                 Err(e) => {
                     info!("invalid startup packet: {e}");
-                    let _ = send_fatal(&mut tcp, "08P01", &format!("invalid startup packet: {e}")).await;
+                    let _ = send_fatal(&mut tcp, "08P01", &format!("invalid startup packet: {e}"))
+                        .await;
                     return None;
                 }
             }
@@ -144,38 +159,78 @@ async fn authenticate(
     buf.clear();
     let parameters = match read_startup(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
         Ok(Some(StartupPacket::Startup { parameters, .. })) => parameters,
-        Ok(Some(StartupPacket::CancelRequest { process_id, secret_key })) => {
+        Ok(Some(StartupPacket::CancelRequest {
+            process_id,
+            secret_key,
+        })) => {
             forward_cancel(ctx, process_id, &secret_key).await;
             return None;
         }
         Ok(Some(_)) => {
-            let _ = send_fatal(&mut client, "08P01", "unexpected negotiation request inside TLS").await;
+            let _ = send_fatal(
+                &mut client,
+                "08P01",
+                "unexpected negotiation request inside TLS",
+            )
+            .await;
             return None;
         }
         Ok(None) => return None,
         Err(e) => {
             info!("invalid startup packet: {e}");
-            let _ = send_fatal(&mut client, "08P01", &format!("invalid startup packet: {e}")).await;
+            let _ = send_fatal(
+                &mut client,
+                "08P01",
+                &format!("invalid startup packet: {e}"),
+            )
+            .await;
             return None;
         }
     };
-    let parameter = |name: &str| parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let parameter = |name: &str| {
+        parameters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let Some(user) = parameter("user") else {
-        let _ = send_fatal(&mut client, "28000", "no user name specified in startup packet").await;
+        let _ = send_fatal(
+            &mut client,
+            "28000",
+            "no user name specified in startup packet",
+        )
+        .await;
         return None;
     };
     if parameter("replication").is_some_and(|v| v != "false" && v != "off" && v != "0") {
-        let _ = send_fatal(&mut client, "0A000", "replication connections are not supported through Juris").await;
+        let _ = send_fatal(
+            &mut client,
+            "0A000",
+            "replication connections are not supported through Juris",
+        )
+        .await;
         return None;
     }
     let connection = parameter("database").unwrap_or(user).to_string();
 
-    send(&mut client, &[BackendMessage::Authentication(Authentication::CleartextPassword)]).await.ok()?;
+    send(
+        &mut client,
+        &[BackendMessage::Authentication(
+            Authentication::CleartextPassword,
+        )],
+    )
+    .await
+    .ok()?;
     let token = match read_frame(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
         Ok(Some(frame)) if frame.tag == b'p' => match juris_pgwire::decode_password(&frame.body) {
             Ok(token) => token,
             Err(e) => {
-                let _ = send_fatal(&mut client, "08P01", &format!("invalid password message: {e}")).await;
+                let _ = send_fatal(
+                    &mut client,
+                    "08P01",
+                    &format!("invalid password message: {e}"),
+                )
+                .await;
                 return None;
             }
         },
@@ -185,7 +240,12 @@ async fn authenticate(
         }
         Ok(None) => return None,
         Err(e) => {
-            let _ = send_fatal(&mut client, "08P01", &format!("invalid password message: {e}")).await;
+            let _ = send_fatal(
+                &mut client,
+                "08P01",
+                &format!("invalid password message: {e}"),
+            )
+            .await;
             return None;
         }
     };
@@ -202,7 +262,12 @@ async fn authenticate(
         Ok(principal) => principal,
         Err(reason) => {
             info!(user, %connection, %reason, "authentication failed");
-            let _ = send_fatal(&mut client, "28000", &format!("authentication failed: {reason}")).await;
+            let _ = send_fatal(
+                &mut client,
+                "28000",
+                &format!("authentication failed: {reason}"),
+            )
+            .await;
             return None;
         }
     };
@@ -210,15 +275,26 @@ async fn authenticate(
 
     let Some(target) = ctx.targets.get(&connection).cloned() else {
         info!(principal = principal.name(), %connection, "unknown connection");
-        let _ = send_fatal(&mut client, "3D000", &format!("connection \"{connection}\" does not exist")).await;
+        let _ = send_fatal(
+            &mut client,
+            "3D000",
+            &format!("connection \"{connection}\" does not exist"),
+        )
+        .await;
         return None;
     };
-    let Some(role) = ctx.deployment.effective_role(&principal.groups, &connection) else {
+    let Some(role) = ctx
+        .deployment
+        .effective_role(&principal.groups, &connection)
+    else {
         info!(principal = principal.name(), %connection, "no role on connection");
         let _ = send_fatal(
             &mut client,
             "42501",
-            &format!("permission denied: \"{}\" holds no role on connection \"{connection}\"", principal.name()),
+            &format!(
+                "permission denied: \"{}\" holds no role on connection \"{connection}\"",
+                principal.name()
+            ),
         )
         .await;
         return None;
@@ -238,7 +314,12 @@ async fn authenticate(
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => {
             warn!(%connection, error = ?e, "upstream unavailable");
-            let _ = send_fatal(&mut client, "08006", &format!("connection \"{connection}\" is unavailable: {e}")).await;
+            let _ = send_fatal(
+                &mut client,
+                "08006",
+                &format!("connection \"{connection}\" is unavailable: {e}"),
+            )
+            .await;
             return None;
         }
         Err(_) => {
@@ -271,7 +352,10 @@ async fn authenticate(
         secret_key: bytes::Bytes::copy_from_slice(&registration.key.secret),
     }
     .encode(&mut greeting);
-    BackendMessage::ReadyForQuery { status: TransactionStatus::Idle }.encode(&mut greeting);
+    BackendMessage::ReadyForQuery {
+        status: TransactionStatus::Idle,
+    }
+    .encode(&mut greeting);
     client.write_all(&greeting).await.ok()?;
     client.flush().await.ok()?;
 

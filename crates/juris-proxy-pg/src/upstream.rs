@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use juris_pgwire::{
-    Authentication, BackendMessage, ErrorFields, Frame, Limits, SaslInitialResponse,
-    StartupPacket,
+    Authentication, BackendMessage, ErrorFields, Frame, Limits, SaslInitialResponse, StartupPacket,
 };
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,9 +196,9 @@ impl UpstreamTarget {
                     scram = Some(state);
                 }
                 BackendMessage::Authentication(Authentication::SaslContinue(data)) => {
-                    let state = scram
-                        .as_mut()
-                        .ok_or_else(|| UpstreamError::Protocol("unexpected SASL continue".into()))?;
+                    let state = scram.as_mut().ok_or_else(|| {
+                        UpstreamError::Protocol("unexpected SASL continue".into())
+                    })?;
                     state.update(&data).map_err(UpstreamError::Scram)?;
                     juris_pgwire::sasl_response(state.message(), &mut reply);
                 }
@@ -280,7 +279,11 @@ impl UpstreamTarget {
 
     /// Send a CancelRequest for an upstream backend. Errors are only logged:
     /// PostgreSQL gives the canceller no answer either.
-    pub async fn send_cancel(&self, process_id: i32, secret_key: Bytes) -> Result<(), UpstreamError> {
+    pub async fn send_cancel(
+        &self,
+        process_id: i32,
+        secret_key: Bytes,
+    ) -> Result<(), UpstreamError> {
         let mut stream = self.open().await?;
         let mut out = BytesMut::new();
         StartupPacket::CancelRequest {
@@ -292,7 +295,8 @@ impl UpstreamTarget {
         stream.flush().await?;
         // Wait for the server to close so the request is processed before we drop.
         let mut sink = [0u8; 16];
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut sink)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut sink)).await;
         Ok(())
     }
 }

@@ -68,8 +68,12 @@ pub struct GatewayProcess {
     _dir: tempfile::TempDir,
 }
 
-/// Path of the `juris` binary, built once per test process.
+/// Path of the `juris` binary: `JURIS_BIN` when set (the test script builds
+/// it once), else built here once per test process.
 pub fn juris_binary() -> anyhow::Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("JURIS_BIN") {
+        return Ok(PathBuf::from(binary));
+    }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -151,7 +155,10 @@ impl GatewaySpec {
             if let Some(password) = &c.password {
                 let file = dir.join(format!("{}.password", c.name));
                 std::fs::write(&file, password)?;
-                toml.push_str(&format!("password = {{ file = {} }}\n", quote(&file.display().to_string())));
+                toml.push_str(&format!(
+                    "password = {{ file = {} }}\n",
+                    quote(&file.display().to_string())
+                ));
             }
             if let Some(ca) = &c.tls_ca_pem {
                 let file = dir.join(format!("{}.ca.pem", c.name));
@@ -223,7 +230,10 @@ impl GatewayProcess {
             _ => {
                 let _ = child.kill().await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                bail!("juris node did not start:\n{}", log.lock().unwrap_or_else(|p| p.into_inner()));
+                bail!(
+                    "juris node did not start:\n{}",
+                    log.lock().unwrap_or_else(|p| p.into_inner())
+                );
             }
         };
         Ok(GatewayProcess {
@@ -261,7 +271,9 @@ impl GatewayProcess {
 
     /// Wait for the node to exit; returns its exit code.
     pub async fn wait(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
-        let status = tokio::time::timeout(limit, self.child.wait()).await.context("node did not exit in time")??;
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .context("node did not exit in time")??;
         Ok(status.code())
     }
 

@@ -1,3 +1,5 @@
 //! Real PostgreSQL servers for tests (the demo's throwaway server).
 
-pub use juris_demo::postgres::{ServerTls, TempPostgres, TempPostgresOptions, UpstreamAuth, seed_customers};
+pub use juris_demo::postgres::{
+    ServerTls, TempPostgres, TempPostgresOptions, UpstreamAuth, seed_customers,
+};

@@ -101,11 +101,16 @@ mod tests {
 
     #[test]
     fn missing_files_name_the_path() {
-        let err = server_config(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
+        let err = server_config(
+            Path::new("/nonexistent/cert.pem"),
+            Path::new("/nonexistent/key.pem"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+        let err = client_config(Some(Path::new("/nonexistent/ca.pem")))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
-        let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 

@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn levels_are_ordered_and_classes_map_to_levels() {
         assert!(AccessLevel::Read < AccessLevel::Write && AccessLevel::Write < AccessLevel::Admin);
-        assert_eq!(StatementClass::Unparseable.required_level(), AccessLevel::Admin);
+        assert_eq!(
+            StatementClass::Unparseable.required_level(),
+            AccessLevel::Admin
+        );
         assert_eq!(StatementClass::Session.required_level(), AccessLevel::Read);
         assert_eq!(StatementClass::Write.required_level(), AccessLevel::Write);
     }

@@ -64,7 +64,10 @@ impl Env {
     }
 
     /// Customise the gateway spec before start.
-    pub async fn start_with(auth: UpstreamAuth, customise: impl FnOnce(&mut GatewaySpec)) -> anyhow::Result<Env> {
+    pub async fn start_with(
+        auth: UpstreamAuth,
+        customise: impl FnOnce(&mut GatewaySpec),
+    ) -> anyhow::Result<Env> {
         let (pg, oidc) = tokio::try_join!(start_pg(auth.clone()), OidcProvider::start())?;
         let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
         spec.connections.push(connection_spec(&pg, &auth));
@@ -100,15 +103,22 @@ pub fn tls_config(gateway: &GatewayProcess) -> anyhow::Result<rustls::ClientConf
     for cert in CertificateDer::pem_file_iter(&gateway.ca_file)? {
         roots.add(cert?)?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(config)
 }
 
-pub fn client_config(gateway: &GatewayProcess, dbname: &str, user: &str, token: &str) -> tokio_postgres::Config {
+pub fn client_config(
+    gateway: &GatewayProcess,
+    dbname: &str,
+    user: &str,
+    token: &str,
+) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
         .host("localhost")
@@ -122,11 +132,19 @@ pub fn client_config(gateway: &GatewayProcess, dbname: &str, user: &str, token: 
     config
 }
 
-pub async fn connect(gateway: &GatewayProcess, dbname: &str, user: &str, token: &str) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn connect(
+    gateway: &GatewayProcess,
+    dbname: &str,
+    user: &str,
+    token: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
     connect_with(gateway, client_config(gateway, dbname, user, token)).await
 }
 
-pub async fn connect_with(gateway: &GatewayProcess, config: tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn connect_with(
+    gateway: &GatewayProcess,
+    config: tokio_postgres::Config,
+) -> anyhow::Result<tokio_postgres::Client> {
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(gateway)?);
     let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
@@ -137,7 +155,9 @@ pub async fn connect_with(gateway: &GatewayProcess, config: tokio_postgres::Conf
 
 /// The server error behind a tokio-postgres error: (SQLSTATE, message).
 pub fn db_error(error: &tokio_postgres::Error) -> Option<(String, String)> {
-    error.as_db_error().map(|e| (e.code().code().to_string(), e.message().to_string()))
+    error
+        .as_db_error()
+        .map(|e| (e.code().code().to_string(), e.message().to_string()))
 }
 
 /// Run psql with a conninfo string and `-c` commands; returns (status ok, stdout, stderr).
