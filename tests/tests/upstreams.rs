@@ -17,7 +17,7 @@ async fn md5_cleartext_and_trust_upstreams_work() -> anyhow::Result<()> {
         UpstreamAuth::Password,
         UpstreamAuth::Trust,
     ] {
-        let env = Env::start_with(auth.clone(), |_| {}).await?;
+        let env = Env::start_with(auth, |_| {}).await?;
         let client = env.client(&env.oidc.user_token("bob").await?).await?;
         let n: i64 = client
             .query_one("select count(*) from customers", &[])

@@ -116,6 +116,7 @@ pub struct TempPostgres {
     pub data_dir: PathBuf,
     socket_dir: PathBuf,
     log_path: PathBuf,
+    auth: UpstreamAuth,
     user: Option<(u32, u32)>,
     child: Option<std::process::Child>,
     watchdog: Option<std::process::Child>,
@@ -217,9 +218,12 @@ fn send_signal(signal: &str, pid: u32) {
         .status();
 }
 
-/// A process that shuts the server down once our end of its stdin closes,
-/// i.e. when this process dies without running `Drop`.
-fn spawn_watchdog(pid: u32) -> Result<std::process::Child, DemoError> {
+/// A watchdog for a child process `pid` that must not outlive us: it sends
+/// `pid` SIGINT (then SIGKILL 15 s later) once its stdin closes, which
+/// happens when the returned `Child` is dropped or this process dies in any
+/// way. Kill the watchdog (`Child::kill`) to disarm it before stopping
+/// `pid` yourself.
+pub fn spawn_watchdog(pid: u32) -> Result<std::process::Child, DemoError> {
     let script = "read _ignored; kill -s INT \"$0\" 2>/dev/null || exit 0; \
                   sleep 15; kill -s KILL \"$0\" 2>/dev/null; exit 0";
     Ok(std::process::Command::new("sh")
@@ -318,6 +322,7 @@ impl TempPostgres {
             data_dir,
             socket_dir,
             log_path,
+            auth: options.auth,
             user,
             child: None,
             watchdog: None,
@@ -419,6 +424,11 @@ impl TempPostgres {
     /// The postmaster's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// The TCP client authentication method.
+    pub fn auth(&self) -> UpstreamAuth {
+        self.auth
     }
 
     /// uid/gid the server runs as, when not ourselves (we are root).

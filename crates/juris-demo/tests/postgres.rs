@@ -275,3 +275,5 @@ async fn drop_and_panics_leave_no_server_behind() -> anyhow::Result<()> {
     assert!(!data_dir.exists(), "data dir left behind");
     Ok(())
 }
+
+

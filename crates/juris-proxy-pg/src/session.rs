@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use juris_config::EffectiveRole;
 use juris_pgwire::{Authentication, BackendMessage, StartupPacket, TransactionStatus};
 use juris_types::{Principal, SessionId};
 use tokio::io::AsyncWriteExt;
@@ -369,7 +368,7 @@ async fn authenticate(
         info: SessionInfo {
             principal,
             connection,
-            role: EffectiveRole { ..role },
+            role,
             client_leftover: buf,
         },
     })

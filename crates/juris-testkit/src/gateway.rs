@@ -69,7 +69,9 @@ pub struct GatewayProcess {
 }
 
 /// Path of the `juris` binary: `JURIS_BIN` when set (the test script builds
-/// it once), else built here once per test process.
+/// it once), else built here once per process, in the profile of the
+/// current executable (`--release` when it lives under `release/`, so
+/// benchmarks measure an optimised gateway; debug for tests).
 pub fn juris_binary() -> anyhow::Result<PathBuf> {
     if let Some(binary) = std::env::var_os("JURIS_BIN") {
         return Ok(PathBuf::from(binary));
@@ -77,22 +79,31 @@ pub fn juris_binary() -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // Test binaries live in <target>/<profile>/deps/, other binaries
+            // in <target>/<profile>/; juris in <target>/<profile>/.
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut profile_dir = exe.parent().ok_or("cannot locate the target directory")?;
+            if profile_dir.file_name().is_some_and(|name| name == "deps") {
+                profile_dir = profile_dir
+                    .parent()
+                    .ok_or("cannot locate the target directory")?;
+            }
+            let release = profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let workspace = workspace_root();
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-q", "-p", "juris-cli", "--bin", "juris"])
-                .current_dir(&workspace)
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "-q", "-p", "juris-cli", "--bin", "juris"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build
+                .current_dir(workspace_root())
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !status.success() {
                 return Err("cargo build -p juris-cli failed".into());
             }
-            // The test binary lives in <target>/debug/deps/; juris in <target>/debug/.
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .ok_or("cannot locate the target directory")?;
             let binary = profile_dir.join("juris");
             if binary.exists() {
                 Ok(binary)

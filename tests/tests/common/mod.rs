@@ -68,7 +68,7 @@ impl Env {
         auth: UpstreamAuth,
         customise: impl FnOnce(&mut GatewaySpec),
     ) -> anyhow::Result<Env> {
-        let (pg, oidc) = tokio::try_join!(start_pg(auth.clone()), OidcProvider::start())?;
+        let (pg, oidc) = tokio::try_join!(start_pg(auth), OidcProvider::start())?;
         let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
         spec.connections.push(connection_spec(&pg, &auth));
         spec.roles = standard_roles();
