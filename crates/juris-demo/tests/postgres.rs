@@ -275,5 +275,3 @@ async fn drop_and_panics_leave_no_server_behind() -> anyhow::Result<()> {
     assert!(!data_dir.exists(), "data dir left behind");
     Ok(())
 }
-
-
