@@ -91,6 +91,9 @@ pub fn juris_binary() -> anyhow::Result<PathBuf> {
             let release = profile_dir
                 .file_name()
                 .is_some_and(|name| name == "release");
+            let target_dir = profile_dir
+                .parent()
+                .ok_or("cannot locate the target directory")?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = std::process::Command::new(cargo);
             build.args(["build", "-q", "-p", "juris-cli", "--bin", "juris"]);
@@ -99,6 +102,8 @@ pub fn juris_binary() -> anyhow::Result<PathBuf> {
             }
             let status = build
                 .current_dir(workspace_root())
+                // Build where we look, also when run without cargo's environment.
+                .env("CARGO_TARGET_DIR", target_dir)
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !status.success() {
