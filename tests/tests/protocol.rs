@@ -345,3 +345,34 @@ async fn cancel_reaches_only_the_session_that_owns_the_key() -> anyhow::Result<(
     assert!(started.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_results_to_concurrent_clients_complete_without_stalling() -> anyhow::Result<()> {
+    // Regression: the tail of a result could sit encrypted in the gateway's
+    // TLS buffer, unflushed, while the client waited for it.
+    let env = Env::start().await?;
+    let token = env.oidc.user_token("bob").await?;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(env.client(&token).await?);
+    }
+    let runs = clients.iter().map(|client| async move {
+        for _ in 0..10 {
+            let rows = client
+                .query(
+                    "select g, repeat('y', 80) from generate_series(1, 10000) g",
+                    &[],
+                )
+                .await?;
+            assert_eq!(rows.len(), 10_000);
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    });
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::try_join_all(runs),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("large results stalled"))??;
+    Ok(())
+}

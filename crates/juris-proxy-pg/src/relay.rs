@@ -297,6 +297,10 @@ where
             return Ending::Io(e.to_string());
         }
         buf.advance(position);
+        // TLS may hold encrypted bytes back until flushed.
+        if let Err(e) = upstream.flush().await {
+            return Ending::Io(e.to_string());
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_CHUNK);
         }
@@ -449,6 +453,9 @@ where
             return Ending::Io(e.to_string());
         }
         buf.advance(position);
+        if let Err(e) = client.flush().await {
+            return Ending::Io(e.to_string());
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_CHUNK);
         }

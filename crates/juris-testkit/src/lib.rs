@@ -1,6 +1,7 @@
-//! Test support for Juris: real PostgreSQL servers, an OIDC issuer, and real
-//! `juris node` processes on loopback.
+//! Test support for Juris: real PostgreSQL servers, PgBouncer, an OIDC
+//! issuer, and real `juris node` processes on loopback.
 
 pub mod gateway;
 pub mod oidc;
+pub mod pgbouncer;
 pub mod postgres;
