@@ -8,9 +8,23 @@
 //! - [`FrontendMessage`] / [`BackendMessage`]: typed decode and encode of
 //!   every message, used only where a message must be understood.
 //!
-//! Every length is checked against [`Limits`] before anything is buffered or
-//! allocated, every count against the bytes actually present, and decoding
-//! returns `Result<Option<_>>` (None = need more bytes). No input panics.
+//! Nothing here does I/O: callers own the sockets and the buffers, which keeps
+//! the codec testable byte-for-byte and usable from any runtime.
+//!
+//! Decoding treats every byte as hostile. Every length is checked against
+//! [`Limits`] as soon as its header is complete, before the body is buffered;
+//! every count is checked against the bytes actually present before anything
+//! is allocated; strings must be NUL-terminated UTF-8; trailing bytes after a
+//! message's fields are an error. Framing returns `Result<Option<_>>`
+//! (`None` = need more bytes, nothing consumed). No input panics — the
+//! proptests and the `fuzz/` targets hold the crate to that.
+//!
+//! Encoding trusts its input (this process built it) and is infallible; a
+//! decoded message re-encodes to exactly the bytes it came from.
+//!
+//! Tag bytes are reused across directions (`'C'` is Close from a client and
+//! CommandComplete from a server), so the caller picks [`FrontendMessage`] or
+//! [`BackendMessage`] by which side it reads; see [`tag`].
 
 mod message;
 mod reader;
@@ -22,6 +36,58 @@ pub use message::{
     SaslInitialResponse, Target, TransactionStatus, decode_password, password_message,
     sasl_response,
 };
+
+/// Message type bytes. The same byte means different things per direction
+/// (`'C'` is Close from a client, CommandComplete from a server), so the
+/// constants are split by who sends them.
+pub mod tag {
+    /// Sent by the client.
+    pub mod frontend {
+        pub const QUERY: u8 = b'Q';
+        pub const PARSE: u8 = b'P';
+        pub const BIND: u8 = b'B';
+        pub const DESCRIBE: u8 = b'D';
+        pub const EXECUTE: u8 = b'E';
+        pub const CLOSE: u8 = b'C';
+        pub const SYNC: u8 = b'S';
+        pub const FLUSH: u8 = b'H';
+        pub const TERMINATE: u8 = b'X';
+        pub const COPY_DATA: u8 = b'd';
+        pub const COPY_DONE: u8 = b'c';
+        pub const COPY_FAIL: u8 = b'f';
+        pub const FUNCTION_CALL: u8 = b'F';
+        /// PasswordMessage, SASLInitialResponse, SASLResponse, GSSResponse.
+        pub const AUTH_RESPONSE: u8 = b'p';
+    }
+
+    /// Sent by the server.
+    pub mod backend {
+        pub const AUTHENTICATION: u8 = b'R';
+        pub const BACKEND_KEY_DATA: u8 = b'K';
+        pub const PARAMETER_STATUS: u8 = b'S';
+        pub const READY_FOR_QUERY: u8 = b'Z';
+        pub const ROW_DESCRIPTION: u8 = b'T';
+        pub const DATA_ROW: u8 = b'D';
+        pub const COMMAND_COMPLETE: u8 = b'C';
+        pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+        pub const ERROR_RESPONSE: u8 = b'E';
+        pub const NOTICE_RESPONSE: u8 = b'N';
+        pub const PARSE_COMPLETE: u8 = b'1';
+        pub const BIND_COMPLETE: u8 = b'2';
+        pub const CLOSE_COMPLETE: u8 = b'3';
+        pub const NO_DATA: u8 = b'n';
+        pub const PORTAL_SUSPENDED: u8 = b's';
+        pub const PARAMETER_DESCRIPTION: u8 = b't';
+        pub const COPY_IN_RESPONSE: u8 = b'G';
+        pub const COPY_OUT_RESPONSE: u8 = b'H';
+        pub const COPY_BOTH_RESPONSE: u8 = b'W';
+        pub const COPY_DATA: u8 = b'd';
+        pub const COPY_DONE: u8 = b'c';
+        pub const NOTIFICATION_RESPONSE: u8 = b'A';
+        pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+        pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+    }
+}
 
 /// Request codes of untagged startup-phase packets.
 pub mod code {
@@ -136,14 +202,17 @@ pub fn decode_startup(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<StartupPacket>, DecodeError> {
-    let Some(len_bytes) = buf.get(..4) else {
+    let Some(len_bytes) = buf.first_chunk::<4>() else {
         return Ok(None);
     };
-    let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    if len < 8 {
-        return Err(DecodeError::InvalidLength(len.into()));
-    }
-    let len = len as usize;
+    // Checked before waiting for the body, so a peer announcing a huge packet
+    // is refused at once instead of being buffered.
+    let raw_len = i32::from_be_bytes(*len_bytes);
+    // Length (4) + request code (4) is the smallest packet there is.
+    let len = usize::try_from(raw_len)
+        .ok()
+        .filter(|&len| len >= 8)
+        .ok_or(DecodeError::InvalidLength(raw_len.into()))?;
     if len > limits.max_startup_len {
         return Err(DecodeError::MessageTooLong {
             len,
@@ -225,30 +294,42 @@ impl Frame {
 /// the five header bytes are present. The length is checked, nothing is
 /// consumed: a relay can forward whole frames straight from its buffer.
 pub fn peek_frame(buf: &[u8], limits: &Limits) -> Result<Option<(u8, usize)>, DecodeError> {
-    let Some(header) = buf.get(..5) else {
+    let Some(&[tag, a, b, c, d]) = buf.first_chunk::<5>() else {
         return Ok(None);
     };
-    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-    if len < 4 {
-        return Err(DecodeError::InvalidLength(len.into()));
-    }
-    let len = len as usize;
+    // The length counts itself but not the tag; negative or < 4 is a lie.
+    let raw_len = i32::from_be_bytes([a, b, c, d]);
+    let len = usize::try_from(raw_len)
+        .ok()
+        .filter(|&len| len >= 4)
+        .ok_or(DecodeError::InvalidLength(raw_len.into()))?;
     if len > limits.max_message_len {
         return Err(DecodeError::MessageTooLong {
             len,
             max: limits.max_message_len,
         });
     }
-    Ok(Some((header[0], len + 1)))
+    Ok(Some((tag, len + 1)))
 }
 
+/// Most that [`split_frame`] reserves ahead of bytes it has not seen.
+const RESERVE_CAP: usize = 64 * 1024;
+
 /// Split one complete frame off the front of `buf` without copying its body.
+///
+/// `None` means more bytes are needed; nothing is consumed then. The header
+/// is validated as soon as it is complete, so an oversized or negative length
+/// is an error before any of the body is buffered.
 pub fn split_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, DecodeError> {
     let Some((tag, wire_len)) = peek_frame(buf, limits)? else {
         return Ok(None);
     };
     if buf.len() < wire_len {
-        buf.reserve(wire_len - buf.len());
+        // Make room for the rest so the caller's next read can fill it, but
+        // only up to `RESERVE_CAP`: the length is just a claim, and reserving
+        // `max_message_len` on the strength of five bytes would hand a peer
+        // an easy memory amplification. Larger messages grow as bytes arrive.
+        buf.reserve((wire_len - buf.len()).min(RESERVE_CAP));
         return Ok(None);
     }
     let mut frame = buf.split_to(wire_len);

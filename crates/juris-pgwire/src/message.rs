@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::reader::Reader;
+use crate::tag::{backend, frontend};
 use crate::{DecodeError, Frame};
 
 /// Describe/Close target.
@@ -263,10 +264,24 @@ fn begin(out: &mut BytesMut, tag: u8) -> usize {
     start
 }
 
+// Encoders trust their input (it is built by this process, not read off the
+// wire) and stay infallible. The wire cannot express more than 65 535 items or
+// a value of 2 GiB or more; exceeding that is a caller bug, caught by
+// `debug_assert!` in tests rather than by a `Result` on every encode.
+
+fn put_count(out: &mut BytesMut, n: usize) {
+    debug_assert!(
+        n <= usize::from(u16::MAX),
+        "count {n} does not fit the wire"
+    );
+    out.put_u16(n as u16);
+}
+
 fn put_nullable(out: &mut BytesMut, value: &Option<Bytes>) {
     match value {
         None => out.put_i32(-1),
         Some(v) => {
+            debug_assert!(i32::try_from(v.len()).is_ok(), "value too long");
             out.put_i32(v.len() as i32);
             out.put_slice(v);
         }
@@ -274,7 +289,7 @@ fn put_nullable(out: &mut BytesMut, value: &Option<Bytes>) {
 }
 
 fn put_i16s(out: &mut BytesMut, values: &[i16]) {
-    out.put_i16(values.len() as i16);
+    put_count(out, values.len());
     for v in values {
         out.put_i16(*v);
     }
@@ -295,10 +310,10 @@ impl FrontendMessage {
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame.body.clone());
         let message = match frame.tag {
-            b'Q' => FrontendMessage::Query {
+            frontend::QUERY => FrontendMessage::Query {
                 sql: r.cstr("query")?,
             },
-            b'P' => {
+            frontend::PARSE => {
                 let name = r.cstr("statement name")?;
                 let sql = r.cstr("query")?;
                 let n = r.count(4, "parameter types")?;
@@ -311,40 +326,40 @@ impl FrontendMessage {
                     param_types,
                 }
             }
-            b'B' => FrontendMessage::Bind {
+            frontend::BIND => FrontendMessage::Bind {
                 portal: r.cstr("portal name")?,
                 statement: r.cstr("statement name")?,
                 param_formats: i16s(&mut r, "parameter formats")?,
                 params: nullables(&mut r, "parameters")?,
                 result_formats: i16s(&mut r, "result formats")?,
             },
-            b'D' => FrontendMessage::Describe {
+            frontend::DESCRIBE => FrontendMessage::Describe {
                 target: Target::decode(r.u8("describe target")?)?,
                 name: r.cstr("describe name")?,
             },
-            b'E' => FrontendMessage::Execute {
+            frontend::EXECUTE => FrontendMessage::Execute {
                 portal: r.cstr("portal name")?,
                 max_rows: r.i32("row limit")?,
             },
-            b'C' => FrontendMessage::Close {
+            frontend::CLOSE => FrontendMessage::Close {
                 target: Target::decode(r.u8("close target")?)?,
                 name: r.cstr("close name")?,
             },
-            b'S' => FrontendMessage::Sync,
-            b'H' => FrontendMessage::Flush,
-            b'X' => FrontendMessage::Terminate,
-            b'd' => FrontendMessage::CopyData(r.rest()),
-            b'c' => FrontendMessage::CopyDone,
-            b'f' => FrontendMessage::CopyFail {
+            frontend::SYNC => FrontendMessage::Sync,
+            frontend::FLUSH => FrontendMessage::Flush,
+            frontend::TERMINATE => FrontendMessage::Terminate,
+            frontend::COPY_DATA => FrontendMessage::CopyData(r.rest()),
+            frontend::COPY_DONE => FrontendMessage::CopyDone,
+            frontend::COPY_FAIL => FrontendMessage::CopyFail {
                 message: r.cstr("copy failure")?,
             },
-            b'F' => FrontendMessage::FunctionCall {
+            frontend::FUNCTION_CALL => FrontendMessage::FunctionCall {
                 oid: r.u32("function oid")?,
                 arg_formats: i16s(&mut r, "argument formats")?,
                 args: nullables(&mut r, "arguments")?,
                 result_format: r.i16("result format")?,
             },
-            b'p' => FrontendMessage::AuthResponse(r.rest()),
+            frontend::AUTH_RESPONSE => FrontendMessage::AuthResponse(r.rest()),
             other => return Err(DecodeError::UnknownTag(other)),
         };
         r.finish("message (trailing bytes)")?;
@@ -354,20 +369,20 @@ impl FrontendMessage {
     /// Append the message's wire form.
     pub fn encode(&self, out: &mut BytesMut) {
         let tag = match self {
-            FrontendMessage::Query { .. } => b'Q',
-            FrontendMessage::Parse { .. } => b'P',
-            FrontendMessage::Bind { .. } => b'B',
-            FrontendMessage::Describe { .. } => b'D',
-            FrontendMessage::Execute { .. } => b'E',
-            FrontendMessage::Close { .. } => b'C',
-            FrontendMessage::Sync => b'S',
-            FrontendMessage::Flush => b'H',
-            FrontendMessage::Terminate => b'X',
-            FrontendMessage::CopyData(_) => b'd',
-            FrontendMessage::CopyDone => b'c',
-            FrontendMessage::CopyFail { .. } => b'f',
-            FrontendMessage::FunctionCall { .. } => b'F',
-            FrontendMessage::AuthResponse(_) => b'p',
+            FrontendMessage::Query { .. } => frontend::QUERY,
+            FrontendMessage::Parse { .. } => frontend::PARSE,
+            FrontendMessage::Bind { .. } => frontend::BIND,
+            FrontendMessage::Describe { .. } => frontend::DESCRIBE,
+            FrontendMessage::Execute { .. } => frontend::EXECUTE,
+            FrontendMessage::Close { .. } => frontend::CLOSE,
+            FrontendMessage::Sync => frontend::SYNC,
+            FrontendMessage::Flush => frontend::FLUSH,
+            FrontendMessage::Terminate => frontend::TERMINATE,
+            FrontendMessage::CopyData(_) => frontend::COPY_DATA,
+            FrontendMessage::CopyDone => frontend::COPY_DONE,
+            FrontendMessage::CopyFail { .. } => frontend::COPY_FAIL,
+            FrontendMessage::FunctionCall { .. } => frontend::FUNCTION_CALL,
+            FrontendMessage::AuthResponse(_) => frontend::AUTH_RESPONSE,
         };
         let start = begin(out, tag);
         match self {
@@ -379,7 +394,7 @@ impl FrontendMessage {
             } => {
                 put_cstr(out, name);
                 put_cstr(out, sql);
-                out.put_i16(param_types.len() as i16);
+                put_count(out, param_types.len());
                 for t in param_types {
                     out.put_u32(*t);
                 }
@@ -394,7 +409,7 @@ impl FrontendMessage {
                 put_cstr(out, portal);
                 put_cstr(out, statement);
                 put_i16s(out, param_formats);
-                out.put_i16(params.len() as i16);
+                put_count(out, params.len());
                 for p in params {
                     put_nullable(out, p);
                 }
@@ -425,7 +440,7 @@ impl FrontendMessage {
             } => {
                 out.put_u32(*oid);
                 put_i16s(out, arg_formats);
-                out.put_i16(args.len() as i16);
+                put_count(out, args.len());
                 for a in args {
                     put_nullable(out, a);
                 }
@@ -438,7 +453,7 @@ impl FrontendMessage {
 
 /// Encode a PasswordMessage.
 pub fn password_message(password: &str, out: &mut BytesMut) {
-    let start = begin(out, b'p');
+    let start = begin(out, frontend::AUTH_RESPONSE);
     put_cstr(out, password);
     patch_len(out, start);
 }
@@ -453,7 +468,7 @@ pub fn decode_password(body: &[u8]) -> Result<String, DecodeError> {
 
 /// Encode a SASLResponse.
 pub fn sasl_response(data: &[u8], out: &mut BytesMut) {
-    let start = begin(out, b'p');
+    let start = begin(out, frontend::AUTH_RESPONSE);
     out.put_slice(data);
     patch_len(out, start);
 }
@@ -477,7 +492,7 @@ impl SaslInitialResponse {
 
     /// Encode as a whole 'p' message.
     pub fn encode(&self, out: &mut BytesMut) {
-        let start = begin(out, b'p');
+        let start = begin(out, frontend::AUTH_RESPONSE);
         put_cstr(out, &self.mechanism);
         put_nullable(out, &self.data);
         patch_len(out, start);
@@ -489,40 +504,39 @@ impl BackendMessage {
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame.body.clone());
         let message = match frame.tag {
-            b'R' => BackendMessage::Authentication(match r.i32("authentication code")? {
-                0 => Authentication::Ok,
-                2 => Authentication::KerberosV5,
-                3 => Authentication::CleartextPassword,
-                5 => {
-                    let salt = r.bytes(4, "md5 salt")?;
-                    Authentication::Md5Password {
-                        salt: [salt[0], salt[1], salt[2], salt[3]],
-                    }
-                }
-                6 => Authentication::Scm,
-                7 => Authentication::Gss,
-                8 => Authentication::GssContinue(r.rest()),
-                9 => Authentication::Sspi,
-                10 => {
-                    let mut mechanisms = Vec::new();
-                    loop {
-                        let m = r.cstr("SASL mechanism")?;
-                        if m.is_empty() {
-                            break;
+            backend::AUTHENTICATION => {
+                BackendMessage::Authentication(match r.i32("authentication code")? {
+                    0 => Authentication::Ok,
+                    2 => Authentication::KerberosV5,
+                    3 => Authentication::CleartextPassword,
+                    5 => Authentication::Md5Password {
+                        salt: r.array("md5 salt")?,
+                    },
+                    6 => Authentication::Scm,
+                    7 => Authentication::Gss,
+                    8 => Authentication::GssContinue(r.rest()),
+                    9 => Authentication::Sspi,
+                    10 => {
+                        let mut mechanisms = Vec::new();
+                        loop {
+                            let m = r.cstr("SASL mechanism")?;
+                            if m.is_empty() {
+                                break;
+                            }
+                            mechanisms.push(m);
                         }
-                        mechanisms.push(m);
+                        Authentication::Sasl { mechanisms }
                     }
-                    Authentication::Sasl { mechanisms }
-                }
-                11 => Authentication::SaslContinue(r.rest()),
-                12 => Authentication::SaslFinal(r.rest()),
-                _ => {
-                    return Err(DecodeError::Malformed {
-                        what: "authentication code",
-                    });
-                }
-            }),
-            b'K' => {
+                    11 => Authentication::SaslContinue(r.rest()),
+                    12 => Authentication::SaslFinal(r.rest()),
+                    _ => {
+                        return Err(DecodeError::Malformed {
+                            what: "authentication code",
+                        });
+                    }
+                })
+            }
+            backend::BACKEND_KEY_DATA => {
                 let process_id = r.i32("process id")?;
                 let secret_key = r.rest();
                 if secret_key.len() < 4 || secret_key.len() > 256 {
@@ -533,11 +547,11 @@ impl BackendMessage {
                     secret_key,
                 }
             }
-            b'S' => BackendMessage::ParameterStatus {
+            backend::PARAMETER_STATUS => BackendMessage::ParameterStatus {
                 name: r.cstr("parameter name")?,
                 value: r.cstr("parameter value")?,
             },
-            b'Z' => BackendMessage::ReadyForQuery {
+            backend::READY_FOR_QUERY => BackendMessage::ReadyForQuery {
                 status: match r.u8("transaction status")? {
                     b'I' => TransactionStatus::Idle,
                     b'T' => TransactionStatus::InTransaction,
@@ -549,7 +563,7 @@ impl BackendMessage {
                     }
                 },
             },
-            b'T' => {
+            backend::ROW_DESCRIPTION => {
                 let n = r.count(19, "row description")?;
                 let fields = (0..n)
                     .map(|_| {
@@ -566,21 +580,23 @@ impl BackendMessage {
                     .collect::<Result<_, DecodeError>>()?;
                 BackendMessage::RowDescription { fields }
             }
-            b'D' => BackendMessage::DataRow {
+            backend::DATA_ROW => BackendMessage::DataRow {
                 values: nullables(&mut r, "data row")?,
             },
-            b'C' => BackendMessage::CommandComplete {
+            backend::COMMAND_COMPLETE => BackendMessage::CommandComplete {
                 tag: r.cstr("command tag")?,
             },
-            b'I' => BackendMessage::EmptyQueryResponse,
-            b'E' => BackendMessage::ErrorResponse(ErrorFields::decode(&mut r)?),
-            b'N' => BackendMessage::NoticeResponse(ErrorFields::decode(&mut r)?),
-            b'1' => BackendMessage::ParseComplete,
-            b'2' => BackendMessage::BindComplete,
-            b'3' => BackendMessage::CloseComplete,
-            b'n' => BackendMessage::NoData,
-            b's' => BackendMessage::PortalSuspended,
-            b't' => {
+            backend::EMPTY_QUERY_RESPONSE => BackendMessage::EmptyQueryResponse,
+            backend::ERROR_RESPONSE => BackendMessage::ErrorResponse(ErrorFields::decode(&mut r)?),
+            backend::NOTICE_RESPONSE => {
+                BackendMessage::NoticeResponse(ErrorFields::decode(&mut r)?)
+            }
+            backend::PARSE_COMPLETE => BackendMessage::ParseComplete,
+            backend::BIND_COMPLETE => BackendMessage::BindComplete,
+            backend::CLOSE_COMPLETE => BackendMessage::CloseComplete,
+            backend::NO_DATA => BackendMessage::NoData,
+            backend::PORTAL_SUSPENDED => BackendMessage::PortalSuspended,
+            backend::PARAMETER_DESCRIPTION => {
                 let n = r.count(4, "parameter description")?;
                 BackendMessage::ParameterDescription {
                     types: (0..n)
@@ -588,26 +604,28 @@ impl BackendMessage {
                         .collect::<Result<_, _>>()?,
                 }
             }
-            b'G' | b'H' | b'W' => {
+            backend::COPY_IN_RESPONSE
+            | backend::COPY_OUT_RESPONSE
+            | backend::COPY_BOTH_RESPONSE => {
                 let format = r.u8("copy format")? as i8;
                 let response = CopyResponse {
                     format,
                     column_formats: i16s(&mut r, "copy column formats")?,
                 };
                 match frame.tag {
-                    b'G' => BackendMessage::CopyInResponse(response),
-                    b'H' => BackendMessage::CopyOutResponse(response),
+                    backend::COPY_IN_RESPONSE => BackendMessage::CopyInResponse(response),
+                    backend::COPY_OUT_RESPONSE => BackendMessage::CopyOutResponse(response),
                     _ => BackendMessage::CopyBothResponse(response),
                 }
             }
-            b'd' => BackendMessage::CopyData(r.rest()),
-            b'c' => BackendMessage::CopyDone,
-            b'A' => BackendMessage::NotificationResponse {
+            backend::COPY_DATA => BackendMessage::CopyData(r.rest()),
+            backend::COPY_DONE => BackendMessage::CopyDone,
+            backend::NOTIFICATION_RESPONSE => BackendMessage::NotificationResponse {
                 process_id: r.i32("process id")?,
                 channel: r.cstr("channel")?,
                 payload: r.cstr("payload")?,
             },
-            b'v' => {
+            backend::NEGOTIATE_PROTOCOL_VERSION => {
                 let newest_minor = r.u32("protocol minor version")?;
                 let n = r.i32("option count")?;
                 let n = usize::try_from(n).map_err(|_| DecodeError::Malformed {
@@ -627,7 +645,9 @@ impl BackendMessage {
                     unrecognized,
                 }
             }
-            b'V' => BackendMessage::FunctionCallResponse(r.nullable("function result")?),
+            backend::FUNCTION_CALL_RESPONSE => {
+                BackendMessage::FunctionCallResponse(r.nullable("function result")?)
+            }
             other => return Err(DecodeError::UnknownTag(other)),
         };
         r.finish("message (trailing bytes)")?;
@@ -637,30 +657,30 @@ impl BackendMessage {
     /// Append the message's wire form.
     pub fn encode(&self, out: &mut BytesMut) {
         let tag = match self {
-            BackendMessage::Authentication(_) => b'R',
-            BackendMessage::BackendKeyData { .. } => b'K',
-            BackendMessage::ParameterStatus { .. } => b'S',
-            BackendMessage::ReadyForQuery { .. } => b'Z',
-            BackendMessage::RowDescription { .. } => b'T',
-            BackendMessage::DataRow { .. } => b'D',
-            BackendMessage::CommandComplete { .. } => b'C',
-            BackendMessage::EmptyQueryResponse => b'I',
-            BackendMessage::ErrorResponse(_) => b'E',
-            BackendMessage::NoticeResponse(_) => b'N',
-            BackendMessage::ParseComplete => b'1',
-            BackendMessage::BindComplete => b'2',
-            BackendMessage::CloseComplete => b'3',
-            BackendMessage::NoData => b'n',
-            BackendMessage::PortalSuspended => b's',
-            BackendMessage::ParameterDescription { .. } => b't',
-            BackendMessage::CopyInResponse(_) => b'G',
-            BackendMessage::CopyOutResponse(_) => b'H',
-            BackendMessage::CopyBothResponse(_) => b'W',
-            BackendMessage::CopyData(_) => b'd',
-            BackendMessage::CopyDone => b'c',
-            BackendMessage::NotificationResponse { .. } => b'A',
-            BackendMessage::NegotiateProtocolVersion { .. } => b'v',
-            BackendMessage::FunctionCallResponse(_) => b'V',
+            BackendMessage::Authentication(_) => backend::AUTHENTICATION,
+            BackendMessage::BackendKeyData { .. } => backend::BACKEND_KEY_DATA,
+            BackendMessage::ParameterStatus { .. } => backend::PARAMETER_STATUS,
+            BackendMessage::ReadyForQuery { .. } => backend::READY_FOR_QUERY,
+            BackendMessage::RowDescription { .. } => backend::ROW_DESCRIPTION,
+            BackendMessage::DataRow { .. } => backend::DATA_ROW,
+            BackendMessage::CommandComplete { .. } => backend::COMMAND_COMPLETE,
+            BackendMessage::EmptyQueryResponse => backend::EMPTY_QUERY_RESPONSE,
+            BackendMessage::ErrorResponse(_) => backend::ERROR_RESPONSE,
+            BackendMessage::NoticeResponse(_) => backend::NOTICE_RESPONSE,
+            BackendMessage::ParseComplete => backend::PARSE_COMPLETE,
+            BackendMessage::BindComplete => backend::BIND_COMPLETE,
+            BackendMessage::CloseComplete => backend::CLOSE_COMPLETE,
+            BackendMessage::NoData => backend::NO_DATA,
+            BackendMessage::PortalSuspended => backend::PORTAL_SUSPENDED,
+            BackendMessage::ParameterDescription { .. } => backend::PARAMETER_DESCRIPTION,
+            BackendMessage::CopyInResponse(_) => backend::COPY_IN_RESPONSE,
+            BackendMessage::CopyOutResponse(_) => backend::COPY_OUT_RESPONSE,
+            BackendMessage::CopyBothResponse(_) => backend::COPY_BOTH_RESPONSE,
+            BackendMessage::CopyData(_) => backend::COPY_DATA,
+            BackendMessage::CopyDone => backend::COPY_DONE,
+            BackendMessage::NotificationResponse { .. } => backend::NOTIFICATION_RESPONSE,
+            BackendMessage::NegotiateProtocolVersion { .. } => backend::NEGOTIATE_PROTOCOL_VERSION,
+            BackendMessage::FunctionCallResponse(_) => backend::FUNCTION_CALL_RESPONSE,
         };
         let start = begin(out, tag);
         match self {
@@ -712,7 +732,7 @@ impl BackendMessage {
                 TransactionStatus::Failed => b'E',
             }),
             BackendMessage::RowDescription { fields } => {
-                out.put_i16(fields.len() as i16);
+                put_count(out, fields.len());
                 for f in fields {
                     put_cstr(out, &f.name);
                     out.put_u32(f.table_oid);
@@ -724,7 +744,7 @@ impl BackendMessage {
                 }
             }
             BackendMessage::DataRow { values } => {
-                out.put_i16(values.len() as i16);
+                put_count(out, values.len());
                 for v in values {
                     put_nullable(out, v);
                 }
@@ -734,7 +754,7 @@ impl BackendMessage {
                 fields.encode(out)
             }
             BackendMessage::ParameterDescription { types } => {
-                out.put_i16(types.len() as i16);
+                put_count(out, types.len());
                 for t in types {
                     out.put_u32(*t);
                 }

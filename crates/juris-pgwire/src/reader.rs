@@ -42,15 +42,18 @@ impl Reader {
         Ok(self.body.get_u32())
     }
 
-    /// A non-negative count whose items take at least `item_size` bytes each:
-    /// checked against what is left, so no huge allocation follows a lie.
+    /// A 16-bit item count whose items take at least `item_size` bytes each.
+    ///
+    /// Read unsigned, as the server does (`pq_getmsgint(msg, 2)`), so Bind
+    /// with up to 65 535 parameters is accepted. Checked against what is left
+    /// so no allocation or long loop follows a lying count.
     pub(crate) fn count(
         &mut self,
         item_size: usize,
         what: &'static str,
     ) -> Result<usize, DecodeError> {
-        let n = self.i16(what)?;
-        let n = usize::try_from(n).map_err(|_| DecodeError::Malformed { what })?;
+        self.need(2, what)?;
+        let n = usize::from(self.body.get_u16());
         if n.saturating_mul(item_size) > self.body.remaining() {
             return Err(DecodeError::Malformed { what });
         }
@@ -62,12 +65,23 @@ impl Reader {
         Ok(self.body.split_to(n))
     }
 
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        self.need(N, what)?;
+        self.body.copy_to_slice(&mut out);
+        Ok(out)
+    }
+
     /// A length-prefixed value; length -1 is NULL.
     pub(crate) fn nullable(&mut self, what: &'static str) -> Result<Option<Bytes>, DecodeError> {
         let len = self.i32(what)?;
         if len == -1 {
             return Ok(None);
         }
+        // Any other negative length is a lie; `bytes` then checks the rest.
         let len = usize::try_from(len).map_err(|_| DecodeError::Malformed { what })?;
         self.bytes(len, what).map(Some)
     }
