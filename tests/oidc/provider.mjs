@@ -31,7 +31,15 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad po
 if (!Number.isInteger(ttl) || ttl <= 0) throw new Error(`bad ttl ${ttl}`);
 
 // Fixed group table; everyone else has no groups.
-const GROUPS = { alice: ['dba', 'engineering'], bob: ['analysts'], carol: ['developers'] };
+const GROUPS = {
+  alice: ['dba', 'engineering'],
+  bob: ['analysts'],
+  carol: ['developers'],
+  // Masking tests: dana reads through `analysts` and is also in the exempt
+  // group; erin is only in the exempt group.
+  dana: ['analysts', 'pii-readers'],
+  erin: ['pii-readers'],
+};
 const groupsOf = (login) => GROUPS[login] ?? [];
 const emailOf = (login) => `${login}@example.test`;
 const CLIENT_GROUPS = { 'ci-bot': ['ci'] };

@@ -2,4 +2,5 @@
 //! and calls into here (or into `juris-node` / `juris-demo`).
 
 pub mod connect;
+pub mod mask_test;
 pub mod tokens;

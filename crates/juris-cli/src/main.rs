@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use juris_cli::connect::{self, ConnectOptions};
+use juris_cli::mask_test::MaskTest;
 use juris_cli::tokens::{self, IdpOptions};
 
 #[derive(Parser)]
@@ -70,6 +71,32 @@ enum Command {
         #[command(flatten)]
         idp: IdpOptions,
     },
+    /// Masking policies.
+    Mask {
+        #[command(subcommand)]
+        command: MaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaskCommand {
+    /// Dry run: show what a connection's masking policy does to values.
+    Test {
+        /// Deployment file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Connection whose policy to apply.
+        #[arg(long)]
+        connection: String,
+        /// Treat the values as this source column (schema.table.column) so column rules apply.
+        #[arg(long)]
+        column: Option<String>,
+        /// A file with one value per line.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Values to test.
+        values: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +121,28 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo { port } => Ok(juris_demo::run(port).await?),
+            Command::Mask {
+                command:
+                    MaskCommand::Test {
+                        config,
+                        connection,
+                        column,
+                        file,
+                        values,
+                    },
+            } => {
+                print!(
+                    "{}",
+                    juris_cli::mask_test::run(&MaskTest {
+                        config,
+                        connection,
+                        column,
+                        values,
+                        file,
+                    })?
+                );
+                Ok(())
+            }
             Command::Login { idp } => tokens::login(&idp).await,
             Command::Token {
                 idp,

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use juris_mask::{MaskError, Masker, MaskingPolicy};
 use juris_types::AccessLevel;
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +127,10 @@ pub struct IdentityConfig {
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     pub name: String,
+    /// Key for the `hash` masking strategy (HMAC-SHA-256). One per region,
+    /// so tokens are stable inside a jurisdiction and useless outside it.
+    #[serde(default)]
+    pub mask_hash_key: Option<SecretRef>,
 }
 
 /// The kinds of target Juris fronts.
@@ -145,6 +150,9 @@ pub struct ConnectionConfig {
     /// Owning region.
     pub region: String,
     pub upstream: UpstreamConfig,
+    /// What is masked in results, and who may see cleartext.
+    #[serde(default)]
+    pub masking: MaskingPolicy,
 }
 
 /// Where and how the gateway reaches the real database.
@@ -423,6 +431,17 @@ impl Deployment {
             }
         }
 
+        for (i, r) in self.regions.iter().enumerate() {
+            if let Some(secret) = &r.mask_hash_key
+                && (secret.env.is_some() == secret.file.is_some())
+            {
+                problem(
+                    format!("region[{i}].mask_hash_key"),
+                    "set exactly one of `env` or `file` (secrets are never inline)".into(),
+                );
+            }
+        }
+
         let mut seen = HashSet::new();
         for (i, c) in self.connections.iter().enumerate() {
             let key = format!("connection[{i}]");
@@ -458,6 +477,36 @@ impl Deployment {
                     "set exactly one of `env` or `file` (secrets are never inline)".into(),
                 );
             }
+            let region_key = self
+                .regions
+                .iter()
+                .find(|r| r.name == c.region)
+                .and_then(|r| r.mask_hash_key.as_ref());
+            // Compiled here with a stand-in key only to find problems; the
+            // node compiles again with the resolved key.
+            if let Err(MaskError::InvalidPolicy(found)) =
+                Masker::compile(&c.masking, region_key.map(|_| &b"validation"[..]))
+            {
+                for p in found {
+                    let reason = if p.key.ends_with("strategy")
+                        && region_key.is_none()
+                        && p.reason.contains("hash")
+                    {
+                        format!("{} (set mask_hash_key on region `{}`)", p.reason, c.region)
+                    } else {
+                        p.reason
+                    };
+                    problem(format!("{key}.masking.{}", p.key), reason);
+                }
+            }
+            for (j, group) in c.masking.exempt_groups.iter().enumerate() {
+                if group.trim().is_empty() {
+                    problem(
+                        format!("{key}.masking.exempt_groups[{j}]"),
+                        "must not be empty".into(),
+                    );
+                }
+            }
             if c.upstream.tls.mode == UpstreamTlsMode::VerifyFull
                 && c.upstream.tls.ca_file.is_none()
             {
@@ -489,6 +538,24 @@ impl Deployment {
     /// The connection called `name`, if declared.
     pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
         self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// Whether `groups` make their holder exempt from `connection`'s masking:
+    /// one of them is an exempt group *and* that group itself holds a role on
+    /// the connection (an exemption never outlives the access it rides on).
+    pub fn masking_exempt(&self, groups: &[String], connection: &str) -> bool {
+        let Some(c) = self.connection(connection) else {
+            return false;
+        };
+        c.masking
+            .exempt_groups
+            .iter()
+            .filter(|g| groups.contains(g))
+            .any(|g| {
+                self.roles
+                    .iter()
+                    .any(|r| r.covers(connection) && r.groups.contains(g))
+            })
     }
 
     /// The most powerful role that one of `groups` holds on `connection`.
@@ -609,6 +676,45 @@ level = "admin"
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn masking_problems_name_the_connection_key() {
+        let with_masking = format!(
+            "{GOOD}\n[connection.masking]\nexempt_groups = [\"dba\"]\n[[connection.masking.value]]\ndetector = \"passport\"\nstrategy = \"redact\"\n[[connection.masking.column]]\nname = \"public.customers.email\"\nstrategy = \"hash\"\n"
+        );
+        // `[connection.masking]` after the roles still belongs to the last connection.
+        let placed = with_masking;
+        let d = Deployment::from_toml("m.toml", &placed).unwrap();
+        let err = d.validate("m.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("connection[0].masking.value[0].detector"),
+            "{err}"
+        );
+        assert!(
+            err.contains("connection[0].masking.column[0].strategy")
+                && err.contains("mask_hash_key"),
+            "{err}"
+        );
+
+        let keyed = placed.replace(
+            "name = \"eu-west\"\n",
+            "name = \"eu-west\"\nmask_hash_key = { env = \"MASK_KEY\" }\n",
+        );
+        let fixed = keyed.replace("\"passport\"", "\"ssn\"");
+        let d = Deployment::from_toml("m.toml", &fixed).unwrap();
+        d.validate("m.toml").unwrap();
+        assert!(d.masking_exempt(&["dba".to_string()], "billing"));
+        assert!(!d.masking_exempt(&["analysts".to_string()], "billing"));
+    }
+
+    #[test]
+    fn an_exempt_group_without_a_role_on_the_connection_is_not_exempt() {
+        let text = format!("{GOOD}\n[connection.masking]\nexempt_groups = [\"pii-readers\"]\n");
+        let d = Deployment::from_toml("m.toml", &text).unwrap();
+        d.validate("m.toml").unwrap();
+        let groups = vec!["analysts".to_string(), "pii-readers".to_string()];
+        assert!(!d.masking_exempt(&groups, "billing"));
     }
 
     #[test]

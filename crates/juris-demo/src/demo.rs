@@ -11,6 +11,7 @@ use juris_config::{
     ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RegionConfig,
     RoleConfig, SecretRef, ServerTlsConfig, UpstreamConfig, UpstreamTlsConfig,
 };
+use juris_mask::{ColumnRule, MaskingPolicy, StrategyName, ValueRule};
 use juris_types::AccessLevel;
 
 use crate::DemoError;
@@ -30,8 +31,51 @@ const PEOPLE: &[(&str, &[&str], &str)] = &[
         &["developers"],
         "write: read and modify data, no DDL",
     ),
-    ("bob", &["analysts"], "read: SELECT only"),
+    (
+        "bob",
+        &["analysts"],
+        "read: SELECT only; SSNs, cards and emails masked",
+    ),
+    (
+        "dora",
+        &["pii-readers"],
+        "read, exempt from masking: sees cleartext",
+    ),
 ];
+
+/// The demo's masking: SSN and card partial, email hashed, and the same
+/// detectors on every other text value (computed expressions, errors).
+fn demo_masking() -> MaskingPolicy {
+    let column = |name: &str, strategy, keep_last| ColumnRule {
+        name: Some(name.into()),
+        pattern: None,
+        strategy,
+        keep_last,
+    };
+    let value = |detector: &str, strategy, keep_last| ValueRule {
+        detector: detector.into(),
+        strategy,
+        keep_last,
+    };
+    MaskingPolicy {
+        exempt_groups: vec!["pii-readers".into()],
+        columns: vec![
+            column("public.customers.ssn", StrategyName::Partial, Some(4)),
+            column(
+                "public.customers.card_number",
+                StrategyName::Partial,
+                Some(4),
+            ),
+            column("public.customers.email", StrategyName::Hash, None),
+        ],
+        values: vec![
+            value("ssn", StrategyName::Partial, Some(4)),
+            value("card", StrategyName::Partial, Some(4)),
+            value("email", StrategyName::Hash, None),
+        ],
+        detectors: Vec::new(),
+    }
+}
 
 /// Build the demo deployment around already started parts.
 pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> Deployment {
@@ -65,6 +109,10 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
         },
         regions: vec![RegionConfig {
             name: "demo".into(),
+            mask_hash_key: Some(SecretRef {
+                env: None,
+                file: Some(dir.join("mask.key")),
+            }),
         }],
         connections: vec![ConnectionConfig {
             name: CONNECTION.into(),
@@ -81,11 +129,13 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
                 }),
                 tls: UpstreamTlsConfig::default(),
             },
+            masking: demo_masking(),
         }],
         roles: vec![
             role("dba", "dba", AccessLevel::Admin),
             role("developers", "developers", AccessLevel::Write),
             role("analysts", "analysts", AccessLevel::Read),
+            role("pii-readers", "pii-readers", AccessLevel::Read),
         ],
     }
 }
@@ -115,6 +165,10 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     .await?;
     seed_customers(&pg, 1000).await?;
     write_private(&dir.path().join("billing.password"), &password)?;
+    write_private(
+        &dir.path().join("mask.key"),
+        &format!("{:032x}", rand::random::<u128>()),
+    )?;
 
     let issuer = DevIssuer::start(AUDIENCE).await?;
     let deployment = deployment(
@@ -161,8 +215,10 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         println!();
     }
     println!(
-        "Try as bob: select full_name, email from customers limit 3;  then: delete from customers;  (refused with 42501)"
+        "Try as bob: select full_name, email, ssn, card_number from customers limit 3;  (masked)"
     );
+    println!("         then: delete from customers;  (refused with 42501)");
+    println!("Try as dora: the same select shows cleartext (pii-readers is exempt from masking).");
     println!("Press Ctrl-C to stop; everything started here is cleaned up.");
 
     juris_node::wait_for_signal().await;

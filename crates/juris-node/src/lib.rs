@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use juris_config::{Deployment, UpstreamTlsMode};
+use juris_mask::Masker;
 use juris_pgwire::Limits;
-use juris_proxy_pg::{CancelRegistry, ProxyContext, ProxySettings, UpstreamTarget};
+use juris_proxy_pg::{
+    CancelRegistry, ConnectionMasking, LogAuditSink, ProxyContext, ProxySettings, UpstreamTarget,
+};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -44,6 +47,8 @@ pub enum NodeError {
     ServerName { index: usize, name: String },
     #[error("identity.algorithms: {0}")]
     Algorithm(String),
+    #[error("connection[{index}].masking: {reason}")]
+    Masking { index: usize, reason: String },
 }
 
 /// A node whose listener is up.
@@ -107,8 +112,13 @@ pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeEr
             )),
         );
     }
-    let authenticator = OidcAuthenticator::new(&deployment.identity)?;
     let node = &deployment.node;
+    let limits = Limits {
+        max_message_len: node.max_message_bytes,
+        ..Limits::default()
+    };
+    let masking = build_masking(&deployment, &targets, limits)?;
+    let authenticator = OidcAuthenticator::new(&deployment.identity)?;
     Ok(ProxyContext {
         targets,
         tls: TlsAcceptor::from(server_tls),
@@ -117,13 +127,49 @@ pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeEr
         settings: ProxySettings {
             auth_timeout: Duration::from_secs(node.auth_timeout_secs),
             upstream_connect_timeout: Duration::from_secs(node.upstream_connect_timeout_secs),
-            limits: Limits {
-                max_message_len: node.max_message_bytes,
-                ..Limits::default()
-            },
+            limits,
         },
+        masking,
+        audit: Arc::new(LogAuditSink),
         deployment,
     })
+}
+
+/// Compile each connection's masking policy with its region's hash key.
+fn build_masking(
+    deployment: &Deployment,
+    targets: &HashMap<String, Arc<UpstreamTarget>>,
+    limits: Limits,
+) -> Result<HashMap<String, ConnectionMasking>, NodeError> {
+    let mut keys: HashMap<&str, Option<String>> = HashMap::new();
+    for (index, region) in deployment.regions.iter().enumerate() {
+        let key = region
+            .mask_hash_key
+            .as_ref()
+            .map(|k| k.resolve(&format!("region[{index}].mask_hash_key")))
+            .transpose()?;
+        keys.insert(region.name.as_str(), key);
+    }
+    let mut out = HashMap::new();
+    for (index, connection) in deployment.connections.iter().enumerate() {
+        let key = keys.get(connection.region.as_str()).cloned().flatten();
+        let masker = Masker::compile(&connection.masking, key.as_deref().map(str::as_bytes))
+            .map_err(|e| NodeError::Masking {
+                index,
+                reason: e.to_string(),
+            })?;
+        if masker.is_empty() {
+            continue;
+        }
+        let Some(target) = targets.get(&connection.name) else {
+            continue;
+        };
+        out.insert(
+            connection.name.clone(),
+            ConnectionMasking::new(masker, target.clone(), limits),
+        );
+    }
+    Ok(out)
 }
 
 /// Start a node: bind its listener and serve until [`RunningNode::shutdown`].

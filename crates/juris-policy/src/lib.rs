@@ -36,6 +36,9 @@
 
 use std::ops::Range;
 
+mod copy;
+pub use copy::{CopyDataFormat, CopyOut, copy_outs};
+
 use StatementClass::{Administration as Adm, Ddl, Read, Session, Write};
 use juris_types::{AccessLevel, StatementClass};
 use pg_query::NodeEnum;

@@ -18,11 +18,18 @@
 //!    error is swapped for Juris's 42501 on the way back: ordering,
 //!    pipelining and transaction state stay exactly PostgreSQL's.
 //!
+//! 4. **Masking** ([`masking`], [`catalog`]): for connections with masking
+//!    rules, DataRows, COPY rows, errors, notices and notifications are
+//!    masked before they reach a client who is not exempt; what was masked
+//!    is reported per statement to an [`AuditSink`].
+//!
 //! This crate knows nothing about where tokens, roles or credentials come
 //! from: the node assembles a [`ProxyContext`].
 
 pub mod cancel;
+pub mod catalog;
 mod io;
+pub mod masking;
 pub mod relay;
 pub mod session;
 pub mod upstream;
@@ -34,8 +41,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use juris_config::Deployment;
+use juris_mask::Masker;
 use juris_pgwire::Limits;
 use juris_types::Principal;
+use juris_types::audit::MaskingEvent;
 use tokio_rustls::TlsAcceptor;
 
 pub use cancel::CancelRegistry;
@@ -49,6 +58,53 @@ pub trait Authenticator: Send + Sync {
         &'a self,
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Principal, String>> + Send + 'a>>;
+}
+
+/// Where the data plane reports audit facts. The evidence layer persists
+/// them; [`LogAuditSink`] writes them to the node's log.
+pub trait AuditSink: Send + Sync {
+    /// What masking did to one statement's output.
+    fn masking(&self, event: &MaskingEvent);
+}
+
+/// Audit facts as structured log lines (target `juris::audit`).
+#[derive(Debug, Default)]
+pub struct LogAuditSink;
+
+impl AuditSink for LogAuditSink {
+    fn masking(&self, event: &MaskingEvent) {
+        let actions = event
+            .actions
+            .iter()
+            .map(|a| format!("{} {} {}×{}", a.column, a.detector, a.strategy, a.count))
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::info!(
+            target: "juris::audit",
+            event = "masking",
+            session = %event.session,
+            principal = %event.principal,
+            connection = %event.connection,
+            statement = event.statement,
+            %actions,
+            "masked statement output"
+        );
+    }
+}
+
+/// A connection's compiled masking policy and its catalog cache.
+pub struct ConnectionMasking {
+    pub masker: Arc<Masker>,
+    pub catalog: Arc<catalog::Catalog>,
+}
+
+impl ConnectionMasking {
+    pub fn new(masker: Masker, target: Arc<UpstreamTarget>, limits: Limits) -> Self {
+        ConnectionMasking {
+            masker: Arc::new(masker),
+            catalog: Arc::new(catalog::Catalog::new(target, limits)),
+        }
+    }
 }
 
 /// Knobs of the data plane.
@@ -77,4 +133,7 @@ pub struct ProxyContext {
     pub authenticator: Arc<dyn Authenticator>,
     pub cancels: CancelRegistry,
     pub settings: ProxySettings,
+    /// Masking by connection name; absent for connections without rules.
+    pub masking: HashMap<String, ConnectionMasking>,
+    pub audit: Arc<dyn AuditSink>,
 }

@@ -13,15 +13,28 @@
 //! the relay then swaps that error for Juris's 42501 message. A denial whose
 //! statement the upstream skipped (an earlier error in the same batch) is
 //! retired when the batch's ReadyForQuery passes.
+//!
+//! **Masking.** When the session's connection masks results (and the
+//! principal is not exempt), server messages that carry data are handed to
+//! [`SessionMasking`]. DataRows need their columns' description, which the
+//! extended protocol only sends when asked; so before every Execute whose
+//! portal the client did not just describe, the relay asks itself (an
+//! injected `Describe` portal) and swallows the answer. Describe answers are
+//! matched to their requests by batch, like denials. Output is assembled
+//! per read: untouched frames go out straight from the read buffer, and only
+//! a read in which something was replaced is copied.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use juris_config::EffectiveRole;
-use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage};
-use juris_policy::Decision;
+use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage, Target};
+use juris_policy::{CopyDataFormat, CopyOut, Decision};
 use juris_types::{AccessLevel, Principal, StatementClass};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,7 +45,9 @@ use tracing::{debug, info};
 
 use crate::ProxyContext;
 use crate::cancel::CancelRegistration;
+use crate::catalog::Catalog;
 use crate::io::BoxedStream;
+use crate::masking::SessionMasking;
 
 const READ_CHUNK: usize = 64 * 1024;
 const MARKER_PREFIX: &str = "juris_denied_";
@@ -45,6 +60,10 @@ pub struct SessionInfo {
     pub role: EffectiveRole,
     /// Client bytes read during the handshake but not yet consumed.
     pub client_leftover: BytesMut,
+    /// Result masking, when the connection masks and the principal is not exempt.
+    pub masking: Option<SessionMasking>,
+    /// The connection's catalog cache, told when the session runs DDL.
+    pub catalog: Option<Arc<Catalog>>,
 }
 
 /// The authenticated upstream half of a session.
@@ -63,6 +82,8 @@ pub enum Ending {
     UpstreamClosed,
     ShutDown,
     ProtocolViolation(String),
+    /// Masking could not be done safely, so the session was ended.
+    MaskingFailed(String),
     Io(String),
 }
 
@@ -123,6 +144,95 @@ impl Denials {
     }
 }
 
+/// Requests whose answers the upstream direction must recognise: Describe
+/// answers (some injected by the relay and swallowed) and COPY TO
+/// statements (whose format and columns the CopyOutResponse does not say).
+/// Each is tagged with its batch, so entries skipped after an error retire
+/// at the batch's ReadyForQuery.
+#[derive(Default)]
+struct Expected {
+    describes: Mutex<VecDeque<(u64, bool)>>,
+    copies: Mutex<VecDeque<(u64, Option<CopyOut>)>>,
+    /// A DDL statement was sent: drop the catalog cache once it has finished.
+    ddl_pending: AtomicBool,
+}
+
+impl Expected {
+    /// The front entry of `queue` if it belongs to batch `current`, dropping stale ones.
+    fn take<T>(queue: &Mutex<VecDeque<(u64, T)>>, current: u64) -> Option<T> {
+        let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+        while queue.front().is_some_and(|(batch, _)| *batch < current) {
+            queue.pop_front();
+        }
+        if queue.front().is_some_and(|(batch, _)| *batch == current) {
+            queue.pop_front().map(|(_, value)| value)
+        } else {
+            None
+        }
+    }
+
+    fn push<T>(queue: &Mutex<VecDeque<(u64, T)>>, batch: u64, value: T) {
+        queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((batch, value));
+    }
+
+    fn retire<T>(queue: &Mutex<VecDeque<(u64, T)>>, batches_completed: u64) {
+        queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(batch, _)| *batch >= batches_completed);
+    }
+}
+
+/// What goes out after one pass over a read buffer. Untouched bytes are
+/// written straight from the buffer; once something is replaced or
+/// inserted, the output is assembled here and written in one go.
+#[derive(Default)]
+struct Splice {
+    out: BytesMut,
+    /// Start of the buffer bytes not yet accounted for.
+    from: usize,
+    assembled: bool,
+}
+
+impl Splice {
+    /// Replace `buf[start..end]` with `with`.
+    fn replace(&mut self, buf: &[u8], start: usize, end: usize, with: &[u8]) {
+        self.out.extend_from_slice(&buf[self.from..start]);
+        self.out.extend_from_slice(with);
+        self.from = end;
+        self.assembled = true;
+    }
+
+    /// Insert `with` before `buf[at..]`.
+    fn insert(&mut self, buf: &[u8], at: usize, with: &[u8]) {
+        self.replace(buf, at, at, with);
+    }
+
+    /// Write everything up to `buf[..upto]` and start over.
+    async fn write<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        out: &mut W,
+        buf: &[u8],
+        upto: usize,
+    ) -> std::io::Result<()> {
+        let result = if self.assembled {
+            self.out.extend_from_slice(&buf[self.from..upto]);
+            out.write_all(&self.out).await
+        } else if self.from < upto {
+            out.write_all(&buf[self.from..upto]).await
+        } else {
+            Ok(())
+        };
+        self.out.clear();
+        self.from = 0;
+        self.assembled = false;
+        result
+    }
+}
+
 /// Relay until one side ends or the node terminates the session.
 pub async fn run(
     ctx: &ProxyContext,
@@ -149,7 +259,16 @@ pub async fn run(
         connection,
         role,
         client_leftover,
+        masking,
+        catalog,
     } = info;
+    let expected = Expected::default();
+    let client_side = ClientSide {
+        role: &role,
+        connection: &connection,
+        masking: masking.is_some(),
+        catalog: catalog.as_deref(),
+    };
 
     // The two directions borrow the halves; the block ends those borrows so
     // the halves can be closed politely afterwards.
@@ -160,15 +279,20 @@ pub async fn run(
             &mut upstream_wr,
             client_leftover,
             &denials,
-            &role,
-            &connection,
+            &expected,
+            &client_side,
         );
         let to_client = upstream_to_client(
             ctx,
             &mut upstream_rd,
             &mut client_wr,
             upstream_leftover,
-            &denials,
+            UpstreamSide {
+                denials: &denials,
+                expected: &expected,
+                masking,
+                catalog: catalog.as_deref(),
+            },
             end_rx,
             &terminate,
         );
@@ -201,14 +325,31 @@ pub async fn run(
     ending
 }
 
+/// What the client direction needs to know about the session.
+struct ClientSide<'a> {
+    role: &'a EffectiveRole,
+    connection: &'a str,
+    /// Results are masked: describe before Execute, track COPY, refuse binary COPY.
+    masking: bool,
+    catalog: Option<&'a Catalog>,
+}
+
+/// COPY TO statements by prepared statement and by portal, so that an
+/// extended-protocol COPY is recognised when its portal is executed.
+#[derive(Default)]
+struct CopyTracking {
+    statements: HashMap<String, CopyOut>,
+    portals: HashMap<String, CopyOut>,
+}
+
 async fn client_to_upstream<R, W>(
     ctx: &ProxyContext,
     client: &mut R,
     upstream: &mut W,
     mut buf: BytesMut,
     denials: &Denials,
-    role: &EffectiveRole,
-    connection: &str,
+    expected: &Expected,
+    side: &ClientSide<'_>,
 ) -> Ending
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -218,8 +359,11 @@ where
     let mut batches_sent: u64 = 0;
     let mut next_sequence: u64 = 0;
     let mut cache = DecisionCache::default();
+    let mut copies = CopyTracking::default();
+    // The portal the client's last message described, if that was a Describe.
+    let mut described_portal: Option<String> = None;
+    let mut splice = Splice::default();
     loop {
-        let mut forwarded_upto = 0;
         let mut position = 0;
         loop {
             let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
@@ -232,68 +376,122 @@ where
                 break;
             }
             let frame_bytes = &buf[position..position + total];
+            let body = &frame_bytes[5..];
+            let just_described = described_portal.take();
             match tag {
                 b'Q' | b'P' | b'F' => {
                     let frame = Frame {
                         tag,
-                        body: bytes::Bytes::copy_from_slice(&frame_bytes[5..]),
+                        body: bytes::Bytes::copy_from_slice(body),
                     };
-                    let decision = match inspect(&frame, role.level, &mut cache) {
-                        Ok(decision) => decision,
+                    let verdict = match inspect(&frame, side.role.level, side.masking, &mut cache) {
+                        Ok(verdict) => verdict,
                         Err(reason) => return Ending::ProtocolViolation(reason),
                     };
-                    if let Some((class, summary)) = decision {
+                    if verdict.ddl {
+                        if let Some(catalog) = side.catalog {
+                            catalog.invalidate();
+                        }
+                        expected.ddl_pending.store(true, Ordering::Release);
+                    }
+                    if side.masking {
+                        match (tag, &frame) {
+                            (b'Q', _) => {
+                                for copy in verdict.copies.iter() {
+                                    Expected::push(
+                                        &expected.copies,
+                                        batches_sent,
+                                        Some(copy.clone()),
+                                    );
+                                }
+                            }
+                            (b'P', frame) => {
+                                let name = statement_name(&frame.body);
+                                match verdict.copies.first() {
+                                    Some(copy) => {
+                                        copies.statements.insert(name, copy.clone());
+                                    }
+                                    None => {
+                                        copies.statements.remove(&name);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(refusal) = &verdict.refusal {
                         let sequence = next_sequence;
                         next_sequence += 1;
-                        info!(class = %class, statement = summary, "statement denied");
+                        info!(refusal = %refusal.reason(), "statement denied");
                         denials.push(Denial {
                             sequence,
                             batch: batches_sent,
-                            error: denial_error(role, class, summary, connection),
+                            error: refusal.error(side.role, side.connection),
                         });
                         let mut replacement = BytesMut::new();
                         let sql = format!("{}{sequence}", denials.marker);
                         match tag {
-                            b'P' => {
-                                let name = match FrontendMessage::decode(&frame) {
-                                    Ok(FrontendMessage::Parse { name, .. }) => name,
-                                    _ => String::new(),
-                                };
-                                FrontendMessage::Parse {
-                                    name,
-                                    sql,
-                                    param_types: Vec::new(),
-                                }
-                                .encode(&mut replacement);
+                            b'P' => FrontendMessage::Parse {
+                                name: statement_name(&frame.body),
+                                sql,
+                                param_types: Vec::new(),
                             }
+                            .encode(&mut replacement),
                             _ => FrontendMessage::Query { sql }.encode(&mut replacement),
                         }
-                        if let Err(e) =
-                            write_parts(upstream, &buf[forwarded_upto..position], &replacement)
-                                .await
-                        {
-                            return Ending::Io(e.to_string());
-                        }
-                        forwarded_upto = position + total;
+                        splice.replace(&buf, position, position + total, &replacement);
                     }
                     if tag != b'P' {
                         batches_sent += 1;
                     }
                 }
+                b'D' if side.masking => {
+                    if let Some((target, name)) = describe_target(body) {
+                        Expected::push(&expected.describes, batches_sent, false);
+                        if target == Target::Portal {
+                            described_portal = Some(name);
+                        }
+                    }
+                }
+                b'B' if side.masking => {
+                    let (portal, statement) = bind_names(body);
+                    match copies.statements.get(&statement) {
+                        Some(copy) => {
+                            copies.portals.insert(portal, copy.clone());
+                        }
+                        None => {
+                            copies.portals.remove(&portal);
+                        }
+                    }
+                }
+                b'E' if side.masking => {
+                    let portal = statement_name(body);
+                    if just_described.as_deref() != Some(portal.as_str()) {
+                        // Ask for the portal's columns (formats included),
+                        // and hide the answer from the client.
+                        let mut describe = BytesMut::new();
+                        FrontendMessage::Describe {
+                            target: Target::Portal,
+                            name: portal.clone(),
+                        }
+                        .encode(&mut describe);
+                        splice.insert(&buf, position, &describe);
+                        Expected::push(&expected.describes, batches_sent, true);
+                    }
+                    if let Some(copy) = copies.portals.get(&portal) {
+                        Expected::push(&expected.copies, batches_sent, Some(copy.clone()));
+                    }
+                }
                 b'S' => batches_sent += 1,
                 b'X' => {
-                    let _ = upstream
-                        .write_all(&buf[forwarded_upto..position + total])
-                        .await;
+                    let _ = splice.write(upstream, &buf, position + total).await;
                     return Ending::ClientTerminated;
                 }
                 _ => {}
             }
             position += total;
         }
-        if forwarded_upto < position
-            && let Err(e) = upstream.write_all(&buf[forwarded_upto..position]).await
-        {
+        if let Err(e) = splice.write(upstream, &buf, position).await {
             return Ending::Io(e.to_string());
         }
         buf.advance(position);
@@ -312,15 +510,79 @@ where
     }
 }
 
-async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(
-    out: &mut W,
-    first: &[u8],
-    second: &[u8],
-) -> std::io::Result<()> {
-    if !first.is_empty() {
-        out.write_all(first).await?;
+/// The first C string of a body: a Parse's statement, an Execute's portal.
+fn statement_name(body: &[u8]) -> String {
+    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// A Bind's portal and statement names.
+fn bind_names(body: &[u8]) -> (String, String) {
+    let portal = statement_name(body);
+    let rest = body.get(portal.len() + 1..).unwrap_or_default();
+    (portal, statement_name(rest))
+}
+
+fn describe_target(body: &[u8]) -> Option<(Target, String)> {
+    let (kind, name) = body.split_first()?;
+    let target = match kind {
+        b'S' => Target::Statement,
+        b'P' => Target::Portal,
+        _ => return None,
+    };
+    Some((target, statement_name(name)))
+}
+
+/// Why a statement is refused before it reaches the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// Beyond the role's access level.
+    Role {
+        class: StatementClass,
+        summary: &'static str,
+    },
+    /// Binary COPY output cannot be masked.
+    BinaryCopy,
+}
+
+impl Refusal {
+    fn reason(&self) -> String {
+        match self {
+            Refusal::Role { class, summary } => format!("{class} ({summary})"),
+            Refusal::BinaryCopy => "binary COPY of masked results".into(),
+        }
     }
-    out.write_all(second).await
+
+    fn error(&self, role: &EffectiveRole, connection: &str) -> ErrorFields {
+        match self {
+            Refusal::Role { class, summary } => ErrorFields::new(
+                "ERROR",
+                "42501",
+                format!(
+                    "permission denied: role \"{}\" ({} access) may not run {} statements ({summary}) on connection \"{connection}\"",
+                    role.role, role.level, class
+                ),
+            ),
+            Refusal::BinaryCopy => ErrorFields::new(
+                "ERROR",
+                "42501",
+                format!(
+                    "permission denied: COPY TO STDOUT in binary format is not allowed on connection \"{connection}\" because its results are masked"
+                ),
+            )
+            .with_hint("Use COPY … TO STDOUT in text or CSV format; masking applies to those."),
+        }
+    }
+}
+
+/// What the relay does with one SQL-carrying message.
+#[derive(Debug, Clone, Default)]
+struct Verdict {
+    refusal: Option<Refusal>,
+    /// Some statement changes the schema (catalog caches must be dropped).
+    ddl: bool,
+    /// The message's `COPY … TO STDOUT` statements, in order.
+    copies: Arc<[CopyOut]>,
 }
 
 /// Verdicts by SQL text, so a statement parsed again and again (an unnamed
@@ -331,32 +593,44 @@ struct DecisionCache {
     verdicts: HashMap<String, Verdict>,
 }
 
-type Verdict = Option<(StatementClass, &'static str)>;
-
 const DECISION_CACHE_ENTRIES: usize = 512;
 
 impl DecisionCache {
-    fn decide(&mut self, sql: String, level: AccessLevel) -> Verdict {
+    fn decide(&mut self, sql: String, level: AccessLevel, masking: bool) -> Verdict {
         if let Some(verdict) = self.verdicts.get(&sql) {
-            return *verdict;
+            return verdict.clone();
         }
         let statements = juris_policy::classify(&sql);
-        let verdict = match juris_policy::authorize(level, &statements) {
-            Decision::Allow => None,
-            Decision::Deny { class, summary } => Some((class, summary)),
+        let mut verdict = Verdict {
+            refusal: match juris_policy::authorize(level, &statements) {
+                Decision::Allow => None,
+                Decision::Deny { class, summary } => Some(Refusal::Role { class, summary }),
+            },
+            ddl: statements.iter().any(|s| s.class == StatementClass::Ddl),
+            copies: Arc::from([]),
         };
+        if masking && statements.iter().any(|s| s.summary == "COPY TO") {
+            let copies = juris_policy::copy_outs(&sql);
+            if verdict.refusal.is_none()
+                && copies.iter().any(|c| c.format == CopyDataFormat::Binary)
+            {
+                verdict.refusal = Some(Refusal::BinaryCopy);
+            }
+            verdict.copies = copies.into();
+        }
         if self.verdicts.len() >= DECISION_CACHE_ENTRIES {
             self.verdicts.clear();
         }
-        self.verdicts.insert(sql, verdict);
+        self.verdicts.insert(sql, verdict.clone());
         verdict
     }
 }
 
-/// Decide on a SQL-carrying frame: `None` to forward, `Some` to deny.
+/// Decide on a SQL-carrying frame.
 fn inspect(
     frame: &Frame,
     level: AccessLevel,
+    masking: bool,
     cache: &mut DecisionCache,
 ) -> Result<Verdict, String> {
     let sql = match FrontendMessage::decode(frame).map_err(|e| format!("invalid message: {e}"))? {
@@ -364,28 +638,34 @@ fn inspect(
         // The fast-path interface calls any function by OID, bypassing SQL:
         // only administrators may use it.
         FrontendMessage::FunctionCall { .. } => {
-            return Ok((level < AccessLevel::Admin)
-                .then_some((StatementClass::Administration, "fast-path function call")));
+            return Ok(Verdict {
+                refusal: (level < AccessLevel::Admin).then_some(Refusal::Role {
+                    class: StatementClass::Administration,
+                    summary: "fast-path function call",
+                }),
+                ..Verdict::default()
+            });
         }
-        _ => return Ok(None),
+        _ => return Ok(Verdict::default()),
     };
-    Ok(cache.decide(sql, level))
+    Ok(cache.decide(sql, level, masking))
 }
 
-fn denial_error(
-    role: &EffectiveRole,
-    class: StatementClass,
-    summary: &str,
-    connection: &str,
-) -> ErrorFields {
-    ErrorFields::new(
-        "ERROR",
-        "42501",
-        format!(
-            "permission denied: role \"{}\" ({} access) may not run {} statements ({summary}) on connection \"{connection}\"",
-            role.role, role.level, class
-        ),
-    )
+/// What the upstream direction works with.
+struct UpstreamSide<'a> {
+    denials: &'a Denials,
+    expected: &'a Expected,
+    masking: Option<SessionMasking>,
+    catalog: Option<&'a Catalog>,
+}
+
+/// What to do with one server frame.
+enum Action {
+    Forward,
+    /// Replace it with the frame in the scratch buffer.
+    Replace,
+    /// Drop it (the answer to an injected Describe).
+    Swallow,
 }
 
 async fn upstream_to_client<R, W>(
@@ -393,7 +673,7 @@ async fn upstream_to_client<R, W>(
     upstream: &mut R,
     client: &mut W,
     mut buf: BytesMut,
-    denials: &Denials,
+    mut side: UpstreamSide<'_>,
     end: oneshot::Receiver<(&'static str, String)>,
     terminate: &CancellationToken,
 ) -> Ending
@@ -404,8 +684,9 @@ where
     let limits = &ctx.settings.limits;
     let mut batches_completed: u64 = 0;
     let mut end = Some(end);
+    let mut splice = Splice::default();
+    let mut scratch = BytesMut::new();
     loop {
-        let mut forwarded_upto = 0;
         let mut position = 0;
         loop {
             let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
@@ -417,39 +698,51 @@ where
                 buf.reserve(total - (buf.len() - position));
                 break;
             }
-            match tag {
-                b'E' if !denials.is_empty() => {
-                    let frame = Frame {
-                        tag,
-                        body: bytes::Bytes::copy_from_slice(&buf[position + 5..position + total]),
-                    };
-                    if let Ok(BackendMessage::ErrorResponse(fields)) =
-                        BackendMessage::decode(&frame)
-                        && let Some(replacement) = denials.take_for(&fields)
-                    {
+            let frame = &buf[position..position + total];
+            let action =
+                match server_frame(&mut side, tag, frame, batches_completed, &mut scratch).await {
+                    Ok(action) => action,
+                    Err(failure) => {
+                        let message = failure.to_string();
+                        tracing::warn!(%message, "masking failed; ending the session");
+                        let _ = splice.write(client, &buf, position).await;
                         let mut out = BytesMut::new();
-                        BackendMessage::ErrorResponse(replacement).encode(&mut out);
-                        if let Err(e) =
-                            write_parts(client, &buf[forwarded_upto..position], &out).await
-                        {
-                            return Ending::Io(e.to_string());
-                        }
-                        forwarded_upto = position + total;
+                        BackendMessage::ErrorResponse(ErrorFields::new(
+                            "FATAL",
+                            "XX000",
+                            message.clone(),
+                        ))
+                        .encode(&mut out);
+                        let _ = client.write_all(&out).await;
+                        let _ = client.flush().await;
+                        return Ending::MaskingFailed(message);
                     }
+                };
+            match action {
+                Action::Forward => {}
+                Action::Replace => splice.replace(&buf, position, position + total, &scratch),
+                Action::Swallow => splice.replace(&buf, position, position + total, &[]),
+            }
+            if tag == b'Z' {
+                batches_completed += 1;
+                if !side.denials.is_empty() {
+                    side.denials.retire(batches_completed);
                 }
-                b'Z' => {
-                    batches_completed += 1;
-                    if !denials.is_empty() {
-                        denials.retire(batches_completed);
-                    }
+                if side.masking.is_some() {
+                    Expected::retire(&side.expected.describes, batches_completed);
+                    Expected::retire(&side.expected.copies, batches_completed);
                 }
-                _ => {}
+                // Once the DDL's transaction is over, its catalog changes are visible.
+                if frame.get(5) == Some(&b'I')
+                    && side.expected.ddl_pending.swap(false, Ordering::AcqRel)
+                    && let Some(catalog) = side.catalog
+                {
+                    catalog.invalidate();
+                }
             }
             position += total;
         }
-        if forwarded_upto < position
-            && let Err(e) = client.write_all(&buf[forwarded_upto..position]).await
-        {
+        if let Err(e) = splice.write(client, &buf, position).await {
             return Ending::Io(e.to_string());
         }
         buf.advance(position);
@@ -497,6 +790,137 @@ where
                 Err(e) => return Ending::Io(e.to_string()),
             }
         }
+    }
+}
+
+/// Decide what happens to one complete server frame (`frame` includes its
+/// header). Replacements are written into `scratch`.
+async fn server_frame(
+    side: &mut UpstreamSide<'_>,
+    tag: u8,
+    frame: &[u8],
+    batch: u64,
+    scratch: &mut BytesMut,
+) -> Result<Action, crate::masking::MaskingFailure> {
+    let body = &frame[5..];
+    let decode = || {
+        BackendMessage::decode(&Frame {
+            tag,
+            body: bytes::Bytes::copy_from_slice(body),
+        })
+    };
+    if tag == b'E'
+        && !side.denials.is_empty()
+        && let Ok(BackendMessage::ErrorResponse(fields)) = decode()
+        && let Some(replacement) = side.denials.take_for(&fields)
+    {
+        scratch.clear();
+        BackendMessage::ErrorResponse(replacement).encode(scratch);
+        if let Some(masking) = side.masking.as_mut() {
+            masking.statement_done();
+        }
+        return Ok(Action::Replace);
+    }
+    let Some(masking) = side.masking.as_mut() else {
+        return Ok(Action::Forward);
+    };
+    let malformed = |what| crate::masking::MaskingFailure::Malformed(what);
+    match tag {
+        b'D' => Ok(if masking.data_row(body, scratch)? {
+            Action::Replace
+        } else {
+            Action::Forward
+        }),
+        b'T' => {
+            let injected = Expected::take(&side.expected.describes, batch).unwrap_or(false);
+            let Ok(BackendMessage::RowDescription { fields }) = decode() else {
+                return Err(malformed("row description"));
+            };
+            masking.describe(&fields).await?;
+            Ok(if injected {
+                Action::Swallow
+            } else {
+                Action::Forward
+            })
+        }
+        b'n' => {
+            let injected = Expected::take(&side.expected.describes, batch).unwrap_or(false);
+            masking.no_rows();
+            Ok(if injected {
+                Action::Swallow
+            } else {
+                Action::Forward
+            })
+        }
+        b'H' => {
+            let copy = Expected::take(&side.expected.copies, batch).flatten();
+            let Ok(BackendMessage::CopyOutResponse(response)) = decode() else {
+                return Err(malformed("copy response"));
+            };
+            masking.copy_out(&response, copy).await?;
+            Ok(Action::Forward)
+        }
+        b'd' => Ok(if masking.copy_data(body, scratch)? {
+            Action::Replace
+        } else {
+            Action::Forward
+        }),
+        b'c' => {
+            masking.copy_done();
+            Ok(Action::Forward)
+        }
+        b'C' | b's' | b'I' => {
+            masking.statement_done();
+            Ok(Action::Forward)
+        }
+        b'E' | b'N' if masking.has_value_rules() => {
+            let notice = tag == b'N';
+            let (Ok(BackendMessage::ErrorResponse(mut fields))
+            | Ok(BackendMessage::NoticeResponse(mut fields))) = decode()
+            else {
+                return Err(malformed("error response"));
+            };
+            let changed = masking.error_fields(&mut fields, notice);
+            if !notice {
+                masking.statement_done();
+            }
+            if !changed {
+                return Ok(Action::Forward);
+            }
+            scratch.clear();
+            if notice {
+                BackendMessage::NoticeResponse(fields).encode(scratch);
+            } else {
+                BackendMessage::ErrorResponse(fields).encode(scratch);
+            }
+            Ok(Action::Replace)
+        }
+        b'E' => {
+            masking.statement_done();
+            Ok(Action::Forward)
+        }
+        b'A' if masking.has_value_rules() => {
+            let Ok(BackendMessage::NotificationResponse {
+                process_id,
+                channel,
+                payload,
+            }) = decode()
+            else {
+                return Err(malformed("notification"));
+            };
+            let Some(payload) = masking.notification(&payload) else {
+                return Ok(Action::Forward);
+            };
+            scratch.clear();
+            BackendMessage::NotificationResponse {
+                process_id,
+                channel,
+                payload,
+            }
+            .encode(scratch);
+            Ok(Action::Replace)
+        }
+        _ => Ok(Action::Forward),
     }
 }
 
@@ -569,13 +993,77 @@ mod tests {
     }
 
     #[test]
+    fn binary_copy_is_refused_only_when_masking() {
+        let mut cache = DecisionCache::default();
+        let sql = "copy customers to stdout (format binary)";
+        let plain = cache.decide(sql.into(), AccessLevel::Read, false);
+        assert!(plain.refusal.is_none() && plain.copies.is_empty());
+        let mut cache = DecisionCache::default();
+        let masked = cache.decide(sql.into(), AccessLevel::Read, true);
+        assert_eq!(masked.refusal, Some(Refusal::BinaryCopy));
+        let csv = cache.decide(
+            "copy customers to stdout with csv".into(),
+            AccessLevel::Read,
+            true,
+        );
+        assert!(csv.refusal.is_none());
+        assert_eq!(csv.copies.len(), 1);
+        assert_eq!(csv.copies[0].format, CopyDataFormat::Csv);
+    }
+
+    #[test]
+    fn expected_answers_match_their_batch_and_stale_ones_retire() {
+        let queue: Mutex<VecDeque<(u64, bool)>> = Mutex::default();
+        Expected::push(&queue, 0, true);
+        Expected::push(&queue, 0, false);
+        Expected::push(&queue, 2, true);
+        assert_eq!(Expected::take(&queue, 0), Some(true));
+        // Batch 0 failed before its second describe; batch 1 has none.
+        assert_eq!(Expected::take(&queue, 1), None);
+        assert_eq!(queue.lock().unwrap().len(), 1, "the stale entry is dropped");
+        Expected::retire(&queue, 3);
+        assert!(queue.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn splices_write_untouched_bytes_straight_and_replacements_in_order() {
+        let buf = b"aaaabbbbcccc";
+        let mut out = Vec::new();
+        let mut splice = Splice::default();
+        splice.write(&mut out, buf, 12).await.unwrap();
+        assert_eq!(out, buf);
+
+        let mut out = Vec::new();
+        splice.replace(buf, 4, 8, b"XY");
+        splice.insert(buf, 8, b"!");
+        splice.write(&mut out, buf, 10).await.unwrap();
+        assert_eq!(out, b"aaaaXY!cc");
+        let mut out = Vec::new();
+        splice.replace(buf, 0, 4, b"");
+        splice.write(&mut out, buf, 12).await.unwrap();
+        assert_eq!(out, b"bbbbcccc");
+    }
+
+    #[test]
     fn decisions_are_cached_and_the_cache_stays_bounded() {
         let mut cache = DecisionCache::default();
-        assert_eq!(cache.decide("select 1".into(), AccessLevel::Read), None);
-        let denied = cache.decide("drop table t".into(), AccessLevel::Read);
-        assert_eq!(denied.map(|(class, _)| class), Some(StatementClass::Ddl));
+        assert_eq!(
+            cache
+                .decide("select 1".into(), AccessLevel::Read, false)
+                .refusal,
+            None
+        );
+        let denied = cache.decide("drop table t".into(), AccessLevel::Read, false);
+        assert!(matches!(
+            denied.refusal,
+            Some(Refusal::Role {
+                class: StatementClass::Ddl,
+                ..
+            })
+        ));
+        assert!(denied.ddl);
         for i in 0..(DECISION_CACHE_ENTRIES * 2) {
-            cache.decide(format!("select {i}"), AccessLevel::Read);
+            cache.decide(format!("select {i}"), AccessLevel::Read, false);
         }
         assert!(cache.verdicts.len() <= DECISION_CACHE_ENTRIES);
     }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::io::{read_frame, read_startup, send, send_fatal};
+use crate::masking::{SessionLabels, SessionMasking};
 use crate::relay::{self, SessionInfo};
 use crate::upstream::UpstreamTarget;
 use crate::{PRE_AUTH_LIMITS, ProxyContext};
@@ -50,7 +51,7 @@ pub async fn serve_connection(
     let span = tracing::info_span!("session", id = %session_id, %peer, principal = tracing::field::Empty, connection = tracing::field::Empty);
     async move {
         let _ = tcp.set_nodelay(true);
-        let accepted = tokio::time::timeout(ctx.settings.auth_timeout, accept(&ctx, tcp)).await;
+        let accepted = tokio::time::timeout(ctx.settings.auth_timeout, accept(&ctx, tcp, session_id)).await;
         let accepted = match accepted {
             Err(_) => {
                 info!("handshake did not finish within the authentication timeout");
@@ -78,7 +79,11 @@ struct Accepted {
 
 /// Run the handshake. `None` means the connection was dealt with (refused,
 /// cancelled, or closed) and nothing more is to be done.
-async fn accept(ctx: &Arc<ProxyContext>, mut tcp: TcpStream) -> Option<Accepted> {
+async fn accept(
+    ctx: &Arc<ProxyContext>,
+    mut tcp: TcpStream,
+    session_id: SessionId,
+) -> Option<Accepted> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
         Ok(0) | Err(_) => return None,
@@ -147,13 +152,14 @@ async fn accept(ctx: &Arc<ProxyContext>, mut tcp: TcpStream) -> Option<Accepted>
             }
         }
     };
-    authenticate(ctx, tls, buf).await
+    authenticate(ctx, tls, buf, session_id).await
 }
 
 async fn authenticate(
     ctx: &Arc<ProxyContext>,
     mut client: TlsStream<TcpStream>,
     mut buf: BytesMut,
+    session_id: SessionId,
 ) -> Option<Accepted> {
     buf.clear();
     let parameters = match read_startup(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
@@ -358,6 +364,27 @@ async fn authenticate(
     client.write_all(&greeting).await.ok()?;
     client.flush().await.ok()?;
 
+    let exempt = ctx
+        .deployment
+        .masking_exempt(&principal.groups, &connection);
+    let connection_masking = ctx.masking.get(&connection).filter(|_| !exempt);
+    if exempt && ctx.masking.contains_key(&connection) {
+        info!(principal = principal.name(), %connection, "masking exemption applies");
+    }
+    let masking = connection_masking.map(|m| {
+        SessionMasking::new(
+            m.masker.clone(),
+            m.catalog.clone(),
+            ctx.audit.clone(),
+            SessionLabels {
+                session: session_id,
+                principal: principal.name().to_string(),
+                connection: connection.clone(),
+            },
+        )
+    });
+    let catalog = ctx.masking.get(&connection).map(|m| m.catalog.clone());
+
     Some(Accepted {
         client,
         upstream: relay::Upstream {
@@ -370,6 +397,8 @@ async fn authenticate(
             connection,
             role,
             client_leftover: buf,
+            masking,
+            catalog,
         },
     })
 }

@@ -55,6 +55,15 @@ pub struct GatewaySpec {
     pub roles: Vec<RoleSpec>,
     /// Extra `key = value` lines for the `[node]` table.
     pub node_settings: Vec<String>,
+    /// Extra `key = value` lines for the `[[region]]` table (region `test`).
+    pub region_settings: Vec<String>,
+    /// The region's masking hash key: written to a file next to the
+    /// deployment and referenced as `mask_hash_key = { file = ... }`.
+    pub mask_hash_key: Option<String>,
+    /// Extra TOML appended to the `[[connection]]` entry of the named
+    /// connection, after its upstream, e.g. a `[connection.masking]` table
+    /// with `[[connection.masking.column]]` entries.
+    pub connection_settings: Vec<(String, String)>,
 }
 
 /// A running `juris node`.
@@ -141,7 +150,19 @@ impl GatewaySpec {
             connections: Vec::new(),
             roles: Vec::new(),
             node_settings: Vec::new(),
+            region_settings: Vec::new(),
+            mask_hash_key: None,
+            connection_settings: Vec::new(),
         }
+    }
+
+    /// Write the deployment file (and the secret files it references) into
+    /// `dir`; returns the file's path. The TLS files it names are not
+    /// created: enough for `juris check`, not for `juris node`.
+    pub fn write_config(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let config_file = dir.join("juris.toml");
+        std::fs::write(&config_file, self.render(dir)?)?;
+        Ok(config_file)
     }
 
     fn render(&self, dir: &Path) -> anyhow::Result<String> {
@@ -159,6 +180,18 @@ impl GatewaySpec {
             quote(&self.issuer),
             quote(&self.audience)
         ));
+        if let Some(key) = &self.mask_hash_key {
+            let file = dir.join("region-test.mask-hash-key");
+            std::fs::write(&file, key)?;
+            toml.push_str(&format!(
+                "mask_hash_key = {{ file = {} }}\n",
+                quote(&file.display().to_string())
+            ));
+        }
+        for line in &self.region_settings {
+            toml.push_str(line);
+            toml.push('\n');
+        }
         for c in &self.connections {
             toml.push_str(&format!(
                 "\n[[connection]]\nname = {}\nkind = \"postgres\"\nregion = \"test\"\n[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
@@ -184,6 +217,13 @@ impl GatewaySpec {
                     quote(&file.display().to_string())
                 ));
             }
+            for (name, extra) in &self.connection_settings {
+                if name == &c.name {
+                    toml.push('\n');
+                    toml.push_str(extra.trim());
+                    toml.push('\n');
+                }
+            }
         }
         for r in &self.roles {
             toml.push_str(&format!(
@@ -208,8 +248,7 @@ impl GatewayProcess {
         std::fs::write(dir.path().join("server.key"), &server.key_pem)?;
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, &ca.ca_cert_pem)?;
-        let config_file = dir.path().join("juris.toml");
-        std::fs::write(&config_file, spec.render(dir.path())?)?;
+        let config_file = spec.write_config(dir.path())?;
 
         let mut child = Command::new(juris_binary()?)
             .arg("node")

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub mod audit;
+
 use serde::{Deserialize, Serialize};
 
 /// Who is calling, as established from a validated identity-provider token.

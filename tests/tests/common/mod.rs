@@ -176,3 +176,28 @@ pub async fn psql(conninfo: &str, args: &[&str]) -> anyhow::Result<(bool, String
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+/// A tokio-postgres client through the gateway whose notices and
+/// notifications arrive on the returned channel (instead of being dropped).
+pub async fn connect_with_messages(
+    gateway: &GatewayProcess,
+    dbname: &str,
+    user: &str,
+    token: &str,
+) -> anyhow::Result<(
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+)> {
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(gateway)?);
+    let (client, mut connection) = client_config(gateway, dbname, user, token)
+        .connect(tls)
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            let _ = tx.send(message);
+        }
+    });
+    Ok((client, rx))
+}

@@ -1,6 +1,9 @@
 //! `pgbench-compare`: the same pgbench workloads against PostgreSQL directly,
-//! through PgBouncer (session mode) and through a release `juris node`, all
-//! over TLS on this machine, interleaved round by round. Prints a markdown
+//! through PgBouncer (session mode), through a release `juris node`, and
+//! through the same node on a connection that masks every column of
+//! `pgbench_accounts` (column rules on its four columns plus the ssn, card
+//! and email detectors on every text value), all over TLS on this machine,
+//! interleaved round by round. Prints a markdown
 //! table of median TPS, the ratios, and the proxies' CPU time per
 //! transaction (from /proc/<pid>/stat).
 //!
@@ -19,6 +22,33 @@ use juris_testkit::postgres::{ServerTls, TempPostgres, TempPostgresOptions, Upst
 
 const AUDIENCE: &str = "urn:juris:gateway";
 const CONNECTION: &str = "bench";
+const MASKED_CONNECTION: &str = "bench_masked";
+/// Four masked columns: every column of `pgbench_accounts`, with each strategy.
+const MASKING: &str = r#"
+[connection.masking]
+[[connection.masking.column]]
+name = "public.pgbench_accounts.aid"
+strategy = "partial"
+keep_last = 2
+[[connection.masking.column]]
+name = "public.pgbench_accounts.bid"
+strategy = "hash"
+[[connection.masking.column]]
+name = "public.pgbench_accounts.abalance"
+strategy = "redact"
+[[connection.masking.column]]
+name = "public.pgbench_accounts.filler"
+strategy = "partial"
+[[connection.masking.value]]
+detector = "ssn"
+strategy = "partial"
+[[connection.masking.value]]
+detector = "card"
+strategy = "partial"
+[[connection.masking.value]]
+detector = "email"
+strategy = "hash"
+"#;
 const SCALE: &str = "10";
 const WIDE_SCRIPT: &str = "SELECT * FROM pgbench_accounts LIMIT 10000;\n";
 
@@ -84,11 +114,18 @@ enum Target {
     Direct,
     PgBouncer,
     Juris,
+    JurisMasking,
 }
 
-const TARGETS: [Target; 3] = [Target::Direct, Target::PgBouncer, Target::Juris];
+const TARGETS: [Target; 4] = [
+    Target::Direct,
+    Target::PgBouncer,
+    Target::Juris,
+    Target::JurisMasking,
+];
 
 /// How pgbench reaches one target, and which process to charge CPU to.
+#[derive(Clone)]
 struct Endpoint {
     port: u16,
     user: String,
@@ -197,24 +234,33 @@ async fn run(options: Options) -> anyhow::Result<()> {
         Duration::from_secs(7200),
     )?;
     let mut spec = GatewaySpec::new(issuer.issuer(), AUDIENCE);
-    spec.connections.push(ConnectionSpec {
-        name: CONNECTION.into(),
-        host: pg.host.clone(),
-        port: pg.port,
-        database: "postgres".into(),
-        user: pg.superuser.clone(),
-        password: Some(pg.password.clone()),
-        tls_ca_pem: Some(ca.ca_cert_pem.clone()),
-    });
-    spec.roles
-        .push(RoleSpec::new("dba", "dba", CONNECTION, "admin"));
+    for name in [CONNECTION, MASKED_CONNECTION] {
+        spec.connections.push(ConnectionSpec {
+            name: name.into(),
+            host: pg.host.clone(),
+            port: pg.port,
+            database: "postgres".into(),
+            user: pg.superuser.clone(),
+            password: Some(pg.password.clone()),
+            tls_ca_pem: Some(ca.ca_cert_pem.clone()),
+        });
+        spec.roles.push(RoleSpec::new(name, "dba", name, "admin"));
+    }
+    spec.mask_hash_key = Some("benchmark-only-mask-key-0123456789".into());
+    spec.connection_settings
+        .push((MASKED_CONNECTION.into(), MASKING.into()));
     let gateway = GatewayProcess::start(&spec).await?;
     let juris = Endpoint {
         port: gateway.address.port(),
         user: "bench".into(),
         dbname: CONNECTION.into(),
-        password: token,
+        password: token.clone(),
         pid: gateway.pid(),
+    };
+    let juris_masking = Endpoint {
+        dbname: MASKED_CONNECTION.into(),
+        password: token,
+        ..juris.clone()
     };
 
     let script_dir = tempfile::tempdir()?;
@@ -235,8 +281,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let ticks = clock_ticks()?;
 
     // results[workload][target] = one entry per round.
-    let mut failures: Vec<[usize; 3]> = vec![[0; 3]; workloads.len()];
-    let mut results: Vec<[Vec<RunResult>; 3]> =
+    let mut failures: Vec<[usize; 4]> = vec![[0; 4]; workloads.len()];
+    let mut results: Vec<[Vec<RunResult>; 4]> =
         workloads.iter().map(|_| Default::default()).collect();
     let seconds = options.seconds.to_string();
     for round in 0..options.rounds {
@@ -248,6 +294,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     Target::Direct => &direct,
                     Target::PgBouncer => &pgbouncer,
                     Target::Juris => &juris,
+                    Target::JurisMasking => &juris_masking,
                 };
                 let mut args: Vec<&str> = vec!["-n", "-T", &seconds];
                 args.extend(workload.args.iter().map(String::as_str));
@@ -395,8 +442,8 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 
 fn table(
     workloads: &[Workload],
-    results: &[[Vec<RunResult>; 3]],
-    failures: &[[usize; 3]],
+    results: &[[Vec<RunResult>; 4]],
+    failures: &[[usize; 4]],
     options: &Options,
 ) -> String {
     let fmt = |v: Option<f64>, digits: usize| match v {
@@ -408,9 +455,10 @@ fn table(
         _ => None,
     };
     let mut out = format!(
-        "Median of {} rounds, {} s each, TLS on every hop.\n\n\
-         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Juris CPU µs/txn | PgBouncer CPU µs/txn |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "Median of {} rounds, {} s each, TLS on every hop. \"Masking\" is the same node on a \
+         connection that masks all four columns of pgbench_accounts.\n\n\
+         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris CPU µs/txn | Masking CPU µs/txn | PgBouncer CPU µs/txn |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         options.rounds, options.seconds
     );
     let mut notes = String::new();
@@ -428,17 +476,21 @@ fn table(
         }
         let tps = |t: usize| median(runs[t].iter().map(|r| r.tps).collect());
         let cpu = |t: usize| median(runs[t].iter().filter_map(|r| r.cpu_us_per_txn).collect());
-        let (direct, bouncer, juris) = (tps(0), tps(1), tps(2));
+        let (direct, bouncer, juris, masking) = (tps(0), tps(1), tps(2), tps(3));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             workload.name,
             fmt(direct, 0),
             fmt(bouncer, 0),
             fmt(juris, 0),
+            fmt(masking, 0),
             fmt(ratio(juris, direct), 2),
             fmt(ratio(bouncer, direct), 2),
             fmt(ratio(juris, bouncer), 2),
+            fmt(ratio(masking, direct), 2),
+            fmt(ratio(masking, bouncer), 2),
             fmt(cpu(2), 1),
+            fmt(cpu(3), 1),
             fmt(cpu(1), 1),
         ));
     }

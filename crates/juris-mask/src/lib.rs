@@ -1,0 +1,408 @@
+//! Masking of sensitive values in PostgreSQL results, at wire speed.
+//!
+//! A [`MaskingPolicy`] (plain config data) compiles into a [`Masker`], an
+//! immutable value shared by every session of a connection. The proxy asks
+//! it, per result column, for the [`ColumnRuleId`] that masks the whole
+//! column ([`Masker::column_rule`], [`Masker::mask_whole`]), and runs the
+//! value rules over every other text value ([`Masker::mask_value`]), COPY
+//! row ([`copy::mask_row`]) and server message text ([`Masker::mask_text`]).
+//!
+//! This crate is pure: no I/O, no async runtime, and no input makes it
+//! panic. Values are bytes; invalid UTF-8 is tolerated, and the output is
+//! valid UTF-8 whenever the input was.
+//!
+//! # Strategies
+//!
+//! | strategy | column rule | finding of a value rule | free text |
+//! |---|---|---|---|
+//! | `redact` | `[REDACTED]` | `[REDACTED]` | `[REDACTED]` |
+//! | `partial` | last N alphanumerics kept, others `*` | same, on the span | same |
+//! | `hash` | `tok_` + 20 hex of HMAC-SHA-256 | same, on the span | same |
+//! | `null` | SQL NULL | the whole value becomes NULL | `[REDACTED]` |
+//!
+//! `partial` keeps separators (`123-45-6789` → `***-**-6789`) and stars
+//! every alphanumeric when the value has no more than N of them.
+//!
+//! # Built-in detectors
+//!
+//! `card`, `ssn`, `email`, `phone`, `iban`, `ip`, `jwt`, `aws_key`,
+//! `bearer`. Each is a hand-written validator behind one byte-class
+//! prefilter, so all of them together cost one pass over the value
+//! (see `scan`). In short:
+//!
+//! - `card`: 13–19 digits, alone or in groups (first of four, then 3–6)
+//!   joined by single spaces or dashes; known issuer prefix and length; Luhn.
+//! - `ssn`: `AAA-GG-SSSS`, or nine bare digits between plain separators
+//!   (whitespace, quotes, brackets, `=`, `,`), never area 000/666/9xx,
+//!   group 00, serial 0000. A column holding nothing but 9-digit numbers
+//!   therefore looks like SSNs: give it a column rule or no value rule.
+//! - `email`: `local@domain.tld`, local part of `[A-Za-z0-9._%+-]`, a
+//!   dotted domain ending in a 2+ letter TLD.
+//! - `phone`: E.164 (`+` and 8–15 digits, separators allowed) and
+//!   North-American numbers with separators; bare digit runs are never phones.
+//! - `iban`: country length table, mod-97, upper case, optional groups of 4.
+//! - `ip`: dotted quads (not within longer dotted runs) and IPv6 (parsed by
+//!   `std`, at least two groups: `::1` and `::` are not reported).
+//! - `jwt`: `eyJ…​.eyJ…​.sig`; `aws_key`: access key ids; `bearer`: the token
+//!   after `Bearer `.
+//!
+//! Custom detectors are size-limited regular expressions or word lists
+//! (whole words, ASCII case-insensitive); they cost one extra pass each.
+//!
+//! # False positives
+//!
+//! `tests/false_positives.rs` generates a deterministic corpus of 12,000
+//! PII-free values in 24 shapes (order ids, timestamps, ISO dates, UUIDs,
+//! versions, prices, phone-like product codes, SKUs, hex digests, invoice
+//! numbers, zip codes, coordinates, git SHAs, semver, …) and asserts an
+//! upper bound on the share of values each detector flags. Measured:
+//!
+//! | detector | measured | bound |
+//! |---|---|---|
+//! | card | FP_CARD | 0.1 % |
+//! | ssn | FP_SSN | 0.1 % |
+//! | email | FP_EMAIL | 0.1 % |
+//! | phone | FP_PHONE | 0.5 % |
+//! | iban | FP_IBAN | 0.1 % |
+//! | ip | FP_IP | 0.5 % |
+//! | jwt | FP_JWT | 0.1 % |
+//! | aws_key | FP_AWS | 0.1 % |
+//! | bearer | FP_BEARER | 0.1 % |
+//!
+//! # Speed
+//!
+//! Measured with `cargo bench -p juris-mask --bench engine` (one core):
+//! BENCH_NUMBERS
+
+mod findings;
+mod glob;
+mod policy_compile;
+mod scan;
+mod strategy;
+
+pub mod copy;
+pub mod policy;
+
+use std::borrow::Cow;
+
+pub use copy::{CopyError, CopyFormat, mask_row};
+pub use findings::{Finding, Findings};
+pub use policy::{ColumnRule, CustomDetector, MaskingPolicy, StrategyName, ValueRule};
+pub use strategy::Strategy;
+
+use scan::{BUILTIN_NAMES, Builtins, RawSpan, custom::Matcher};
+use strategy::{HashKey, REDACTED, write_masked};
+
+/// Identifies one column rule of a compiled policy (its index in config order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ColumnRuleId(pub u16);
+
+/// Identifies a detector: built-ins first (in [`Masker::builtin_detectors`]
+/// order), then custom detectors in config order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DetectorId(pub u16);
+
+/// Where a result column comes from (`RowDescription`'s table OID and
+/// attribute number, resolved by the proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceColumn<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub column: &'a str,
+}
+
+/// A finding: byte range within the scanned value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub detector: DetectorId,
+}
+
+/// What masking did to a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to mask; `out` was not touched.
+    Unchanged,
+    /// `out` (cleared first) holds the new value.
+    Rewritten,
+    /// The value must be sent as SQL NULL.
+    Null,
+}
+
+/// One problem in a policy; `key` is relative to the policy, e.g.
+/// `column[1].pattern`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Errors of this crate (COPY parsing has its own [`CopyError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    /// The policy does not compile; every problem found is listed.
+    #[error("invalid masking policy: {}", join_problems(.0))]
+    InvalidPolicy(Vec<Problem>),
+}
+
+fn join_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How a column rule selects columns.
+#[derive(Debug, Clone)]
+enum ColumnMatch {
+    /// `schema.table.column`, identifiers already folded.
+    Name([String; 3]),
+    Pattern(glob::Glob),
+}
+
+#[derive(Debug, Clone)]
+struct CompiledColumn {
+    label: String,
+    matcher: ColumnMatch,
+    strategy: Strategy,
+}
+
+/// A custom detector a value rule uses.
+#[derive(Debug, Clone)]
+struct ActiveCustom {
+    id: u16,
+    matcher: Matcher,
+}
+
+/// An immutable compiled policy; `Send + Sync`, shared behind `Arc` by all
+/// sessions of a connection.
+#[derive(Clone)]
+pub struct Masker {
+    exempt_groups: Vec<String>,
+    columns: Vec<CompiledColumn>,
+    /// Detector names by [`DetectorId`].
+    detector_names: Vec<String>,
+    /// The value rule's strategy by [`DetectorId`]; `None` = not used.
+    value_strategies: Vec<Option<Strategy>>,
+    value_rules: usize,
+    builtins: Builtins,
+    customs: Vec<ActiveCustom>,
+    hash_key: Option<HashKey>,
+}
+
+impl std::fmt::Debug for Masker {
+    // Hand-written so the hash key can never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("exempt_groups", &self.exempt_groups)
+            .field(
+                "columns",
+                &self.columns.iter().map(|c| &c.label).collect::<Vec<_>>(),
+            )
+            .field("value_rules", &self.value_rules)
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Masker {
+    /// Compile a policy, reporting every problem at once. `hash_key` is the
+    /// deployment's secret for the `hash` strategy.
+    pub fn compile(policy: &MaskingPolicy, hash_key: Option<&[u8]>) -> Result<Masker, MaskError> {
+        policy_compile::compile(policy, hash_key)
+    }
+
+    /// No column rules and no value rules: the proxy can skip masking.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty() && self.value_rules == 0
+    }
+
+    pub fn has_value_rules(&self) -> bool {
+        self.value_rules > 0
+    }
+
+    /// Whether any column rule exists (COPY then needs to know its columns).
+    pub fn has_column_rules(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// IdP groups that see cleartext.
+    pub fn exempt_groups(&self) -> &[String] {
+        &self.exempt_groups
+    }
+
+    /// The first column rule (config order) matching a result column: a
+    /// `name` rule matches the source column exactly; a `pattern` rule
+    /// matches the source column's name or the output name.
+    pub fn column_rule(
+        &self,
+        source: Option<SourceColumn<'_>>,
+        output_name: &str,
+    ) -> Option<ColumnRuleId> {
+        let index = self.columns.iter().position(|rule| match &rule.matcher {
+            ColumnMatch::Name([schema, table, column]) => {
+                source.is_some_and(|s| s.schema == schema && s.table == table && s.column == column)
+            }
+            ColumnMatch::Pattern(glob) => {
+                source.is_some_and(|s| glob.matches(s.column)) || glob.matches(output_name)
+            }
+        })?;
+        // compile refuses more rules than fit in a u16.
+        u16::try_from(index).ok().map(ColumnRuleId)
+    }
+
+    /// The strategy of a column rule (`redact` for an id of another policy:
+    /// failing closed).
+    pub fn column_strategy(&self, id: ColumnRuleId) -> Strategy {
+        self.columns
+            .get(usize::from(id.0))
+            .map_or(Strategy::Redact, |c| c.strategy)
+    }
+
+    /// The rule's `name` or `pattern`, for reports.
+    pub fn column_label(&self, id: ColumnRuleId) -> &str {
+        self.columns
+            .get(usize::from(id.0))
+            .map_or("", |c| c.label.as_str())
+    }
+
+    /// Mask a whole value by a column rule: `Null` for the null strategy,
+    /// otherwise `Rewritten` with the replacement in `out`.
+    pub fn mask_whole(&self, id: ColumnRuleId, value: &[u8], out: &mut Vec<u8>) -> Outcome {
+        let strategy = self.column_strategy(id);
+        if strategy == Strategy::Null {
+            return Outcome::Null;
+        }
+        out.clear();
+        write_masked(strategy, value, self.hash_key.as_ref(), out);
+        Outcome::Rewritten
+    }
+
+    /// Mask what the value rules find in one value. Nothing found:
+    /// `Unchanged`, `out` untouched, nothing allocated. A finding whose rule
+    /// says `null` makes the whole value `Null`. Findings are recorded.
+    pub fn mask_value(&self, value: &[u8], out: &mut Vec<u8>, findings: &mut Findings) -> Outcome {
+        let spans = self.find(value);
+        if spans.is_empty() {
+            return Outcome::Unchanged;
+        }
+        let mut null = false;
+        for s in &spans {
+            let strategy = self.value_strategy(s.detector);
+            findings.record(DetectorId(s.detector), strategy);
+            null |= strategy == Strategy::Null;
+        }
+        if null {
+            return Outcome::Null;
+        }
+        out.clear();
+        self.render(value, &spans, out);
+        Outcome::Rewritten
+    }
+
+    /// Mask free text (error messages, DETAIL, notices, NOTIFY payloads)
+    /// with the value rules; `null` acts as `redact`. Borrowed when nothing
+    /// was found.
+    pub fn mask_text<'a>(&self, text: &'a str, findings: &mut Findings) -> Cow<'a, str> {
+        let spans = self.find(text.as_bytes());
+        if spans.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        for s in &spans {
+            let strategy = match self.value_strategy(s.detector) {
+                Strategy::Null => Strategy::Redact,
+                other => other,
+            };
+            findings.record(DetectorId(s.detector), strategy);
+        }
+        let mut out = Vec::with_capacity(text.len() + 16);
+        self.render(text.as_bytes(), &spans, &mut out);
+        // Spans lie on character boundaries and replacements are UTF-8, so
+        // this is always Ok; the lossy path only guards against a bug.
+        Cow::Owned(
+            String::from_utf8(out)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
+    }
+
+    /// What the value rules' detectors find (for `juris mask test`): sorted,
+    /// non-overlapping.
+    pub fn scan(&self, value: &[u8]) -> Vec<Span> {
+        self.find(value)
+            .into_iter()
+            .map(|s| Span {
+                start: s.start,
+                end: s.end,
+                detector: DetectorId(s.detector),
+            })
+            .collect()
+    }
+
+    /// A detector's name (`"unknown"` for an id of another policy).
+    pub fn detector_name(&self, id: DetectorId) -> &str {
+        self.detector_names
+            .get(usize::from(id.0))
+            .map_or("unknown", String::as_str)
+    }
+
+    /// Names of the built-in detectors.
+    pub fn builtin_detectors() -> &'static [&'static str] {
+        &BUILTIN_NAMES
+    }
+
+    fn value_strategy(&self, detector: u16) -> Strategy {
+        self.value_strategies
+            .get(usize::from(detector))
+            .copied()
+            .flatten()
+            .unwrap_or(Strategy::Redact)
+    }
+
+    /// All findings, sorted and disjoint. `Vec::new` does not allocate, so
+    /// the common no-finding path allocates nothing.
+    fn find(&self, value: &[u8]) -> Vec<RawSpan> {
+        let mut spans = Vec::new();
+        self.builtins.scan(value, &mut spans);
+        if self.customs.is_empty() {
+            return spans;
+        }
+        for c in &self.customs {
+            c.matcher.find(value, c.id, &mut spans);
+        }
+        if !spans.is_empty() {
+            scan::normalize(value, &mut spans, |d| self.value_strategy(d).strength());
+        }
+        spans
+    }
+
+    fn render(&self, value: &[u8], spans: &[RawSpan], out: &mut Vec<u8>) {
+        let mut pos = 0;
+        for s in spans {
+            out.extend_from_slice(&value[pos..s.start]);
+            let strategy = self.value_strategy(s.detector);
+            if strategy == Strategy::Null {
+                out.extend_from_slice(REDACTED.as_bytes());
+            } else {
+                write_masked(
+                    strategy,
+                    &value[s.start..s.end],
+                    self.hash_key.as_ref(),
+                    out,
+                );
+            }
+            pos = s.end;
+        }
+        out.extend_from_slice(&value[pos..]);
+    }
+}
+
+#[cfg(test)]
+mod tests;

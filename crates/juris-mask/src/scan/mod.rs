@@ -1,0 +1,365 @@
+//! The detection engine: one left-to-right pass for all built-in detectors,
+//! then the custom detectors, then span normalisation.
+//!
+//! The pass looks every byte up in a 256-entry trigger table built for the
+//! detectors the policy actually uses, and skips untriggered bytes in a tight
+//! loop. A trigger byte dispatches to an anchored validator (no regex, no
+//! allocation); a validator that rejects tells the loop how far it may skip,
+//! normally to the end of the word or digit run it looked at. Findings are
+//! emitted in increasing order and never overlap, because the loop resumes
+//! after each finding and the few validators that look backwards (email's
+//! local part, JWT's `ey`, IPv6's leading groups) stop at the previous
+//! finding's end.
+
+mod numeric;
+mod text;
+
+pub(crate) mod custom;
+
+/// Built-in detector names; the index is the detector's id.
+pub(crate) const BUILTIN_NAMES: [&str; 9] = [
+    "card", "ssn", "email", "phone", "iban", "ip", "jwt", "aws_key", "bearer",
+];
+
+pub(crate) const CARD: u16 = 0;
+pub(crate) const SSN: u16 = 1;
+pub(crate) const EMAIL: u16 = 2;
+pub(crate) const PHONE: u16 = 3;
+pub(crate) const IBAN: u16 = 4;
+pub(crate) const IP: u16 = 5;
+pub(crate) const JWT: u16 = 6;
+pub(crate) const AWS_KEY: u16 = 7;
+pub(crate) const BEARER: u16 = 8;
+
+/// A finding before it is exposed as [`crate::Span`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawSpan {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) detector: u16,
+}
+
+// Trigger kinds stored in the table (0 = not a trigger).
+const K_DIGIT: u8 = 1;
+const K_UPPER: u8 = 2;
+const K_LOWER_B: u8 = 3;
+const K_AT: u8 = 4;
+const K_PLUS: u8 = 5;
+const K_PAREN: u8 = 6;
+const K_COLON: u8 = 7;
+
+/// The built-in detectors a policy enables, with their trigger table.
+#[derive(Clone)]
+pub(crate) struct Builtins {
+    enabled: u16,
+    table: [u8; 256],
+}
+
+impl std::fmt::Debug for Builtins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builtins")
+            .field("enabled", &format_args!("{:#011b}", self.enabled))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builtins {
+    /// `enabled`: bit `id` set for each built-in detector to run.
+    pub(crate) fn new(enabled: u16) -> Self {
+        let on = |d: u16| enabled & (1 << d) != 0;
+        let mut table = [0u8; 256];
+        // Only bytes that can start (or, for `@`, `:` and `J`, anchor) a
+        // finding of an enabled detector are triggers: the fewer triggers,
+        // the longer the untouched runs the skip loop races through.
+        if on(CARD) || on(SSN) || on(PHONE) || on(IP) {
+            for b in b'0'..=b'9' {
+                table[usize::from(b)] = K_DIGIT;
+            }
+        }
+        if on(IBAN) {
+            for b in b'A'..=b'Z' {
+                table[usize::from(b)] = K_UPPER;
+            }
+        }
+        if on(AWS_KEY) {
+            table[usize::from(b'A')] = K_UPPER;
+        }
+        if on(JWT) {
+            table[usize::from(b'J')] = K_UPPER;
+        }
+        if on(BEARER) {
+            table[usize::from(b'B')] = K_UPPER;
+            table[usize::from(b'b')] = K_LOWER_B;
+        }
+        if on(EMAIL) {
+            table[usize::from(b'@')] = K_AT;
+        }
+        if on(PHONE) {
+            table[usize::from(b'+')] = K_PLUS;
+            table[usize::from(b'(')] = K_PAREN;
+        }
+        if on(IP) {
+            table[usize::from(b':')] = K_COLON;
+        }
+        Builtins { enabled, table }
+    }
+
+    /// Append the findings in `v` to `spans` (sorted, non-overlapping).
+    pub(crate) fn scan(&self, v: &[u8], spans: &mut Vec<RawSpan>) {
+        if self.enabled == 0 {
+            return;
+        }
+        let mut st = State {
+            v,
+            enabled: self.enabled,
+            last_end: 0,
+            spans,
+        };
+        let table = &self.table;
+        let mut i = 0;
+        while let Some(k) = next_trigger(v, i, table) {
+            let next = match table[usize::from(v[k])] {
+                K_DIGIT => numeric::on_digit(&mut st, k),
+                K_UPPER => text::on_upper(&mut st, k),
+                K_LOWER_B => text::on_lower_b(&mut st, k),
+                K_AT => text::on_at(&mut st, k),
+                K_PLUS => numeric::on_plus(&mut st, k),
+                K_PAREN => numeric::on_paren(&mut st, k),
+                K_COLON => text::on_colon(&mut st, k),
+                _ => k + 1,
+            };
+            i = next.max(k + 1);
+        }
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
+/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
+#[inline(always)]
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let a = x & !HI;
+    let ge_lo = a + LO * u64::from(0x80 - lo);
+    let gt_hi = a + LO * u64::from(0x7f - hi);
+    ge_lo & !gt_hi & !x & HI
+}
+
+/// Bytes of `x` that may be triggers of any detector: digits, `:`, `@`,
+/// capitals (all in `0x30..=0x5a`), `(`, `+` and `b`. A superset of every
+/// trigger table; the table has the final word.
+#[inline(always)]
+fn candidates(x: u64) -> u64 {
+    in_range(x, 0x30, 0x5a)
+        | in_range(x, b'(', b'(')
+        | in_range(x, b'+', b'+')
+        | in_range(x, b'b', b'b')
+}
+
+/// Position of the next trigger at or after `i`. Eight bytes at a time
+/// (SWAR) while they last: ordinary text rarely has a candidate in a word,
+/// so most of it is skipped without a per-byte branch.
+#[inline(always)]
+fn next_trigger(v: &[u8], mut i: usize, table: &[u8; 256]) -> Option<usize> {
+    while let Some(chunk) = v.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let m = candidates(u64::from_le_bytes(word));
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        let k = i + (m.trailing_zeros() / 8) as usize;
+        if table[usize::from(v[k])] != 0 {
+            return Some(k);
+        }
+        i = k + 1;
+    }
+    let rest = v.get(i..)?;
+    rest.iter()
+        .position(|&b| table[usize::from(b)] != 0)
+        .map(|k| i + k)
+}
+
+/// Scan state shared by the validators.
+pub(crate) struct State<'a, 'b> {
+    pub(crate) v: &'a [u8],
+    enabled: u16,
+    /// End of the last finding: nothing may start before it.
+    pub(crate) last_end: usize,
+    spans: &'b mut Vec<RawSpan>,
+}
+
+impl State<'_, '_> {
+    pub(crate) fn on(&self, detector: u16) -> bool {
+        self.enabled & (1 << detector) != 0
+    }
+
+    /// Record a finding and return where scanning resumes.
+    pub(crate) fn push(&mut self, start: usize, end: usize, detector: u16) -> usize {
+        debug_assert!(start >= self.last_end && end > start);
+        self.spans.push(RawSpan {
+            start,
+            end,
+            detector,
+        });
+        self.last_end = end;
+        end
+    }
+}
+
+/// The byte at `i`, or 0 past the end (0 is no detector's character).
+#[inline]
+pub(crate) fn at(v: &[u8], i: usize) -> u8 {
+    v.get(i).copied().unwrap_or(0)
+}
+
+#[inline]
+pub(crate) fn is_alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// Number of ASCII digits starting at `i`.
+#[inline]
+pub(crate) fn digits_at(v: &[u8], i: usize) -> usize {
+    v.get(i..)
+        .map_or(0, |s| s.iter().take_while(|b| b.is_ascii_digit()).count())
+}
+
+/// End of the alphanumeric run starting at `i`.
+#[inline]
+pub(crate) fn skip_word(v: &[u8], i: usize) -> usize {
+    i + v
+        .get(i..)
+        .map_or(0, |s| s.iter().take_while(|b| is_alnum(**b)).count())
+}
+
+/// Sort, align to character boundaries and merge overlapping spans; an
+/// overlap becomes one span with the strongest of the strategies involved
+/// (`strength` maps a detector to its strategy's strength).
+pub(crate) fn normalize(v: &[u8], spans: &mut Vec<RawSpan>, strength: impl Fn(u16) -> u8) {
+    let is_cont = |b: u8| b & 0xC0 == 0x80;
+    for s in spans.iter_mut() {
+        // A custom byte regex may cut a multi-byte character; widening to
+        // the whole character keeps the output valid UTF-8. Three steps is
+        // the most a valid character needs.
+        for _ in 0..3 {
+            if s.start > 0 && s.start < v.len() && is_cont(v[s.start]) {
+                s.start -= 1;
+            }
+            if s.end < v.len() && is_cont(v[s.end]) {
+                s.end += 1;
+            }
+        }
+    }
+    spans.sort_unstable_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
+    let mut merged: Vec<RawSpan> = Vec::with_capacity(spans.len());
+    for s in spans.drain(..) {
+        match merged.last_mut() {
+            Some(last) if s.start < last.end => {
+                last.end = last.end.max(s.end);
+                if strength(s.detector) > strength(last.detector) {
+                    last.detector = s.detector;
+                }
+            }
+            _ => merged.push(s),
+        }
+    }
+    *spans = merged;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The texts of the findings of one detector in `v`.
+    pub(crate) fn find(detector: u16, v: &str) -> Vec<String> {
+        let mut spans = Vec::new();
+        Builtins::new(1 << detector).scan(v.as_bytes(), &mut spans);
+        spans
+            .iter()
+            .map(|s| {
+                assert_eq!(s.detector, detector);
+                v[s.start..s.end].to_string()
+            })
+            .collect()
+    }
+
+    /// Assert `v` holds exactly `want` for `detector`, alone and with every
+    /// other detector enabled too (other detectors may claim other text, but
+    /// never the same bytes twice).
+    pub(crate) fn check(detector: u16, v: &str, want: &[&str]) {
+        assert_eq!(find(detector, v), want, "detector {detector} in {v:?}");
+    }
+
+    #[test]
+    fn all_detectors_together_are_ordered_and_disjoint() {
+        let v = "card 4111 1111 1111 1111, ssn 123-45-6789, mail jane.doe@example.com, \
+                 phone (415) 555-0132, iban DE89 3704 0044 0532 0130 00, ip 192.168.0.1 \
+                 and 2001:db8::1, jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig_nat-ure, \
+                 key AKIAIOSFODNN7EXAMPLE, Authorization: Bearer abcdefghijklmnop1234";
+        let mut spans = Vec::new();
+        Builtins::new(0x1ff).scan(v.as_bytes(), &mut spans);
+        let got: Vec<_> = spans
+            .iter()
+            .map(|s| (BUILTIN_NAMES[usize::from(s.detector)], &v[s.start..s.end]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("card", "4111 1111 1111 1111"),
+                ("ssn", "123-45-6789"),
+                ("email", "jane.doe@example.com"),
+                ("phone", "(415) 555-0132"),
+                ("iban", "DE89 3704 0044 0532 0130 00"),
+                ("ip", "192.168.0.1"),
+                ("ip", "2001:db8::1"),
+                (
+                    "jwt",
+                    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig_nat-ure"
+                ),
+                ("aws_key", "AKIAIOSFODNN7EXAMPLE"),
+                ("bearer", "abcdefghijklmnop1234"),
+            ]
+        );
+    }
+
+    #[test]
+    fn normalize_merges_and_aligns() {
+        let v = "ab€cd".as_bytes(); // € is 3 bytes at 2..5
+        let mut spans = vec![
+            RawSpan {
+                start: 3,
+                end: 4,
+                detector: 1,
+            },
+            RawSpan {
+                start: 0,
+                end: 1,
+                detector: 0,
+            },
+            RawSpan {
+                start: 0,
+                end: 2,
+                detector: 2,
+            },
+        ];
+        normalize(v, &mut spans, |d| d as u8);
+        assert_eq!(
+            spans,
+            [
+                RawSpan {
+                    start: 0,
+                    end: 2,
+                    detector: 2
+                },
+                RawSpan {
+                    start: 2,
+                    end: 5,
+                    detector: 1
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Strategies: what replaces a detected span or a whole column value.
+//!
+//! Every replacement is valid UTF-8 on its own, so output stays valid UTF-8
+//! whenever the input was and spans start and end on character boundaries.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The fixed replacement text of the redact strategy.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Hex digits of the MAC kept in a hash token: 80 bits, enough that distinct
+/// values practically never collide within a table, short enough to read.
+const TOKEN_HEX_LEN: usize = 20;
+
+/// A compiled masking strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Replace with `[REDACTED]`.
+    Redact,
+    /// Keep the last `keep_last` alphanumerics, replace the others with `*`.
+    Partial { keep_last: usize },
+    /// `tok_` + 20 hex digits of HMAC-SHA-256 with the deployment's key.
+    Hash,
+    /// SQL NULL (in free text: `[REDACTED]`).
+    Null,
+}
+
+impl Strategy {
+    /// The strategy's config name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Redact => "redact",
+            Strategy::Partial { .. } => "partial",
+            Strategy::Hash => "hash",
+            Strategy::Null => "null",
+        }
+    }
+
+    /// Ordering used when overlapping findings are merged into one span:
+    /// the merged span gets the strongest strategy, so merging never
+    /// reveals more than either finding alone would have.
+    pub(crate) fn strength(self) -> u8 {
+        match self {
+            Strategy::Partial { .. } => 0,
+            Strategy::Hash => 1,
+            Strategy::Redact => 2,
+            Strategy::Null => 3,
+        }
+    }
+}
+
+/// The keyed MAC, prepared once so each token only clones the keyed state.
+pub(crate) type HashKey = Hmac<Sha256>;
+
+/// `None` only if the MAC refuses the key; HMAC accepts keys of any length,
+/// so compile reports it as a problem rather than assuming.
+pub(crate) fn hash_key(key: &[u8]) -> Option<HashKey> {
+    HashKey::new_from_slice(key).ok()
+}
+
+/// Append the replacement of `value` under `strategy` to `out`. `Null` is
+/// written as `[REDACTED]` (callers that can produce SQL NULL handle it
+/// before calling), and `Hash` without a key falls back to `[REDACTED]`
+/// (compile refuses that combination, so this is defence in depth).
+pub(crate) fn write_masked(
+    strategy: Strategy,
+    value: &[u8],
+    key: Option<&HashKey>,
+    out: &mut Vec<u8>,
+) {
+    match strategy {
+        Strategy::Redact | Strategy::Null => out.extend_from_slice(REDACTED.as_bytes()),
+        Strategy::Partial { keep_last } => write_partial(value, keep_last, out),
+        Strategy::Hash => match key {
+            Some(key) => write_token(key, value, out),
+            None => out.extend_from_slice(REDACTED.as_bytes()),
+        },
+    }
+}
+
+/// `tok_` + the first 20 lowercase hex digits of HMAC-SHA-256(key, value).
+pub(crate) fn write_token(key: &HashKey, value: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut mac = key.clone();
+    mac.update(value);
+    let tag = mac.finalize().into_bytes();
+    out.extend_from_slice(b"tok_");
+    for &b in tag.iter().take(TOKEN_HEX_LEN / 2) {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
+    }
+}
+
+/// Keep the last `keep` alphanumerics, star the others, keep separators.
+///
+/// Non-ASCII characters count as alphanumerics (one `*` each); bytes that
+/// are not valid UTF-8 count too but are always starred, never kept. When
+/// the value has no more than `keep` alphanumerics, all are starred: a short
+/// value must not be revealed entirely.
+pub(crate) fn write_partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
+    let total = count_alnum(value);
+    let keep = if total <= keep { 0 } else { keep };
+    let first_kept = total - keep;
+    let mut seen = 0usize;
+    for chunk in value.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_ascii() && !c.is_ascii_alphanumeric() {
+                out.push(c as u8);
+                continue;
+            }
+            if seen >= first_kept {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            } else {
+                out.push(b'*');
+            }
+            seen += 1;
+        }
+        for _ in chunk.invalid() {
+            out.push(b'*');
+            seen += 1;
+        }
+    }
+}
+
+fn count_alnum(value: &[u8]) -> usize {
+    let mut n = 0;
+    for chunk in value.utf8_chunks() {
+        n += chunk
+            .valid()
+            .chars()
+            .filter(|c| !c.is_ascii() || c.is_ascii_alphanumeric())
+            .count();
+        n += chunk.invalid().len();
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(v: &str, keep: usize) -> String {
+        let mut out = Vec::new();
+        write_partial(v.as_bytes(), keep, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn partial_keeps_separators_and_last_n() {
+        assert_eq!(partial("123-45-6789", 4), "***-**-6789");
+        assert_eq!(partial("4242424242424242", 4), "************4242");
+        assert_eq!(partial("4111 1111 1111 1111", 4), "**** **** **** 1111");
+        assert_eq!(partial("jane@example.com", 3), "****@*******.com");
+    }
+
+    #[test]
+    fn partial_never_reveals_short_values() {
+        assert_eq!(partial("1234", 4), "****");
+        assert_eq!(partial("12", 4), "**");
+        assert_eq!(partial("", 4), "");
+        assert_eq!(partial("12345", 0), "*****");
+    }
+
+    #[test]
+    fn partial_non_ascii_and_invalid_utf8() {
+        assert_eq!(partial("Zoë-Åström", 2), "***-****öm");
+        let mut out = Vec::new();
+        write_partial(b"ab\xffcd", 1, &mut out);
+        assert_eq!(out, b"****d");
+        let mut out = Vec::new();
+        write_partial(b"abc\xff", 1, &mut out);
+        assert_eq!(out, b"****", "an invalid byte is never kept");
+    }
+
+    #[test]
+    fn token_is_stable_and_keyed() {
+        let a = hash_key(b"key-a").unwrap();
+        let b = hash_key(b"key-b").unwrap();
+        let tok = |k: &HashKey, v: &[u8]| {
+            let mut out = Vec::new();
+            write_token(k, v, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let t = tok(&a, b"123-45-6789");
+        assert_eq!(t.len(), 4 + TOKEN_HEX_LEN);
+        assert!(t.starts_with("tok_"));
+        assert!(
+            t[4..]
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(t, tok(&a, b"123-45-6789"));
+        assert_ne!(t, tok(&b, b"123-45-6789"));
+        assert_ne!(t, tok(&a, b"123-45-6780"));
+    }
+}
