@@ -29,7 +29,10 @@ fn masker() -> &'static Masker {
                 keep_last: None,
             })
             .collect();
-        for (detector, strategy) in [("employee", StrategyName::Partial), ("codename", StrategyName::Hash)] {
+        for (detector, strategy) in [
+            ("employee", StrategyName::Partial),
+            ("codename", StrategyName::Hash),
+        ] {
             values.push(ValueRule {
                 detector: detector.into(),
                 strategy,

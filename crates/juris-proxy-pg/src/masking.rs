@@ -604,3 +604,216 @@ fn null_if_found(outcome: Outcome) -> Outcome {
         _ => Outcome::Null,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use juris_mask::{ColumnRule, MaskingPolicy, StrategyName, ValueRule};
+    use juris_pgwire::{BackendMessage, Frame};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::upstream::UpstreamTarget;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<MaskingEvent>>);
+
+    impl AuditSink for Collect {
+        fn masking(&self, event: &MaskingEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    const SSN: &str = "123-45-6789";
+    const CARD: &str = "4111111111111111";
+
+    fn session(audit: Arc<Collect>) -> SessionMasking {
+        let policy = MaskingPolicy {
+            exempt_groups: Vec::new(),
+            columns: vec![ColumnRule {
+                name: None,
+                pattern: Some("*secret*".into()),
+                strategy: StrategyName::Partial,
+                keep_last: Some(2),
+            }],
+            values: vec![
+                ValueRule {
+                    detector: "ssn".into(),
+                    strategy: StrategyName::Redact,
+                    keep_last: None,
+                },
+                ValueRule {
+                    detector: "card".into(),
+                    strategy: StrategyName::Partial,
+                    keep_last: Some(4),
+                },
+            ],
+            detectors: Vec::new(),
+        };
+        // Never connected: every column here has table OID 0.
+        let target = Arc::new(UpstreamTarget::new(
+            "t".into(),
+            "127.0.0.1".into(),
+            1,
+            "db".into(),
+            "u".into(),
+            None,
+            None,
+        ));
+        SessionMasking::new(
+            Arc::new(Masker::compile(&policy, None).unwrap()),
+            Arc::new(Catalog::new(target, juris_pgwire::Limits::default())),
+            audit,
+            SessionLabels {
+                session: SessionId(7),
+                principal: "bob".into(),
+                connection: "billing".into(),
+            },
+        )
+    }
+
+    fn field(name: &str, type_oid: u32, format: i16) -> FieldDescription {
+        FieldDescription {
+            name: name.into(),
+            table_oid: 0,
+            column_attr: 0,
+            type_oid,
+            type_size: -1,
+            type_modifier: -1,
+            format,
+        }
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        BackendMessage::DataRow {
+            values: values
+                .iter()
+                .map(|v| v.map(bytes::Bytes::copy_from_slice))
+                .collect(),
+        }
+        .encode(&mut out);
+        out[5..].to_vec()
+    }
+
+    fn decode_row(frame: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let frame = Frame {
+            tag: frame[0],
+            body: bytes::Bytes::copy_from_slice(&frame[5..]),
+        };
+        match BackendMessage::decode(&frame).unwrap() {
+            BackendMessage::DataRow { values } => {
+                values.into_iter().map(|v| v.map(|b| b.to_vec())).collect()
+            }
+            other => panic!("not a data row: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_with_nothing_to_mask_are_forwarded_and_others_rewritten() {
+        let audit = Arc::new(Collect::default());
+        let mut masking = session(audit.clone());
+        masking
+            .describe(&[
+                field("note", 25, 0),
+                field("id", 23, 0),
+                field("when", 1184, 0),
+            ])
+            .await
+            .unwrap();
+        let mut out = BytesMut::new();
+        let clean = row(&[Some(b"hello"), Some(b"42"), None]);
+        assert!(!masking.data_row(&clean, &mut out).unwrap());
+
+        let dirty = row(&[
+            Some(format!("ssn {SSN}").as_bytes()),
+            None,
+            Some(b"2026-01-01"),
+        ]);
+        assert!(masking.data_row(&dirty, &mut out).unwrap());
+        let values = decode_row(&out);
+        assert_eq!(values[0].as_deref(), Some(&b"ssn [REDACTED]"[..]));
+        assert_eq!(values[1], None);
+        assert_eq!(values[2].as_deref(), Some(&b"2026-01-01"[..]));
+        masking.statement_done();
+        let events = audit.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].actions[0].column, "note");
+        assert_eq!(events[0].actions[0].detector, "ssn");
+        assert_eq!(events[0].actions[0].count, 1);
+    }
+
+    #[tokio::test]
+    async fn binary_values_that_cannot_be_rewritten_become_null() {
+        let mut masking = session(Arc::new(Collect::default()));
+        masking
+            .describe(&[
+                field("n", INT8, 1),
+                field("secret_code", INT4, 1),
+                field("name", 25, 1),
+                field("other", 1700, 1),
+            ])
+            .await
+            .unwrap();
+        let card: i64 = CARD.parse().unwrap();
+        let mut out = BytesMut::new();
+        let data = row(&[
+            Some(&card.to_be_bytes()),
+            Some(&7i32.to_be_bytes()),
+            Some(CARD.as_bytes()),
+            Some(&[0, 1, 0, 0]),
+        ]);
+        assert!(masking.data_row(&data, &mut out).unwrap());
+        let values = decode_row(&out);
+        assert_eq!(values[0], None, "an int8 card number is nulled");
+        assert_eq!(values[1], None, "a column rule on a binary int4 nulls it");
+        assert_eq!(values[2].as_deref(), Some(&b"************1111"[..]));
+        assert_eq!(values[3].as_deref(), Some(&[0u8, 1, 0, 0][..]));
+    }
+
+    #[tokio::test]
+    async fn errors_notices_and_notifications_are_masked() {
+        let mut masking = session(Arc::new(Collect::default()));
+        let mut fields = ErrorFields::new("ERROR", "23505", "duplicate key")
+            .with_detail(format!("Key (ssn)=({SSN}) already exists."));
+        assert!(masking.error_fields(&mut fields, false));
+        assert_eq!(
+            fields.get(b'D'),
+            Some("Key (ssn)=([REDACTED]) already exists.")
+        );
+        assert_eq!(fields.code(), Some("23505"));
+        let payload = masking.notification(&format!("card {CARD}")).unwrap();
+        assert!(!payload.contains(CARD), "{payload}");
+        assert!(masking.notification("nothing here").is_none());
+    }
+
+    #[tokio::test]
+    async fn malformed_rows_are_errors() {
+        let mut masking = session(Arc::new(Collect::default()));
+        masking.describe(&[field("a", 25, 0)]).await.unwrap();
+        let mut out = BytesMut::new();
+        for body in [
+            &[][..],
+            &[0, 1],
+            &[0, 1, 0, 0, 0, 9, b'x'],
+            &[0, 1, 255, 255, 255, 255, 1],
+        ] {
+            assert!(masking.data_row(body, &mut out).is_err(), "{body:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_rows_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut masking = session(Arc::new(Collect::default()));
+            runtime
+                .block_on(masking.describe(&[field("a", 25, 0), field("b", INT8, 1), field("c", 17, 1)]))
+                .unwrap();
+            let mut out = BytesMut::new();
+            let _ = masking.data_row(&body, &mut out);
+            let _ = masking.copy_data(&body, &mut out);
+        }
+    }
+}

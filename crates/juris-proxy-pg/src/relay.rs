@@ -543,6 +543,8 @@ enum Refusal {
     },
     /// Binary COPY output cannot be masked.
     BinaryCopy,
+    /// Fast-path function results cannot be masked.
+    FastPathMasked,
 }
 
 impl Refusal {
@@ -550,6 +552,7 @@ impl Refusal {
         match self {
             Refusal::Role { class, summary } => format!("{class} ({summary})"),
             Refusal::BinaryCopy => "binary COPY of masked results".into(),
+            Refusal::FastPathMasked => "fast-path function call on a masked session".into(),
         }
     }
 
@@ -571,6 +574,14 @@ impl Refusal {
                 ),
             )
             .with_hint("Use COPY … TO STDOUT in text or CSV format; masking applies to those."),
+            Refusal::FastPathMasked => ErrorFields::new(
+                "ERROR",
+                "42501",
+                format!(
+                    "permission denied: fast-path function calls are not allowed on connection \"{connection}\" because its results are masked"
+                ),
+            )
+            .with_hint("Call the function with SELECT instead."),
         }
     }
 }
@@ -638,11 +649,18 @@ fn inspect(
         // The fast-path interface calls any function by OID, bypassing SQL:
         // only administrators may use it.
         FrontendMessage::FunctionCall { .. } => {
-            return Ok(Verdict {
-                refusal: (level < AccessLevel::Admin).then_some(Refusal::Role {
+            let refusal = if level < AccessLevel::Admin {
+                Some(Refusal::Role {
                     class: StatementClass::Administration,
                     summary: "fast-path function call",
-                }),
+                })
+            } else {
+                // Its result is one untyped value outside any row: nothing
+                // to plan masking with, so not on a masked session.
+                masking.then_some(Refusal::FastPathMasked)
+            };
+            return Ok(Verdict {
+                refusal,
                 ..Verdict::default()
             });
         }
