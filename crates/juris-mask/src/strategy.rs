@@ -99,6 +99,22 @@ pub(crate) fn write_token(key: &HashKey, value: &[u8], out: &mut Vec<u8>) {
 /// the value has no more than `keep` alphanumerics, all are starred: a short
 /// value must not be revealed entirely.
 pub(crate) fn write_partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
+    if value.is_ascii() {
+        // The usual case (card numbers, SSNs, addresses): bytes, no decoding.
+        let total = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+        let first_kept = total - if total <= keep { 0 } else { keep };
+        out.reserve(value.len());
+        let mut seen = 0usize;
+        for &b in value {
+            if b.is_ascii_alphanumeric() {
+                out.push(if seen >= first_kept { b } else { b'*' });
+                seen += 1;
+            } else {
+                out.push(b);
+            }
+        }
+        return;
+    }
     let total = count_alnum(value);
     let keep = if total <= keep { 0 } else { keep };
     let first_kept = total - keep;

@@ -177,6 +177,7 @@ fn column_rules_first_match_wins() {
     };
     let m = Masker::compile(&policy, Some(KEY)).unwrap();
     assert!(!m.is_empty());
+    assert!(m.has_column_rules() && !m.has_value_rules());
     assert_eq!(m.exempt_groups(), ["dba"]);
     let src = |column| {
         Some(SourceColumn {

@@ -286,9 +286,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// Assert `v` holds exactly `want` for `detector`, alone and with every
-    /// other detector enabled too (other detectors may claim other text, but
-    /// never the same bytes twice).
+    /// Assert that `detector`, enabled alone, finds exactly `want` in `v`.
     pub(crate) fn check(detector: u16, v: &str, want: &[&str]) {
         assert_eq!(find(detector, v), want, "detector {detector} in {v:?}");
     }

@@ -183,7 +183,7 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
         }
         sum += x;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 // ---- ssn --------------------------------------------------------------
@@ -219,12 +219,13 @@ fn ssn(v: &[u8], i: usize, d1: usize) -> Option<usize> {
         let end = i + 9;
         let left = i == 0 || {
             let p = v[i - 1];
-            !b"-_/#:@$.+\\".contains(&p) && !(p == b',' && i >= 2 && v[i - 2].is_ascii_digit())
+            let id_punct = b"-_/#:@$.+\\".contains(&p);
+            let thousands = p == b',' && i >= 2 && v[i - 2].is_ascii_digit();
+            !(id_punct || thousands)
         };
         let b = at(v, end);
-        let right = !is_alnum(b)
-            && !b"-_/#:@%".contains(&b)
-            && !(matches!(b, b'.' | b',') && at(v, end + 1).is_ascii_digit());
+        let decimal = matches!(b, b'.' | b',') && at(v, end + 1).is_ascii_digit();
+        let right = !(is_alnum(b) || b"-_/#:@%".contains(&b) || decimal);
         if !(left && right) {
             return None;
         }
@@ -383,6 +384,7 @@ mod tests {
             ("visa13 4222222222222", "4222222222222"),
             ("\"4111111111111111\"", "4111111111111111"),
             ("4111 1111 1111 1111 2026", "4111 1111 1111 1111"),
+            ("371449635398431 0", "371449635398431"),
         ] {
             check(CARD, v, &[want]);
         }
@@ -404,15 +406,9 @@ mod tests {
             "4111-1111-1111-1111-2222", // one dashed token, too long
             "4111 1111 1111 1111x",     // glued at the end
             "5500 0000 0000 04",        // last group too short (2)
-            "371449635398431 0",        // Amex with 15 digits is valid only alone...
             "order 2024-4111111111111111",
             "34343434343434", // Amex prefix with 14 digits
         ] {
-            if v == "371449635398431 0" {
-                // ... and it is alone here: the trailing digit is a new word.
-                check(CARD, v, &["371449635398431"]);
-                continue;
-            }
             check(CARD, v, &[]);
         }
     }
@@ -488,6 +484,8 @@ mod tests {
         check(IP, "from 192.168.0.1:5432", &["192.168.0.1"]);
         check(IP, "10.0.0.255.", &["10.0.0.255"]);
         check(IP, "0.0.0.0", &["0.0.0.0"]);
+        // `x.` is not a number, so the quad stands alone.
+        check(IP, "x.1.2.3.4", &["1.2.3.4"]);
         for v in [
             "1.2.3.4.5",
             "v1.2.3.4",
@@ -495,15 +493,9 @@ mod tests {
             "01.2.3.4",
             "1.2.3",
             "1.2.3.4a",
-            "x.1.2.3.4",
             "1.2.3.4.x",
             "37.7749,-122.4194",
         ] {
-            if v == "x.1.2.3.4" {
-                // `x.` is not a number, so the quad stands alone.
-                check(IP, v, &["1.2.3.4"]);
-                continue;
-            }
             check(IP, v, &[]);
         }
     }
