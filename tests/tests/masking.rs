@@ -1287,6 +1287,60 @@ async fn exemption_needs_the_exempt_group_itself_to_hold_a_role_on_the_connectio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_view_redefined_behind_the_nodes_back_is_masked_by_its_new_source() -> anyhow::Result<()>
+{
+    // `create or replace view` keeps the view's OID and column names and may
+    // point a column at another source. A migration run directly on the
+    // database (or through another node) is DDL this node never sees, so
+    // whatever it remembers about the view must expire.
+    let m = Masked::start(|_| {}).await?;
+    let direct = m.env.direct().await?;
+    direct
+        .batch_execute(
+            "create view public.w as select id, full_name as contact from public.customers",
+        )
+        .await?;
+    let bob = m.client_as("bob").await?;
+    let c1 = m.customer(1);
+    let sql = "select contact from w where id = 1";
+    assert_eq!(
+        fetch(&bob, Format::Text, sql).await?,
+        vec![row(&[&c1.full_name])]
+    );
+    let token = fetch(
+        &bob,
+        Format::Text,
+        "select email from customers where id = 1",
+    )
+    .await?;
+    assert!(is_token(token[0][0].as_deref().unwrap()));
+
+    direct
+        .batch_execute(
+            "create or replace view public.w as select id, email as contact from public.customers",
+        )
+        .await?;
+    // DDL the node does not see is picked up once what it learnt about the
+    // view is older than `node.masking_catalog_ttl_ms` (1 s by default).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The same session, and a new one.
+    let bob2 = m.client_as("bob").await?;
+    for (session, client) in [("same session", &bob), ("new session", &bob2)] {
+        for format in [Format::Text, Format::Binary] {
+            let rows = fetch(client, format, sql).await?;
+            assert_ne!(
+                rows[0][0].as_deref(),
+                Some(c1.email.as_str()),
+                "{session}, {format:?}: w.contact now reads customers.email, which has a hash rule"
+            );
+            assert_eq!(rows, token, "{session}, {format:?}");
+        }
+    }
+    m.assert_log_clean();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_node_logs_one_masking_event_per_statement_without_cleartext() -> anyhow::Result<()> {
     let m = Masked::start(|_| {}).await?;
     let bob = m.client_as("bob").await?;

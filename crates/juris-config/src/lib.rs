@@ -90,6 +90,11 @@ pub struct NodeConfig {
     /// Largest protocol message accepted from an authenticated peer, in bytes.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Milliseconds the masking catalog trusts what it learnt about a
+    /// relation's columns; bounds how long a schema change made outside
+    /// this node (a direct migration) can go unseen. 0 asks every time.
+    #[serde(default = "defaults::masking_catalog_ttl_ms")]
+    pub masking_catalog_ttl_ms: u64,
 }
 
 /// PEM files for a TLS server.
@@ -306,6 +311,9 @@ mod defaults {
     }
     pub fn max_message_bytes() -> usize {
         256 * 1024 * 1024
+    }
+    pub fn masking_catalog_ttl_ms() -> u64 {
+        1000
     }
     pub fn groups_claim() -> String {
         "groups".into()

@@ -98,6 +98,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             upstream_connect_timeout_secs: 10,
             shutdown_grace_secs: 5,
             max_message_bytes: 256 * 1024 * 1024,
+            masking_catalog_ttl_ms: 1000,
         },
         identity: IdentityConfig {
             issuer: issuer.into(),

@@ -166,7 +166,12 @@ fn build_masking(
         };
         out.insert(
             connection.name.clone(),
-            ConnectionMasking::new(masker, target.clone(), limits),
+            ConnectionMasking::new(
+                masker,
+                target.clone(),
+                limits,
+                Duration::from_millis(deployment.node.masking_catalog_ttl_ms),
+            ),
         );
     }
     Ok(out)

@@ -14,12 +14,15 @@
 //! reports the columns it reads, recursively for views over views.
 //!
 //! Results are cached per connection and dropped when any session of the
-//! connection runs DDL.
+//! connection runs DDL through this node. Schema changes the node cannot see
+//! (a migration run directly on the database, or through another node)
+//! are picked up when an entry is older than the cache's time to live
+//! (`node.masking_catalog_ttl_ms`, 1 s by default; 0 asks every time).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use juris_pgwire::{BackendMessage, FieldDescription, FrontendMessage, Limits, Target};
@@ -63,7 +66,7 @@ pub enum CatalogError {
     Timeout(Duration),
 }
 
-type Relations = HashMap<u32, Arc<HashMap<i16, ColumnOrigin>>>;
+type Relations = HashMap<u32, (Instant, Arc<HashMap<i16, ColumnOrigin>>)>;
 
 /// Catalog cache and connection for one Juris connection.
 pub struct Catalog {
@@ -71,6 +74,7 @@ pub struct Catalog {
     limits: Limits,
     connection: tokio::sync::Mutex<Option<CatalogConnection>>,
     relations: RwLock<Relations>,
+    ttl: Duration,
     /// Bumped on invalidation so a lookup that raced with DDL is not cached.
     generation: AtomicU64,
 }
@@ -84,12 +88,14 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    pub fn new(target: Arc<UpstreamTarget>, limits: Limits) -> Self {
+    /// `ttl`: how long a relation's columns are trusted without asking again.
+    pub fn new(target: Arc<UpstreamTarget>, limits: Limits, ttl: Duration) -> Self {
         Catalog {
             target,
             limits,
             connection: tokio::sync::Mutex::new(None),
             relations: RwLock::new(HashMap::new()),
+            ttl,
             generation: AtomicU64::new(0),
         }
     }
@@ -115,12 +121,18 @@ impl Catalog {
         &self,
         columns: &[(u32, i16)],
     ) -> Result<Vec<Option<ColumnOrigin>>, CatalogError> {
+        let now = Instant::now();
+        let fresh = |cache: &Relations, oid: &u32| {
+            cache
+                .get(oid)
+                .is_some_and(|(loaded, _)| now.duration_since(*loaded) < self.ttl)
+        };
         let mut missing: Vec<u32> = {
             let cache = self.read_cache();
             columns
                 .iter()
                 .map(|(oid, _)| *oid)
-                .filter(|oid| *oid != 0 && !cache.contains_key(oid))
+                .filter(|oid| *oid != 0 && !fresh(&cache, oid))
                 .collect()
         };
         missing.sort_unstable();
@@ -146,10 +158,10 @@ impl Catalog {
                 }
             };
             let mut cache = self.write_cache();
-            for oid in &missing {
-                let relation = Arc::new(loaded.get(oid).cloned().unwrap_or_default());
-                if self.generation.load(Ordering::Acquire) == generation {
-                    cache.insert(*oid, relation);
+            if self.generation.load(Ordering::Acquire) == generation {
+                for oid in &missing {
+                    let relation = Arc::new(loaded.get(oid).cloned().unwrap_or_default());
+                    cache.insert(*oid, (now, relation));
                 }
             }
             // Answer from what was loaded even when it could not be cached.
@@ -159,14 +171,14 @@ impl Catalog {
                     loaded
                         .get(oid)
                         .and_then(|r| r.get(attnum).cloned())
-                        .or_else(|| cache.get(oid).and_then(|r| r.get(attnum).cloned()))
+                        .or_else(|| cache.get(oid).and_then(|(_, r)| r.get(attnum).cloned()))
                 })
                 .collect());
         }
         let cache = self.read_cache();
         Ok(columns
             .iter()
-            .map(|(oid, attnum)| cache.get(oid).and_then(|r| r.get(attnum).cloned()))
+            .map(|(oid, attnum)| cache.get(oid).and_then(|(_, r)| r.get(attnum).cloned()))
             .collect())
     }
 

@@ -99,10 +99,16 @@ pub struct ConnectionMasking {
 }
 
 impl ConnectionMasking {
-    pub fn new(masker: Masker, target: Arc<UpstreamTarget>, limits: Limits) -> Self {
+    /// `catalog_ttl`: how long column origins are trusted (see [`catalog`]).
+    pub fn new(
+        masker: Masker,
+        target: Arc<UpstreamTarget>,
+        limits: Limits,
+        catalog_ttl: Duration,
+    ) -> Self {
         ConnectionMasking {
             masker: Arc::new(masker),
-            catalog: Arc::new(catalog::Catalog::new(target, limits)),
+            catalog: Arc::new(catalog::Catalog::new(target, limits, catalog_ttl)),
         }
     }
 }

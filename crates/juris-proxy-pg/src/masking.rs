@@ -44,7 +44,6 @@ pub enum MaskingFailure {
 /// Type OIDs whose text form cannot carry the values detectors look for.
 const NO_SCAN_TYPES: &[u32] = &[
     16,   // bool
-    17,   // bytea (hex; rules on the column still apply)
     21,   // int2
     26,   // oid
     700,  // float4
@@ -73,6 +72,7 @@ const BINARY_TEXT_TYPES: &[u32] = &[
 
 const INT4: u32 = 23;
 const INT8: u32 = 20;
+const BYTEA: u32 = 17;
 
 /// How a column's values are encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,9 @@ enum Encoding {
     Text,
     /// Text format of a type that cannot hold detectable values.
     TextNoScan,
+    /// bytea in text format (`\x` + hex): decoded and scanned, NULL if
+    /// anything is found (`ssn::bytea` must not be a way around masking).
+    TextBytea,
     /// Binary format whose bytes are the text.
     BinaryText,
     BinaryInt4,
@@ -95,6 +98,7 @@ impl Encoding {
         let binary = field.format == 1;
         let ty = field.type_oid;
         match (binary, ty) {
+            (false, BYTEA) => Encoding::TextBytea,
             (false, t) if NO_SCAN_TYPES.contains(&t) => Encoding::TextNoScan,
             (false, _) => Encoding::Text,
             (true, t) if BINARY_TEXT_TYPES.contains(&t) => Encoding::BinaryText,
@@ -337,7 +341,7 @@ impl SessionMasking {
                 .entry((place, Source::Rule, strategy))
                 .or_default() += 1;
             return match encoding {
-                Encoding::Text | Encoding::TextNoScan | Encoding::BinaryText => {
+                Encoding::Text | Encoding::TextNoScan | Encoding::TextBytea | Encoding::BinaryText => {
                     self.masker.mask_whole(rule, value, &mut self.scratch)
                 }
                 _ => Outcome::Null,
@@ -375,6 +379,20 @@ impl SessionMasking {
                 &mut self.scratch,
                 &mut self.findings,
             )),
+            Encoding::TextBytea => match decode_hex_bytea(value) {
+                Some(bytes) => null_if_found(self.masker.mask_value(
+                    &bytes,
+                    &mut self.scratch,
+                    &mut self.findings,
+                )),
+                // The escape format (bytea_output = escape) keeps printable
+                // bytes as they are: scan it as it is.
+                None => null_if_found(self.masker.mask_value(
+                    value,
+                    &mut self.scratch,
+                    &mut self.findings,
+                )),
+            },
         };
         self.take_findings(place);
         outcome
@@ -598,6 +616,18 @@ fn qualified(c: &crate::catalog::QualifiedColumn) -> String {
     format!("{}.{}.{}", c.schema, c.table, c.column)
 }
 
+/// `\x48656c6c6f` → `Hello`; `None` for anything else.
+fn decode_hex_bytea(value: &[u8]) -> Option<Vec<u8>> {
+    let hex = value.strip_prefix(b"\\x")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    hex.chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
 fn null_if_found(outcome: Outcome) -> Outcome {
     match outcome {
         Outcome::Unchanged => Outcome::Unchanged,
@@ -663,7 +693,11 @@ mod tests {
         ));
         SessionMasking::new(
             Arc::new(Masker::compile(&policy, None).unwrap()),
-            Arc::new(Catalog::new(target, juris_pgwire::Limits::default())),
+            Arc::new(Catalog::new(
+                target,
+                juris_pgwire::Limits::default(),
+                std::time::Duration::from_secs(1),
+            )),
             audit,
             SessionLabels {
                 session: SessionId(7),
@@ -770,6 +804,26 @@ mod tests {
         assert_eq!(values[1], None, "a column rule on a binary int4 nulls it");
         assert_eq!(values[2].as_deref(), Some(&b"************1111"[..]));
         assert_eq!(values[3].as_deref(), Some(&[0u8, 1, 0, 0][..]));
+    }
+
+    #[tokio::test]
+    async fn bytea_holding_a_detected_value_becomes_null() {
+        let mut masking = session(Arc::new(Collect::default()));
+        masking
+            .describe(&[field("t", BYTEA, 0), field("b", BYTEA, 1)])
+            .await
+            .unwrap();
+        let hex: String = SSN.bytes().map(|b| format!("{b:02x}")).collect();
+        let text = format!("\\x{hex}");
+        let mut out = BytesMut::new();
+        let data = row(&[Some(text.as_bytes()), Some(SSN.as_bytes())]);
+        assert!(masking.data_row(&data, &mut out).unwrap());
+        assert_eq!(decode_row(&out), vec![None, None]);
+        let harmless = row(&[Some(b"\\x0102"), Some(b"\x01\x02")]);
+        assert!(!masking.data_row(&harmless, &mut out).unwrap());
+        assert_eq!(decode_hex_bytea(b"\\x4a75"), Some(b"Ju".to_vec()));
+        assert_eq!(decode_hex_bytea(b"\\x4"), None);
+        assert_eq!(decode_hex_bytea(b"plain"), None);
     }
 
     #[tokio::test]
