@@ -32,7 +32,10 @@ fn value_rules_show_what_they_mask_and_where() -> anyhow::Result<()> {
     assert!(output.status.success(), "{output:?}");
     let out = stdout(&output);
     assert!(out.contains("-> **** **** **** 1111"), "{out}");
-    assert!(out.contains("order 2026-000123 shipped\n  -> (unchanged)"), "{out}");
+    assert!(
+        out.contains("order 2026-000123 shipped\n  -> (unchanged)"),
+        "{out}"
+    );
     assert!(out.contains("-> ssn [REDACTED] on file"), "{out}");
     assert!(out.contains("card at bytes 0..19 (partial)"), "{out}");
     assert!(out.contains("employee_id at bytes 6..16 (hash)"), "{out}");

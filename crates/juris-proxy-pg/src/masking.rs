@@ -341,9 +341,10 @@ impl SessionMasking {
                 .entry((place, Source::Rule, strategy))
                 .or_default() += 1;
             return match encoding {
-                Encoding::Text | Encoding::TextNoScan | Encoding::TextBytea | Encoding::BinaryText => {
-                    self.masker.mask_whole(rule, value, &mut self.scratch)
-                }
+                Encoding::Text
+                | Encoding::TextNoScan
+                | Encoding::TextBytea
+                | Encoding::BinaryText => self.masker.mask_whole(rule, value, &mut self.scratch),
                 _ => Outcome::Null,
             };
         }
