@@ -109,7 +109,24 @@ fn prose(r: &mut Rng, words: usize) -> String {
 /// Typical text columns: names, addresses, prose, timestamps, UUIDs,
 /// prices, statuses.
 fn pii_free(r: &mut Rng) -> String {
-    match r.below(8) {
+    let shape = r.below(8);
+    pii_free_shape(r, shape)
+}
+
+/// Names of the shapes of [`pii_free_shape`], by number.
+const SHAPES: [&str; 8] = [
+    "name",
+    "address",
+    "prose",
+    "prose2",
+    "timestamp",
+    "uuid",
+    "price",
+    "status",
+];
+
+fn pii_free_shape(r: &mut Rng, shape: u64) -> String {
+    match shape {
         0 => format!("{} {}", r.pick(FIRST), r.pick(LAST)),
         1 => format!(
             "{} {}, {} {:05}",
@@ -173,7 +190,7 @@ fn pii_dense(r: &mut Rng) -> String {
     }
 }
 
-fn corpus(make: fn(&mut Rng) -> String, bytes: usize) -> Vec<Vec<u8>> {
+fn corpus(mut make: impl FnMut(&mut Rng) -> String, bytes: usize) -> Vec<Vec<u8>> {
     let mut r = Rng(42);
     let mut out = Vec::new();
     let mut total = 0;
@@ -233,8 +250,12 @@ fn masker(custom: bool) -> Masker {
 }
 
 fn bench_values(c: &mut Criterion, name: &str, m: &Masker, values: &[Vec<u8>]) {
+    bench_group_values(c, "mask_value", name, m, values);
+}
+
+fn bench_group_values(c: &mut Criterion, group: &str, name: &str, m: &Masker, values: &[Vec<u8>]) {
     let bytes: usize = values.iter().map(Vec::len).sum();
-    let mut group = c.benchmark_group("mask_value");
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function(name, |b| {
         let mut out = Vec::with_capacity(256);
@@ -258,6 +279,16 @@ fn engine(c: &mut Criterion) {
     bench_values(c, "pii_free", &builtins, &free);
     bench_values(c, "pii_dense", &builtins, &dense);
     bench_values(c, "pii_free_with_custom", &with_custom, &free);
+
+    // Each shape of the PII-free corpus alone (256 KiB each), to see which
+    // columns cost what. `prose2` is the same shape as `prose`.
+    for (shape, name) in SHAPES.iter().enumerate() {
+        if *name == "prose2" {
+            continue;
+        }
+        let values = corpus(|r| pii_free_shape(r, shape as u64), SIZE / 4);
+        bench_group_values(c, "mask_shape", name, &builtins, &values);
+    }
 
     // COPY text rows of four PII-free columns.
     let rows: Vec<Vec<u8>> = free

@@ -103,14 +103,18 @@ pub(crate) fn write_partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
         // The usual case (card numbers, SSNs, addresses): bytes, no decoding.
         let total = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
         let first_kept = total - if total <= keep { 0 } else { keep };
-        out.reserve(value.len());
-        let mut seen = 0usize;
-        for &b in value {
+        // Copy, then star the first `first_kept` alphanumerics in place: no
+        // per-byte capacity check.
+        let start = out.len();
+        out.extend_from_slice(value);
+        let mut left = first_kept;
+        for b in &mut out[start..] {
+            if left == 0 {
+                break;
+            }
             if b.is_ascii_alphanumeric() {
-                out.push(if seen >= first_kept { b } else { b'*' });
-                seen += 1;
-            } else {
-                out.push(b);
+                *b = b'*';
+                left -= 1;
             }
         }
         return;
