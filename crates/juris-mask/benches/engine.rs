@@ -10,29 +10,10 @@ use juris_mask::{
     CopyFormat, CustomDetector, Findings, Masker, MaskingPolicy, StrategyName, ValueRule, mask_row,
 };
 
-/// Deterministic generator (SplitMix64).
-struct Rng(u64);
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-    fn hex(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(b"0123456789abcdef"[self.below(16) as usize]))
-            .collect()
-    }
-}
+use common::Rng;
 
 const FIRST: &[&str] = &[
     "Jane", "John", "Amélie", "Bob", "Chen", "Fatima", "Lars", "María", "Olu", "Priya",

@@ -5,43 +5,8 @@
 
 mod common;
 
-use common::all_builtins;
+use common::{Rng, all_builtins};
 use juris_mask::{Masker, StrategyName};
-
-/// SplitMix64: tiny, deterministic, good enough to vary test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-    fn hex(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(b"0123456789abcdef"[self.below(16) as usize]))
-            .collect()
-    }
-    fn upper(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(b'A' + self.below(26) as u8))
-            .collect()
-    }
-    fn alnum(&mut self, n: usize) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        (0..n)
-            .map(|_| char::from(A[self.below(A.len() as u64) as usize]))
-            .collect()
-    }
-}
 
 const WORDS: &[&str] = &[
     "the",

@@ -116,6 +116,9 @@ struct ColumnPlan {
     rule: Option<ColumnRuleId>,
     encoding: Encoding,
     label: String,
+    /// Values the rule masked since the last report (a plain counter: this
+    /// is the per-value hot path).
+    masked: u64,
 }
 
 /// How the rows of a running COPY are masked.
@@ -203,6 +206,7 @@ impl SessionMasking {
 
     /// A RowDescription: plan the columns that follow.
     pub async fn describe(&mut self, fields: &[FieldDescription]) -> Result<(), MaskingFailure> {
+        self.fold_column_counts();
         let origins = self.origins(fields).await?;
         self.columns = fields
             .iter()
@@ -263,6 +267,7 @@ impl SessionMasking {
             rule,
             encoding: Encoding::of(field),
             label,
+            masked: 0,
         }
     }
 
@@ -335,11 +340,9 @@ impl SessionMasking {
             .map_or((None, Encoding::Text), |c| (c.rule, c.encoding));
         let place = Place::Column(index);
         if let Some(rule) = rule {
-            let strategy = self.masker.column_strategy(rule).name();
-            *self
-                .counts
-                .entry((place, Source::Rule, strategy))
-                .or_default() += 1;
+            if let Some(plan) = self.columns.get_mut(index) {
+                plan.masked += 1;
+            }
             return match encoding {
                 Encoding::Text
                 | Encoding::TextNoScan
@@ -569,9 +572,27 @@ impl SessionMasking {
         masked
     }
 
+    /// Move the per-column rule counters into the report.
+    fn fold_column_counts(&mut self) {
+        for (index, plan) in self.columns.iter_mut().enumerate() {
+            if plan.masked == 0 {
+                continue;
+            }
+            if let Some(rule) = plan.rule {
+                let strategy = self.masker.column_strategy(rule).name();
+                *self
+                    .counts
+                    .entry((Place::Column(index), Source::Rule, strategy))
+                    .or_default() += plan.masked;
+            }
+            plan.masked = 0;
+        }
+    }
+
     /// A statement's output ended: report what was masked, if anything.
     pub fn statement_done(&mut self) {
         self.statements += 1;
+        self.fold_column_counts();
         if self.counts.is_empty() {
             return;
         }

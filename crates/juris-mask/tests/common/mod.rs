@@ -1,4 +1,5 @@
-//! Policies shared by the integration tests.
+//! Policies and a deterministic generator shared by the integration tests
+//! and the benchmark.
 #![allow(dead_code)]
 
 use juris_mask::{CustomDetector, Masker, MaskingPolicy, StrategyName, ValueRule};
@@ -65,4 +66,39 @@ pub fn mixed() -> Masker {
         Some(KEY),
     )
     .expect("policy compiles")
+}
+
+/// SplitMix64: tiny, deterministic, good enough to vary test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+    pub fn hex(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(b"0123456789abcdef"[self.below(16) as usize]))
+            .collect()
+    }
+    pub fn upper(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(b'A' + self.below(26) as u8))
+            .collect()
+    }
+    pub fn alnum(&mut self, n: usize) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..n)
+            .map(|_| char::from(A[self.below(A.len() as u64) as usize]))
+            .collect()
+    }
 }
