@@ -303,12 +303,58 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
+/// Column rules: the per-value cost of each strategy on short values (what
+/// a masked column costs per row on the data path).
+fn column_rules(c: &mut Criterion) {
+    use juris_mask::{ColumnRule, SourceColumn};
+    let strategies = [
+        ("partial", StrategyName::Partial),
+        ("hash", StrategyName::Hash),
+        ("redact", StrategyName::Redact),
+    ];
+    let policy = MaskingPolicy {
+        columns: strategies
+            .iter()
+            .map(|(name, strategy)| ColumnRule {
+                name: Some(format!("public.t.{name}")),
+                pattern: None,
+                strategy: *strategy,
+                keep_last: None,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let m = Masker::compile(&policy, Some(b"bench-key")).expect("compiles");
+    let values: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{:03}-{:02}-{:04}", 100 + i % 600, 10 + i % 89, 1000 + i).into_bytes())
+        .collect();
+    let mut group = c.benchmark_group("mask_whole");
+    group.throughput(Throughput::Elements(values.len() as u64));
+    for (name, _) in strategies {
+        let source = SourceColumn {
+            schema: "public",
+            table: "t",
+            column: name,
+        };
+        let rule = m.column_rule(Some(source), name).expect("rule");
+        group.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(64);
+            b.iter(|| {
+                for v in &values {
+                    black_box(m.mask_whole(rule, black_box(v), &mut out));
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = engine
+    targets = engine, column_rules
 }
 criterion_main!(benches);
