@@ -1,6 +1,7 @@
 //! The library behind the `juris` command. `main.rs` only parses arguments
 //! and calls into here (or into `juris-node` / `juris-demo`).
 
+pub mod audit_cmd;
 pub mod connect;
 pub mod mask_test;
 pub mod tokens;

@@ -71,6 +71,11 @@ enum Command {
         #[command(flatten)]
         idp: IdpOptions,
     },
+    /// Audit trail: export a region's bundle, verify one offline.
+    Audit {
+        #[command(subcommand)]
+        command: juris_cli::audit_cmd::AuditCommand,
+    },
     /// Masking policies.
     Mask {
         #[command(subcommand)]
@@ -121,6 +126,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo { port } => Ok(juris_demo::run(port).await?),
+            Command::Audit { command } => juris_cli::audit_cmd::run(command),
             Command::Mask {
                 command:
                     MaskCommand::Test {
