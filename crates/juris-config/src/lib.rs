@@ -95,6 +95,10 @@ pub struct NodeConfig {
     /// this node (a direct migration) can go unseen. 0 asks every time.
     #[serde(default = "defaults::masking_catalog_ttl_ms")]
     pub masking_catalog_ttl_ms: u64,
+    /// Where the node keeps its state: the audit chain (`audit/`) and its
+    /// signing key (`node.key`). Without it, audit facts only go to the log.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// PEM files for a TLS server.

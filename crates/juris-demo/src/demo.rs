@@ -99,6 +99,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             shutdown_grace_secs: 5,
             max_message_bytes: 256 * 1024 * 1024,
             masking_catalog_ttl_ms: 1000,
+            data_dir: Some(dir.join("data")),
         },
         identity: IdentityConfig {
             issuer: issuer.into(),

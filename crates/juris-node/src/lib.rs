@@ -5,6 +5,7 @@
 //! Shutdown: stop accepting; let sessions run for the grace period; then end
 //! the rest with FATAL 57P01; then give them a few seconds to say so.
 
+mod audit;
 mod auth;
 
 use std::collections::HashMap;
@@ -17,7 +18,8 @@ use juris_config::{Deployment, UpstreamTlsMode};
 use juris_mask::Masker;
 use juris_pgwire::Limits;
 use juris_proxy_pg::{
-    CancelRegistry, ConnectionMasking, LogAuditSink, ProxyContext, ProxySettings, UpstreamTarget,
+    AuditSink, CancelRegistry, ConnectionMasking, LogAuditSink, ProxyContext, ProxySettings,
+    UpstreamTarget,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -49,6 +51,8 @@ pub enum NodeError {
     Algorithm(String),
     #[error("connection[{index}].masking: {reason}")]
     Masking { index: usize, reason: String },
+    #[error("node.data_dir: audit chain: {0}")]
+    Audit(#[from] juris_audit::AuditError),
 }
 
 /// A node whose listener is up.
@@ -57,6 +61,9 @@ pub struct RunningNode {
     pub postgres_address: SocketAddr,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
+    /// The audit writer thread; it ends (sealing its segment) once the
+    /// last session has dropped the sink.
+    audit: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -68,11 +75,18 @@ impl RunningNode {
     /// Wait until the node has drained and stopped.
     pub async fn wait(self) {
         let _ = self.done.await;
+        if let Some(thread) = self.audit {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
-/// Build the data plane's context from a validated deployment.
-pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeError> {
+/// Build the data plane's context from a validated deployment, with the
+/// given audit sink.
+pub fn build_context(
+    deployment: Arc<Deployment>,
+    audit_sink: Arc<dyn AuditSink>,
+) -> Result<ProxyContext, NodeError> {
     let server_tls = juris_tls::server_config(
         &deployment.node.tls.cert_file,
         &deployment.node.tls.key_file,
@@ -130,7 +144,7 @@ pub fn build_context(deployment: Arc<Deployment>) -> Result<ProxyContext, NodeEr
             limits,
         },
         masking,
-        audit: Arc::new(LogAuditSink),
+        audit: audit_sink,
         deployment,
     })
 }
@@ -180,7 +194,14 @@ fn build_masking(
 /// Start a node: bind its listener and serve until [`RunningNode::shutdown`].
 pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     let deployment = Arc::new(deployment);
-    let context = Arc::new(build_context(deployment.clone())?);
+    let (audit_sink, audit): (Arc<dyn AuditSink>, _) = match &deployment.node.data_dir {
+        Some(dir) => {
+            let (sink, thread) = audit::start(dir, &deployment.node.id, &deployment.node.region)?;
+            (sink, Some(thread))
+        }
+        None => (Arc::new(LogAuditSink), None),
+    };
+    let context = Arc::new(build_context(deployment.clone(), audit_sink)?);
     let address = deployment.node.listen.clone();
     let listener = TcpListener::bind(&address)
         .await
@@ -199,6 +220,7 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         postgres_address,
         shutdown,
         done,
+        audit,
     })
 }
 

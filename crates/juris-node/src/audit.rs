@@ -1,0 +1,106 @@
+//! The node's audit trail. Facts from the data plane (today: masking) are
+//! logged and appended to this node's hash-chained segments
+//! (`juris-audit`) under `node.data_dir/audit`, signed with the node key in
+//! `node.data_dir/node.key`.
+//!
+//! Appends fsync, so they do not happen on the data path: sessions only
+//! queue the event (bounded), and one thread writes the chain. When the
+//! node stops, the queue drains and the last segment is sealed.
+//! A full queue loses the event and says so in the log; refusing sessions
+//! that cannot be audited (strict mode) comes with the evidence work.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use juris_audit::{AuditEvent, ChainWriter, NodeKey, Timestamp, WriterConfig};
+use juris_proxy_pg::{AuditSink, LogAuditSink};
+use juris_types::audit::MaskingEvent;
+use tracing::{error, info, warn};
+
+/// Events waiting for the writer thread.
+const QUEUE: usize = 10_000;
+
+/// Logs every fact and queues it for the chain writer.
+pub struct ChainAuditSink {
+    queue: SyncSender<AuditEvent>,
+    lost: AtomicU64,
+}
+
+impl AuditSink for ChainAuditSink {
+    fn masking(&self, event: &MaskingEvent) {
+        LogAuditSink.masking(event);
+        match self.queue.try_send(event.into()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                error!(
+                    lost,
+                    "audit queue full: a masking event was not written to the audit chain"
+                );
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                error!(
+                    "audit writer has stopped: a masking event was not written to the audit chain"
+                );
+            }
+        }
+    }
+}
+
+/// Open the chain and start its writer thread.
+pub fn start(
+    data_dir: &Path,
+    node: &str,
+    region: &str,
+) -> Result<(Arc<ChainAuditSink>, JoinHandle<()>), juris_audit::AuditError> {
+    let key = NodeKey::load_or_generate(&data_dir.join("node.key"))?;
+    let now = Timestamp::from_system_time(std::time::SystemTime::now())?;
+    let (writer, recovery) = ChainWriter::open(
+        WriterConfig::new(data_dir.join("audit"), node, region),
+        key,
+        now,
+    )?;
+    info!(
+        next_seq = writer.next_seq(),
+        public_key = %writer.public_key_hex(),
+        recovered = ?recovery,
+        "audit chain open"
+    );
+    let (queue, events) = std::sync::mpsc::sync_channel(QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("juris-audit".into())
+        .spawn(move || write_events(writer, events))
+        .map_err(|e| juris_audit::AuditError::Io {
+            path: data_dir.to_path_buf(),
+            source: e,
+        })?;
+    Ok((
+        Arc::new(ChainAuditSink {
+            queue,
+            lost: AtomicU64::new(0),
+        }),
+        thread,
+    ))
+}
+
+fn write_events(mut writer: ChainWriter, events: Receiver<AuditEvent>) {
+    for event in events {
+        let now = match Timestamp::from_system_time(std::time::SystemTime::now()) {
+            Ok(now) => now,
+            Err(e) => {
+                error!("audit clock: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = writer.append(now, event) {
+            error!("audit chain append failed: {e}");
+        }
+    }
+    match writer.close() {
+        Ok(seal) => info!(sealed = ?seal.map(|s| s.segment), "audit chain closed"),
+        Err(e) => warn!("audit chain close failed: {e}"),
+    }
+}
