@@ -93,7 +93,10 @@ impl Seal {
             ("signature", &seal.signature),
         ];
         for (what, value) in hex_fields {
-            if !value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if !value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return Err(AuditError::Invalid {
                     what,
                     value: value.clone(),
