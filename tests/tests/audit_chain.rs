@@ -1,4 +1,5 @@
-//! Masking facts reach the node's hash-chained audit trail: a real node
+//! Session facts (start, authentication, refusals, masking, end) reach the
+//! node's hash-chained audit trail: a real node
 //! with `node.data_dir`, a masked query through it, a graceful stop (which
 //! seals the segment), then `juris audit export` and `juris audit verify`
 //! on what it wrote. The chain holds the fact, never the cleartext.
@@ -58,6 +59,14 @@ async fn masking_events_are_chained_sealed_and_verify_offline() -> anyhow::Resul
         })
         .collect();
     assert_eq!(shown.len(), 5);
+    let refused = client
+        .simple_query("delete from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(common::db_error(&refused).unwrap().0, "42501");
+    // A forged token: refused, and recorded without the token.
+    let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJtYWxsb3J5In0.";
+    assert!(env.client(forged).await.is_err());
     for value in &cleartext {
         assert!(
             !shown.iter().any(|s| s.contains(value.as_str())),
@@ -86,6 +95,27 @@ async fn masking_events_are_chained_sealed_and_verify_offline() -> anyhow::Resul
     assert!(segments.contains("\"type\":\"masking\""), "{segments}");
     assert!(segments.contains("public.customers.ssn"), "{segments}");
     assert!(segments.contains("\"detector\":\"card\""), "{segments}");
+    for kind in [
+        "session_start",
+        "auth_success",
+        "auth_failure",
+        "policy_refusal",
+        "session_end",
+    ] {
+        assert!(
+            segments.contains(&format!("\"type\":\"{kind}\"")),
+            "no {kind} in {segments}"
+        );
+    }
+    assert!(segments.contains("delete from customers"), "{segments}");
+    assert!(
+        !segments.contains(forged),
+        "the token reached the audit chain"
+    );
+    assert!(
+        !segments.contains(&token),
+        "the token reached the audit chain"
+    );
     for value in &cleartext {
         assert!(
             !segments.contains(value.as_str()),

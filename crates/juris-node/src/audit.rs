@@ -1,5 +1,5 @@
-//! The node's audit trail. Facts from the data plane (today: masking) are
-//! logged and appended to this node's hash-chained segments
+//! The node's audit trail. Facts from the data plane (session start and
+//! end, authentication, refusals, masking) are appended to this node's hash-chained segments
 //! (`juris-audit`) under `node.data_dir/audit`, signed with the node key in
 //! `node.data_dir/node.key`.
 //!
@@ -32,7 +32,11 @@ pub struct ChainAuditSink {
 impl AuditSink for ChainAuditSink {
     fn masking(&self, event: &MaskingEvent) {
         LogAuditSink.masking(event);
-        match self.queue.try_send(event.into()) {
+        self.record(event.into());
+    }
+
+    fn record(&self, event: AuditEvent) {
+        match self.queue.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;

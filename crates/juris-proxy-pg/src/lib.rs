@@ -65,6 +65,8 @@ pub trait Authenticator: Send + Sync {
 pub trait AuditSink: Send + Sync {
     /// What masking did to one statement's output.
     fn masking(&self, event: &MaskingEvent);
+    /// Any other fact: session start and end, authentication, refusals.
+    fn record(&self, event: juris_audit::AuditEvent);
 }
 
 /// Audit facts as structured log lines (target `juris::audit`).
@@ -90,6 +92,9 @@ impl AuditSink for LogAuditSink {
             "masked statement output"
         );
     }
+
+    // The session's own log lines already say these; nothing to add.
+    fn record(&self, _event: juris_audit::AuditEvent) {}
 }
 
 /// A connection's compiled masking policy and its catalog cache.

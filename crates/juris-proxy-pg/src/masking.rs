@@ -675,6 +675,8 @@ mod tests {
         fn masking(&self, event: &MaskingEvent) {
             self.0.lock().unwrap().push(event.clone());
         }
+
+        fn record(&self, _event: juris_audit::AuditEvent) {}
     }
 
     const SSN: &str = "123-45-6789";

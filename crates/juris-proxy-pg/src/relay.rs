@@ -30,12 +30,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use juris_config::EffectiveRole;
 use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage, Target};
 use juris_policy::{CopyDataFormat, CopyOut, Decision};
-use juris_types::{AccessLevel, Principal, StatementClass};
+use juris_types::{AccessLevel, Principal, SessionId, StatementClass};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -55,6 +55,7 @@ const MARKER_PREFIX: &str = "juris_denied_";
 /// Who the session is for and what it may do.
 #[derive(Debug)]
 pub struct SessionInfo {
+    pub session: SessionId,
     pub principal: Principal,
     pub connection: String,
     pub role: EffectiveRole,
@@ -85,6 +86,21 @@ pub enum Ending {
     /// Masking could not be done safely, so the session was ended.
     MaskingFailed(String),
     Io(String),
+}
+
+impl Ending {
+    /// Plain words for the audit trail.
+    pub fn describe(&self) -> String {
+        match self {
+            Ending::ClientTerminated => "client terminated".into(),
+            Ending::ClientClosed => "client closed the connection".into(),
+            Ending::UpstreamClosed => "upstream closed the connection".into(),
+            Ending::ShutDown => "node shutdown".into(),
+            Ending::ProtocolViolation(reason) => format!("protocol violation: {reason}"),
+            Ending::MaskingFailed(reason) => format!("masking failed: {reason}"),
+            Ending::Io(reason) => format!("I/O error: {reason}"),
+        }
+    }
 }
 
 /// A denial waiting for its marker error to come back.
@@ -233,14 +249,15 @@ impl Splice {
     }
 }
 
-/// Relay until one side ends or the node terminates the session.
+/// Relay until one side ends or the node terminates the session. Returns
+/// how it ended and how many SQL-carrying messages the client sent.
 pub async fn run(
     ctx: &ProxyContext,
     client: TlsStream<TcpStream>,
     upstream: Upstream,
     info: SessionInfo,
     terminate: CancellationToken,
-) -> Ending {
+) -> (Ending, u64) {
     let Upstream {
         stream: upstream_stream,
         leftover: upstream_leftover,
@@ -255,6 +272,7 @@ pub async fn run(
     };
     let (end_tx, end_rx) = oneshot::channel::<(&'static str, String)>();
     let SessionInfo {
+        session,
         principal: _,
         connection,
         role,
@@ -263,11 +281,14 @@ pub async fn run(
         catalog,
     } = info;
     let expected = Expected::default();
+    let statements = AtomicU64::new(0);
     let client_side = ClientSide {
         role: &role,
         connection: &connection,
         masking: masking.is_some(),
         catalog: catalog.as_deref(),
+        session: session.to_string(),
+        statements: &statements,
     };
 
     // The two directions borrow the halves; the block ends those borrows so
@@ -322,7 +343,7 @@ pub async fn run(
     let _ = upstream_wr.write_all(&terminate_message).await;
     let _ = upstream_wr.shutdown().await;
     let _ = client_wr.shutdown().await;
-    ending
+    (ending, statements.load(Ordering::Relaxed))
 }
 
 /// What the client direction needs to know about the session.
@@ -332,6 +353,9 @@ struct ClientSide<'a> {
     /// Results are masked: describe before Execute, track COPY, refuse binary COPY.
     masking: bool,
     catalog: Option<&'a Catalog>,
+    session: String,
+    /// SQL-carrying messages sent, for the session's audit record.
+    statements: &'a AtomicU64,
 }
 
 /// COPY TO statements by prepared statement and by portal, so that an
@@ -380,6 +404,7 @@ where
             let just_described = described_portal.take();
             match tag {
                 b'Q' | b'P' | b'F' => {
+                    side.statements.fetch_add(1, Ordering::Relaxed);
                     let frame = Frame {
                         tag,
                         body: bytes::Bytes::copy_from_slice(body),
@@ -423,6 +448,8 @@ where
                         let sequence = next_sequence;
                         next_sequence += 1;
                         info!(refusal = %refusal.reason(), "statement denied");
+                        ctx.audit
+                            .record(refusal_event(&side.session, refusal, &frame));
                         denials.push(Denial {
                             sequence,
                             batch: batches_sent,
@@ -531,6 +558,27 @@ fn describe_target(body: &[u8]) -> Option<(Target, String)> {
         _ => return None,
     };
     Some((target, statement_name(name)))
+}
+
+/// The audit record of a refused statement.
+fn refusal_event(session: &str, refusal: &Refusal, frame: &Frame) -> juris_audit::AuditEvent {
+    let text = match FrontendMessage::decode(frame) {
+        Ok(FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. }) => sql,
+        _ => "(fast-path function call)".into(),
+    };
+    let class = match refusal {
+        Refusal::Role { class, .. } => *class,
+        Refusal::BinaryCopy => StatementClass::Read,
+        Refusal::FastPathMasked => StatementClass::Administration,
+    };
+    juris_audit::AuditEvent::PolicyRefusal(juris_audit::event::PolicyRefusal {
+        session: session.to_string(),
+        fingerprint: juris_policy::fingerprint(&text).unwrap_or_default(),
+        text,
+        class,
+        reason: refusal.reason(),
+        sqlstate: "42501".into(),
+    })
 }
 
 /// Why a statement is refused before it reaches the upstream.

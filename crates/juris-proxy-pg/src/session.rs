@@ -19,6 +19,8 @@ use crate::masking::{SessionLabels, SessionMasking};
 use crate::relay::{self, SessionInfo};
 use crate::upstream::UpstreamTarget;
 use crate::{PRE_AUTH_LIMITS, ProxyContext};
+use juris_audit::AuditEvent;
+use juris_audit::event::{AuthFailure, AuthSuccess, ConnectionRefusal, SessionEnd, SessionStart};
 
 /// Startup parameters passed on to the upstream. Anything else is dropped:
 /// parameters such as `role`, `session_authorization` or `options` would
@@ -51,7 +53,12 @@ pub async fn serve_connection(
     let span = tracing::info_span!("session", id = %session_id, %peer, principal = tracing::field::Empty, connection = tracing::field::Empty);
     async move {
         let _ = tcp.set_nodelay(true);
-        let accepted = tokio::time::timeout(ctx.settings.auth_timeout, accept(&ctx, tcp, session_id)).await;
+        let started = std::time::Instant::now();
+        let accepted = tokio::time::timeout(
+            ctx.settings.auth_timeout,
+            accept(&ctx, tcp, session_id, peer),
+        )
+        .await;
         let accepted = match accepted {
             Err(_) => {
                 info!("handshake did not finish within the authentication timeout");
@@ -63,8 +70,15 @@ pub async fn serve_connection(
         tracing::Span::current().record("principal", accepted.info.principal.name());
         tracing::Span::current().record("connection", accepted.info.connection.as_str());
         info!(role = %accepted.info.role.role, level = %accepted.info.role.level, "session started");
-        let ending = relay::run(&ctx, accepted.client, accepted.upstream, accepted.info, terminate).await;
+        let (ending, statements) =
+            relay::run(&ctx, accepted.client, accepted.upstream, accepted.info, terminate).await;
         info!(?ending, "session ended");
+        ctx.audit.record(AuditEvent::SessionEnd(SessionEnd {
+            session: session_id.to_string(),
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            statements,
+            reason: ending.describe(),
+        }));
     }
     .instrument(span)
     .await
@@ -83,6 +97,7 @@ async fn accept(
     ctx: &Arc<ProxyContext>,
     mut tcp: TcpStream,
     session_id: SessionId,
+    peer: SocketAddr,
 ) -> Option<Accepted> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
@@ -152,7 +167,7 @@ async fn accept(
             }
         }
     };
-    authenticate(ctx, tls, buf, session_id).await
+    authenticate(ctx, tls, buf, session_id, peer).await
 }
 
 async fn authenticate(
@@ -160,6 +175,7 @@ async fn authenticate(
     mut client: TlsStream<TcpStream>,
     mut buf: BytesMut,
     session_id: SessionId,
+    peer: SocketAddr,
 ) -> Option<Accepted> {
     buf.clear();
     let parameters = match read_startup(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
@@ -217,6 +233,23 @@ async fn authenticate(
         return None;
     }
     let connection = parameter("database").unwrap_or(user).to_string();
+    let session = session_id.to_string();
+    ctx.audit.record(AuditEvent::SessionStart(SessionStart {
+        session: session.clone(),
+        connection: connection.clone(),
+        client: peer.to_string(),
+        protocol: "postgres".into(),
+    }));
+    let refuse = |reason: String| {
+        ctx.audit
+            .record(AuditEvent::ConnectionRefusal(ConnectionRefusal {
+                session: session.clone(),
+                connection: connection.clone(),
+                client: peer.to_string(),
+                reason,
+                owning_region: None,
+            }));
+    };
 
     send(
         &mut client,
@@ -267,6 +300,12 @@ async fn authenticate(
         Ok(principal) => principal,
         Err(reason) => {
             info!(user, %connection, %reason, "authentication failed");
+            ctx.audit.record(AuditEvent::AuthFailure(AuthFailure {
+                session: session.clone(),
+                connection: connection.clone(),
+                client: peer.to_string(),
+                reason: reason.clone(),
+            }));
             let _ = send_fatal(
                 &mut client,
                 "28000",
@@ -280,6 +319,7 @@ async fn authenticate(
 
     let Some(target) = ctx.targets.get(&connection).cloned() else {
         info!(principal = principal.name(), %connection, "unknown connection");
+        refuse("unknown connection".into());
         let _ = send_fatal(
             &mut client,
             "3D000",
@@ -293,6 +333,10 @@ async fn authenticate(
         .effective_role(&principal.groups, &connection)
     else {
         info!(principal = principal.name(), %connection, "no role on connection");
+        refuse(format!(
+            "{} holds no role on the connection",
+            principal.name()
+        ));
         let _ = send_fatal(
             &mut client,
             "42501",
@@ -319,6 +363,7 @@ async fn authenticate(
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => {
             warn!(%connection, error = ?e, "upstream unavailable");
+            refuse(format!("upstream unavailable: {e}"));
             let _ = send_fatal(
                 &mut client,
                 "08006",
@@ -329,6 +374,7 @@ async fn authenticate(
         }
         Err(_) => {
             warn!(%connection, "upstream did not answer in time");
+            refuse("upstream did not answer in time".into());
             let _ = send_fatal(
                 &mut client,
                 "08006",
@@ -364,6 +410,14 @@ async fn authenticate(
     client.write_all(&greeting).await.ok()?;
     client.flush().await.ok()?;
 
+    ctx.audit.record(AuditEvent::AuthSuccess(AuthSuccess {
+        session: session.clone(),
+        principal: principal.name().to_string(),
+        subject: principal.subject.clone(),
+        groups: principal.groups.clone(),
+        connection: connection.clone(),
+        level: role.level.to_string(),
+    }));
     let exempt = ctx
         .deployment
         .masking_exempt(&principal.groups, &connection);
@@ -393,6 +447,7 @@ async fn authenticate(
             _cancel: registration,
         },
         info: SessionInfo {
+            session: session_id,
             principal,
             connection,
             role,
