@@ -332,6 +332,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
     }
 
     println!("{}", table(&workloads, &results, &failures, &options));
+    // For investigating stalls: the node's whole log, on request.
+    if let Some(path) = std::env::var_os("PGBENCH_COMPARE_NODE_LOG") {
+        std::fs::write(&path, gateway.log())
+            .with_context(|| format!("cannot write {}", Path::new(&path).display()))?;
+    }
     drop(gateway);
     drop(bouncer);
     drop(pg);
