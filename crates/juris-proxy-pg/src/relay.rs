@@ -413,10 +413,10 @@ where
                         Ok(verdict) => verdict,
                         Err(reason) => return Ending::ProtocolViolation(reason),
                     };
-                    if verdict.ddl {
-                        if let Some(catalog) = side.catalog {
-                            catalog.invalidate();
-                        }
+                    if verdict.ddl
+                        && let Some(catalog) = side.catalog
+                    {
+                        catalog.invalidate();
                         expected.ddl_pending.store(true, Ordering::Release);
                     }
                     if side.masking {
@@ -799,9 +799,9 @@ where
                     Expected::retire(&side.expected.copies, batches_completed);
                 }
                 // Once the DDL's transaction is over, its catalog changes are visible.
-                if frame.get(5) == Some(&b'I')
+                if let Some(catalog) = side.catalog
+                    && frame.get(5) == Some(&b'I')
                     && side.expected.ddl_pending.swap(false, Ordering::AcqRel)
-                    && let Some(catalog) = side.catalog
                 {
                     catalog.invalidate();
                 }

@@ -118,18 +118,23 @@ impl Builtins {
         let table = &self.table;
         let mut i = 0;
         while let Some(k) = next_trigger(v, i, table) {
-            let next = match table[usize::from(v[k])] {
-                K_DIGIT => numeric::on_digit(&mut st, k),
-                K_UPPER => text::on_upper(&mut st, k),
-                K_LOWER_B => text::on_lower_b(&mut st, k),
-                K_AT => text::on_at(&mut st, k),
-                K_PLUS => numeric::on_plus(&mut st, k),
-                K_PAREN => numeric::on_paren(&mut st, k),
-                K_COLON => text::on_colon(&mut st, k),
-                _ => k + 1,
-            };
-            i = next.max(k + 1);
+            i = dispatch(&mut st, table[usize::from(v[k])], k).max(k + 1);
         }
+    }
+}
+
+/// Hand the trigger byte at `k` (of byte class `kind`) to its detectors;
+/// returns where scanning resumes.
+fn dispatch(st: &mut State<'_, '_>, kind: u8, k: usize) -> usize {
+    match kind {
+        K_DIGIT => numeric::on_digit(st, k),
+        K_UPPER => text::on_upper(st, k),
+        K_LOWER_B => text::on_lower_b(st, k),
+        K_AT => text::on_at(st, k),
+        K_PLUS => numeric::on_plus(st, k),
+        K_PAREN => numeric::on_paren(st, k),
+        K_COLON => text::on_colon(st, k),
+        _ => k + 1,
     }
 }
 
@@ -399,17 +404,7 @@ pub(crate) mod tests {
         };
         let mut i = 0;
         while let Some(k) = (i..v.len()).find(|&k| b.table[usize::from(v[k])] != 0) {
-            let next = match b.table[usize::from(v[k])] {
-                K_DIGIT => numeric::on_digit(&mut st, k),
-                K_UPPER => text::on_upper(&mut st, k),
-                K_LOWER_B => text::on_lower_b(&mut st, k),
-                K_AT => text::on_at(&mut st, k),
-                K_PLUS => numeric::on_plus(&mut st, k),
-                K_PAREN => numeric::on_paren(&mut st, k),
-                K_COLON => text::on_colon(&mut st, k),
-                _ => k + 1,
-            };
-            i = next.max(k + 1);
+            i = dispatch(&mut st, b.table[usize::from(v[k])], k).max(k + 1);
         }
         spans
     }
