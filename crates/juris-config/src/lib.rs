@@ -99,6 +99,63 @@ pub struct NodeConfig {
     /// signing key (`node.key`). Without it, audit facts only go to the log.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// Membership in the region's Raft group (the control plane: JIT grants,
+    /// command approvals). Without it the node runs alone: standing roles
+    /// work, roles with `access = "jit"` are refused with a clear message.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// This node's place in its region's control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Raft id, unique within the region, at least 1.
+    pub raft_id: u64,
+    /// Node-to-node Raft transport (mutual TLS), e.g. `10.0.0.5:7401`.
+    pub listen: String,
+    /// Address peers dial; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Control API for the CLI (TLS with `node.tls`, the caller's OIDC token).
+    pub control_listen: String,
+    /// The group's initial voters. The member with the lowest id
+    /// initializes the group once; later changes go through
+    /// `juris cluster add-learner` / `change-membership`.
+    #[serde(default, rename = "member")]
+    pub members: Vec<ClusterMember>,
+    /// Certificates for the node-to-node transport: this node's certificate
+    /// and key, and the CA that signs every node of the region.
+    pub tls: PeerTlsConfig,
+    /// IdP groups allowed to manage membership through the control API.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// How long a node may go without hearing from a leader before it
+    /// refuses new sessions that depend on grants, and approvals.
+    #[serde(default = "defaults::lease_bound", with = "duration_text")]
+    pub lease_bound: std::time::Duration,
+}
+
+/// One initial voter of the region's Raft group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMember {
+    pub id: u64,
+    /// Its Raft transport address (`host:port`).
+    pub address: String,
+    /// Its control API address (`host:port`), so the CLI and followers can
+    /// name the leader's endpoint.
+    #[serde(default)]
+    pub control: Option<String>,
+}
+
+/// PEM files for mutual TLS between the nodes of a region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 /// PEM files for a TLS server.
@@ -288,9 +345,48 @@ pub struct RoleConfig {
     /// Connection names, or `"*"` for all.
     pub connections: Vec<String>,
     pub level: AccessLevel,
+    /// `standing` (default): the groups hold the role whenever they connect.
+    /// `jit`: the groups may *request* the role; they hold it only while a
+    /// grant approved by reviewers is active.
+    #[serde(default)]
+    pub access: RoleAccess,
+    /// Who reviews requests for a `jit` role, and the bounds of a grant.
+    #[serde(default)]
+    pub review: Option<AccessReviewConfig>,
+}
+
+/// How a role is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleAccess {
+    #[default]
+    Standing,
+    Jit,
+}
+
+/// Review rule of a `jit` role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessReviewConfig {
+    /// IdP groups whose members may approve or deny (never the requester).
+    pub reviewers: Vec<String>,
+    /// Approvals needed before the grant exists.
+    #[serde(default = "defaults::approvals")]
+    pub approvals: u32,
+    /// Longest grant a request may ask for, e.g. `"8h"`.
+    #[serde(default = "defaults::max_grant", with = "duration_text")]
+    pub max_duration: std::time::Duration,
+    /// How long a request waits for reviews before it expires.
+    #[serde(default = "defaults::request_ttl", with = "duration_text")]
+    pub request_ttl: std::time::Duration,
 }
 
 impl RoleConfig {
+    /// Whether a principal in `groups` is eligible for this role on `connection`.
+    pub fn applies_to(&self, groups: &[String], connection: &str) -> bool {
+        self.covers(connection) && self.groups.iter().any(|g| groups.contains(g))
+    }
+
     fn covers(&self, connection: &str) -> bool {
         self.connections.iter().any(|c| c == "*" || c == connection)
     }
@@ -301,6 +397,25 @@ impl RoleConfig {
 pub struct EffectiveRole {
     pub role: String,
     pub level: AccessLevel,
+}
+
+/// Durations written the way people say them: `"90s"`, `"15m"`, `"8h"`, `"1h 30m"`.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like \"90s\", \"15m\" or \"8h\" ({e})"
+            ))
+        })
+    }
 }
 
 mod defaults {
@@ -324,6 +439,18 @@ mod defaults {
     }
     pub fn algorithms() -> Vec<String> {
         vec!["RS256".into(), "ES256".into()]
+    }
+    pub fn lease_bound() -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+    pub fn approvals() -> u32 {
+        1
+    }
+    pub fn max_grant() -> std::time::Duration {
+        std::time::Duration::from_secs(8 * 3600)
+    }
+    pub fn request_ttl() -> std::time::Duration {
+        std::time::Duration::from_secs(24 * 3600)
     }
     pub fn leeway_secs() -> u64 {
         30
@@ -528,6 +655,8 @@ impl Deployment {
                 );
             }
         }
+        self.cluster_problems(&mut problem);
+        self.role_review_problems(&mut problem);
         for (i, r) in self.roles.iter().enumerate() {
             if r.groups.is_empty() {
                 problem(
@@ -570,16 +699,133 @@ impl Deployment {
             })
     }
 
-    /// The most powerful role that one of `groups` holds on `connection`.
+    /// The most powerful *standing* role that one of `groups` holds on
+    /// `connection` (a `jit` role counts only with an active grant; see
+    /// [`Deployment::jit_roles`]).
     pub fn effective_role(&self, groups: &[String], connection: &str) -> Option<EffectiveRole> {
         self.roles
             .iter()
-            .filter(|r| r.covers(connection) && r.groups.iter().any(|g| groups.contains(g)))
+            .filter(|r| r.access == RoleAccess::Standing && r.applies_to(groups, connection))
             .max_by_key(|r| r.level)
             .map(|r| EffectiveRole {
                 role: r.name.clone(),
                 level: r.level,
             })
+    }
+}
+
+impl Deployment {
+    /// The `jit` roles a principal in `groups` may request on `connection`.
+    pub fn jit_roles<'a>(
+        &'a self,
+        groups: &'a [String],
+        connection: &'a str,
+    ) -> impl Iterator<Item = &'a RoleConfig> + 'a {
+        self.roles
+            .iter()
+            .filter(move |r| r.access == RoleAccess::Jit && r.applies_to(groups, connection))
+    }
+
+    /// The role called `name`, if declared.
+    pub fn role(&self, name: &str) -> Option<&RoleConfig> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    fn cluster_problems(&self, problem: &mut impl FnMut(String, String)) {
+        let Some(cluster) = &self.node.cluster else {
+            return;
+        };
+        if cluster.raft_id == 0 {
+            problem("node.cluster.raft_id".into(), "must be at least 1".into());
+        }
+        for (key, value) in [
+            ("listen", Some(&cluster.listen)),
+            ("control_listen", Some(&cluster.control_listen)),
+        ] {
+            if let Some(value) = value
+                && value.parse::<std::net::SocketAddr>().is_err()
+            {
+                problem(
+                    format!("node.cluster.{key}"),
+                    format!("`{value}` is not an address like 127.0.0.1:7401"),
+                );
+            }
+        }
+        if self.node.data_dir.is_none() {
+            problem(
+                "node.data_dir".into(),
+                "is required with [node.cluster] (the Raft log lives there)".into(),
+            );
+        }
+        let mut ids = HashSet::new();
+        for (i, m) in cluster.members.iter().enumerate() {
+            if m.id == 0 {
+                problem(
+                    format!("node.cluster.member[{i}].id"),
+                    "must be at least 1".into(),
+                );
+            }
+            if !ids.insert(m.id) {
+                problem(
+                    format!("node.cluster.member[{i}].id"),
+                    format!("id {} is declared twice", m.id),
+                );
+            }
+            if m.address.trim().is_empty() {
+                problem(
+                    format!("node.cluster.member[{i}].address"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        if cluster.lease_bound.is_zero() {
+            problem(
+                "node.cluster.lease_bound".into(),
+                "must be longer than 0s".into(),
+            );
+        }
+    }
+
+    fn role_review_problems(&self, problem: &mut impl FnMut(String, String)) {
+        for (i, r) in self.roles.iter().enumerate() {
+            match (&r.access, &r.review) {
+                (RoleAccess::Jit, None) => problem(
+                    format!("role[{i}].review"),
+                    "a role with access = \"jit\" needs [role.review] with reviewers".into(),
+                ),
+                (RoleAccess::Standing, Some(_)) => problem(
+                    format!("role[{i}].review"),
+                    "only roles with access = \"jit\" are reviewed".into(),
+                ),
+                (RoleAccess::Jit, Some(review)) => {
+                    if review.reviewers.is_empty() {
+                        problem(
+                            format!("role[{i}].review.reviewers"),
+                            "must name at least one group".into(),
+                        );
+                    }
+                    if review.approvals == 0 {
+                        problem(
+                            format!("role[{i}].review.approvals"),
+                            "must be at least 1".into(),
+                        );
+                    }
+                    if review.max_duration.is_zero() {
+                        problem(
+                            format!("role[{i}].review.max_duration"),
+                            "must be longer than 0s".into(),
+                        );
+                    }
+                    if review.request_ttl.is_zero() {
+                        problem(
+                            format!("role[{i}].review.request_ttl"),
+                            "must be longer than 0s".into(),
+                        );
+                    }
+                }
+                (RoleAccess::Standing, None) => {}
+            }
+        }
     }
 }
 
@@ -776,5 +1022,63 @@ level = "admin"
         );
         assert!(!format!("{file_ref:?}").contains("s3cret"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn jit_roles_are_requestable_not_standing() {
+        let text = format!(
+            "{GOOD}\n[[role]]\nname = \"oncall-write\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\nreview = {{ reviewers = [\"dba\"], approvals = 2, max_duration = \"4h\" }}\n"
+        );
+        let d = Deployment::from_toml("t.toml", &text).unwrap();
+        d.validate("t.toml").unwrap();
+        let analysts = vec!["analysts".to_string()];
+        // The standing role still decides; the jit role does not count by itself.
+        assert_eq!(
+            d.effective_role(&analysts, "billing").unwrap().level,
+            AccessLevel::Read
+        );
+        let jit: Vec<_> = d.jit_roles(&analysts, "billing").collect();
+        assert_eq!(jit.len(), 1);
+        let review = jit[0].review.as_ref().unwrap();
+        assert_eq!(review.approvals, 2);
+        assert_eq!(review.max_duration, std::time::Duration::from_secs(4 * 3600));
+        assert_eq!(review.request_ttl, std::time::Duration::from_secs(24 * 3600));
+        assert_eq!(d.jit_roles(&["dba".to_string()], "billing").count(), 0);
+    }
+
+    #[test]
+    fn jit_and_cluster_mistakes_are_reported_by_key() {
+        let text = format!(
+            "{GOOD}\n[[role]]\nname = \"w\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\n\n[[role]]\nname = \"z\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\nreview = {{ reviewers = [], approvals = 0 }}\n"
+        )
+        .replace(
+            "tls = { cert_file = \"server.pem\", key_file = \"server.key\" }",
+            "tls = { cert_file = \"server.pem\", key_file = \"server.key\" }\ncluster = { raft_id = 0, listen = \"nowhere\", control_listen = \"127.0.0.1:7501\", tls = { cert_file = \"a\", key_file = \"b\", ca_file = \"c\" }, member = [{ id = 1, address = \"127.0.0.1:7401\" }, { id = 1, address = \"127.0.0.2:7401\" }] }",
+        );
+        let d = Deployment::from_toml("t.toml", &text).unwrap();
+        let ConfigError::Invalid { problems, .. } = d.validate("t.toml").unwrap_err() else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "node.cluster.raft_id",
+            "node.cluster.listen",
+            "node.data_dir",
+            "node.cluster.member[1].id",
+            "role[2].review",
+            "role[3].review.reviewers",
+            "role[3].review.approvals",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_value() {
+        let text = format!(
+            "{GOOD}\n[[role]]\nname = \"w\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\nreview = {{ reviewers = [\"dba\"], max_duration = \"forever\" }}\n"
+        );
+        let err = Deployment::from_toml("t.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("`forever` is not a duration"), "{err}");
     }
 }

@@ -84,6 +84,8 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
         groups: vec![group.into()],
         connections: vec![CONNECTION.into()],
         level,
+        access: Default::default(),
+        review: None,
     };
     Deployment {
         node: NodeConfig {
@@ -100,6 +102,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             max_message_bytes: 256 * 1024 * 1024,
             masking_catalog_ttl_ms: 1000,
             data_dir: Some(dir.join("data")),
+            cluster: None,
         },
         identity: IdentityConfig {
             issuer: issuer.into(),
