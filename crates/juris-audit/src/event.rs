@@ -191,6 +191,12 @@ pub struct AuthSuccess {
     pub connection: String,
     /// The access level granted for the session (`read`, `write`, `admin`).
     pub level: String,
+    /// The role that gives that level.
+    #[serde(default)]
+    pub role: String,
+    /// The just-in-time grant the session rides on (e.g. `g-7`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

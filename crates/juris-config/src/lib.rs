@@ -1041,8 +1041,14 @@ level = "admin"
         assert_eq!(jit.len(), 1);
         let review = jit[0].review.as_ref().unwrap();
         assert_eq!(review.approvals, 2);
-        assert_eq!(review.max_duration, std::time::Duration::from_secs(4 * 3600));
-        assert_eq!(review.request_ttl, std::time::Duration::from_secs(24 * 3600));
+        assert_eq!(
+            review.max_duration,
+            std::time::Duration::from_secs(4 * 3600)
+        );
+        assert_eq!(
+            review.request_ttl,
+            std::time::Duration::from_secs(24 * 3600)
+        );
         assert_eq!(d.jit_roles(&["dba".to_string()], "billing").count(), 0);
     }
 
@@ -1078,7 +1084,9 @@ level = "admin"
         let text = format!(
             "{GOOD}\n[[role]]\nname = \"w\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\nreview = {{ reviewers = [\"dba\"], max_duration = \"forever\" }}\n"
         );
-        let err = Deployment::from_toml("t.toml", &text).unwrap_err().to_string();
+        let err = Deployment::from_toml("t.toml", &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`forever` is not a duration"), "{err}");
     }
 }

@@ -134,6 +134,7 @@ pub fn build_context(
     let masking = build_masking(&deployment, &targets, limits)?;
     let authenticator = OidcAuthenticator::new(&deployment.identity)?;
     Ok(ProxyContext {
+        grants: None,
         targets,
         tls: TlsAcceptor::from(server_tls),
         authenticator: Arc::new(authenticator),

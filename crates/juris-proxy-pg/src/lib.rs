@@ -60,6 +60,36 @@ pub trait Authenticator: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<Principal, String>> + Send + 'a>>;
 }
 
+/// A grant that lets a principal hold a `jit` role on a connection now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveGrant {
+    /// As users type it, e.g. `g-7`.
+    pub id: String,
+    /// Unix milliseconds at which the grant ends unless revoked earlier.
+    pub expires_at_ms: u64,
+}
+
+/// What the control plane says about one principal, role and connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantLookup {
+    Active(ActiveGrant),
+    /// No grant is active (none requested, not yet approved, expired, revoked).
+    NoGrant,
+    /// This node cannot vouch for grants now (no leader for longer than the
+    /// lease bound, no control plane configured); the reason is for the client.
+    Unavailable(String),
+}
+
+/// The region's just-in-time grants, as this node's applied state has them.
+/// Answers come from local state: no network round trip per session.
+pub trait GrantAuthority: Send + Sync {
+    /// The grant through which `principal` may hold `role` on `connection`.
+    fn lookup(&self, principal: &Principal, connection: &str, role: &str) -> GrantLookup;
+    /// Resolves, with the text of a FATAL for the client, once `grant`
+    /// stops being active (expiry or revocation).
+    fn ended(&self, grant: &ActiveGrant) -> Pin<Box<dyn Future<Output = String> + Send>>;
+}
+
 /// Where the data plane reports audit facts. The evidence layer persists
 /// them; [`LogAuditSink`] writes them to the node's log.
 pub trait AuditSink: Send + Sync {
@@ -147,4 +177,6 @@ pub struct ProxyContext {
     /// Masking by connection name; absent for connections without rules.
     pub masking: HashMap<String, ConnectionMasking>,
     pub audit: Arc<dyn AuditSink>,
+    /// Grants for `jit` roles; `None` when the node has no control plane.
+    pub grants: Option<Arc<dyn GrantAuthority>>,
 }

@@ -25,6 +25,8 @@
 //! a read in which something was replaced is copied.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -65,6 +67,8 @@ pub struct SessionInfo {
     pub masking: Option<SessionMasking>,
     /// The connection's catalog cache, told when the session runs DDL.
     pub catalog: Option<Arc<Catalog>>,
+    /// Resolves with the reason once the grant the session rides on ends.
+    pub grant_ended: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
 }
 
 /// The authenticated upstream half of a session.
@@ -75,6 +79,39 @@ pub struct Upstream {
     pub _cancel: CancelRegistration,
 }
 
+/// Bytes moved by a session, in each direction, as plaintext PostgreSQL
+/// protocol. Logged when the session ends: when a client reports a hang,
+/// these say on which side the conversation stopped.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub from_client: AtomicU64,
+    pub to_upstream: AtomicU64,
+    pub from_upstream: AtomicU64,
+    pub to_client: AtomicU64,
+    /// Tag of the last message forwarded each way (0 before the first).
+    pub last_to_upstream: std::sync::atomic::AtomicU8,
+    pub last_to_client: std::sync::atomic::AtomicU8,
+}
+
+impl std::fmt::Display for Traffic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = |t: &std::sync::atomic::AtomicU8| match t.load(Ordering::Relaxed) {
+            0 => '-',
+            t => t as char,
+        };
+        write!(
+            f,
+            "client→gateway {} B, gateway→upstream {} B (last '{}'), upstream→gateway {} B, gateway→client {} B (last '{}')",
+            self.from_client.load(Ordering::Relaxed),
+            self.to_upstream.load(Ordering::Relaxed),
+            tag(&self.last_to_upstream),
+            self.from_upstream.load(Ordering::Relaxed),
+            self.to_client.load(Ordering::Relaxed),
+            tag(&self.last_to_client),
+        )
+    }
+}
+
 /// How a session ended.
 #[derive(Debug)]
 pub enum Ending {
@@ -82,6 +119,8 @@ pub enum Ending {
     ClientClosed,
     UpstreamClosed,
     ShutDown,
+    /// The grant the session depended on expired or was revoked.
+    GrantEnded(String),
     ProtocolViolation(String),
     /// Masking could not be done safely, so the session was ended.
     MaskingFailed(String),
@@ -96,6 +135,7 @@ impl Ending {
             Ending::ClientClosed => "client closed the connection".into(),
             Ending::UpstreamClosed => "upstream closed the connection".into(),
             Ending::ShutDown => "node shutdown".into(),
+            Ending::GrantEnded(reason) => reason.clone(),
             Ending::ProtocolViolation(reason) => format!("protocol violation: {reason}"),
             Ending::MaskingFailed(reason) => format!("masking failed: {reason}"),
             Ending::Io(reason) => format!("I/O error: {reason}"),
@@ -233,14 +273,16 @@ impl Splice {
         out: &mut W,
         buf: &[u8],
         upto: usize,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<usize> {
         let result = if self.assembled {
             self.out.extend_from_slice(&buf[self.from..upto]);
-            out.write_all(&self.out).await
+            out.write_all(&self.out).await.map(|()| self.out.len())
         } else if self.from < upto {
-            out.write_all(&buf[self.from..upto]).await
+            out.write_all(&buf[self.from..upto])
+                .await
+                .map(|()| upto - self.from)
         } else {
-            Ok(())
+            Ok(0)
         };
         self.out.clear();
         self.from = 0;
@@ -257,6 +299,7 @@ pub async fn run(
     upstream: Upstream,
     info: SessionInfo,
     terminate: CancellationToken,
+    traffic: &Traffic,
 ) -> (Ending, u64) {
     let Upstream {
         stream: upstream_stream,
@@ -279,6 +322,7 @@ pub async fn run(
         client_leftover,
         masking,
         catalog,
+        grant_ended,
     } = info;
     let expected = Expected::default();
     let statements = AtomicU64::new(0);
@@ -302,6 +346,7 @@ pub async fn run(
             &denials,
             &expected,
             &client_side,
+            traffic,
         );
         let to_client = upstream_to_client(
             ctx,
@@ -316,6 +361,8 @@ pub async fn run(
             },
             end_rx,
             &terminate,
+            grant_ended,
+            traffic,
         );
         tokio::pin!(to_upstream, to_client);
 
@@ -374,6 +421,7 @@ async fn client_to_upstream<R, W>(
     denials: &Denials,
     expected: &Expected,
     side: &ClientSide<'_>,
+    traffic: &Traffic,
 ) -> Ending
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -518,8 +566,14 @@ where
             }
             position += total;
         }
-        if let Err(e) = splice.write(upstream, &buf, position).await {
-            return Ending::Io(e.to_string());
+        match splice.write(upstream, &buf, position).await {
+            Ok(written) => count(
+                &traffic.to_upstream,
+                &traffic.last_to_upstream,
+                written,
+                last_tag(&buf, position),
+            ),
+            Err(e) => return Ending::Io(e.to_string()),
         }
         buf.advance(position);
         // TLS may hold encrypted bytes back until flushed.
@@ -531,8 +585,36 @@ where
         }
         match client.read_buf(&mut buf).await {
             Ok(0) => return Ending::ClientClosed,
-            Ok(_) => {}
+            Ok(n) => {
+                traffic.from_client.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) => return Ending::Io(e.to_string()),
+        }
+    }
+}
+
+/// The tag of the last complete frame in `buf[..end]` (frames start at 0).
+fn last_tag(buf: &[u8], end: usize) -> u8 {
+    let mut position = 0;
+    let mut tag = 0;
+    while position + 5 <= end {
+        tag = buf[position];
+        let len = u32::from_be_bytes([
+            buf[position + 1],
+            buf[position + 2],
+            buf[position + 3],
+            buf[position + 4],
+        ]) as usize;
+        position += 1 + len;
+    }
+    tag
+}
+
+fn count(bytes: &AtomicU64, last: &std::sync::atomic::AtomicU8, written: usize, tag: u8) {
+    if written > 0 {
+        bytes.fetch_add(written as u64, Ordering::Relaxed);
+        if tag != 0 {
+            last.store(tag, Ordering::Relaxed);
         }
     }
 }
@@ -742,6 +824,8 @@ async fn upstream_to_client<R, W>(
     mut side: UpstreamSide<'_>,
     end: oneshot::Receiver<(&'static str, String)>,
     terminate: &CancellationToken,
+    mut grant_ended: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
+    traffic: &Traffic,
 ) -> Ending
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -808,8 +892,14 @@ where
             }
             position += total;
         }
-        if let Err(e) = splice.write(client, &buf, position).await {
-            return Ending::Io(e.to_string());
+        match splice.write(client, &buf, position).await {
+            Ok(written) => count(
+                &traffic.to_client,
+                &traffic.last_to_client,
+                written,
+                last_tag(&buf, position),
+            ),
+            Err(e) => return Ending::Io(e.to_string()),
         }
         buf.advance(position);
         if let Err(e) = client.flush().await {
@@ -850,9 +940,25 @@ where
                 let _ = client.flush().await;
                 return Ending::ShutDown;
             }
+            reason = async {
+                match grant_ended.as_mut() {
+                    Some(ended) => ended.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                info!(%reason, "ending session: its grant ended");
+                let mut out = BytesMut::new();
+                BackendMessage::ErrorResponse(ErrorFields::new("FATAL", "42501", reason.clone()))
+                    .encode(&mut out);
+                let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
+                return Ending::GrantEnded(reason);
+            }
             read = upstream.read_buf(&mut buf) => match read {
                 Ok(0) => return Ending::UpstreamClosed,
-                Ok(_) => {}
+                Ok(n) => {
+                    traffic.from_upstream.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) => return Ending::Io(e.to_string()),
             }
         }

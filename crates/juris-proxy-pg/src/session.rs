@@ -18,9 +18,10 @@ use crate::io::{read_frame, read_startup, send, send_fatal};
 use crate::masking::{SessionLabels, SessionMasking};
 use crate::relay::{self, SessionInfo};
 use crate::upstream::UpstreamTarget;
-use crate::{PRE_AUTH_LIMITS, ProxyContext};
+use crate::{ActiveGrant, GrantLookup, PRE_AUTH_LIMITS, ProxyContext};
 use juris_audit::AuditEvent;
 use juris_audit::event::{AuthFailure, AuthSuccess, ConnectionRefusal, SessionEnd, SessionStart};
+use juris_config::EffectiveRole;
 
 /// Startup parameters passed on to the upstream. Anything else is dropped:
 /// parameters such as `role`, `session_authorization` or `options` would
@@ -70,9 +71,17 @@ pub async fn serve_connection(
         tracing::Span::current().record("principal", accepted.info.principal.name());
         tracing::Span::current().record("connection", accepted.info.connection.as_str());
         info!(role = %accepted.info.role.role, level = %accepted.info.role.level, "session started");
-        let (ending, statements) =
-            relay::run(&ctx, accepted.client, accepted.upstream, accepted.info, terminate).await;
-        info!(?ending, "session ended");
+        let traffic = relay::Traffic::default();
+        let (ending, statements) = relay::run(
+            &ctx,
+            accepted.client,
+            accepted.upstream,
+            accepted.info,
+            terminate,
+            &traffic,
+        )
+        .await;
+        info!(?ending, %traffic, "session ended");
         ctx.audit.record(AuditEvent::SessionEnd(SessionEnd {
             session: session_id.to_string(),
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -328,25 +337,14 @@ async fn authenticate(
         .await;
         return None;
     };
-    let Some(role) = ctx
-        .deployment
-        .effective_role(&principal.groups, &connection)
-    else {
-        info!(principal = principal.name(), %connection, "no role on connection");
-        refuse(format!(
-            "{} holds no role on the connection",
-            principal.name()
-        ));
-        let _ = send_fatal(
-            &mut client,
-            "42501",
-            &format!(
-                "permission denied: \"{}\" holds no role on connection \"{connection}\"",
-                principal.name()
-            ),
-        )
-        .await;
-        return None;
+    let (role, grant) = match resolve_access(ctx, &principal, &connection) {
+        Ok(access) => access,
+        Err(refusal) => {
+            info!(principal = principal.name(), %connection, reason = %refusal.audit, "access refused");
+            refuse(refusal.audit);
+            let _ = send_fatal(&mut client, refusal.code, &refusal.message).await;
+            return None;
+        }
     };
 
     let forwarded: Vec<(String, String)> = parameters
@@ -417,6 +415,8 @@ async fn authenticate(
         groups: principal.groups.clone(),
         connection: connection.clone(),
         level: role.level.to_string(),
+        role: role.role.clone(),
+        grant: grant.as_ref().map(|g| g.id.clone()),
     }));
     let exempt = ctx
         .deployment
@@ -454,8 +454,92 @@ async fn authenticate(
             client_leftover: buf,
             masking,
             catalog,
+            grant_ended: grant.and_then(|g| ctx.grants.as_ref().map(|a| a.ended(&g))),
         },
     })
+}
+
+/// Why a principal may not open a session, in the client's and the audit's words.
+struct AccessRefusal {
+    code: &'static str,
+    message: String,
+    audit: String,
+}
+
+/// The role a session runs with: the strongest of the principal's standing
+/// roles and of the `jit` roles for which the control plane holds an active
+/// grant. A session that rides on a grant remembers it, so it can be ended
+/// when the grant ends.
+fn resolve_access(
+    ctx: &ProxyContext,
+    principal: &Principal,
+    connection: &str,
+) -> Result<(EffectiveRole, Option<ActiveGrant>), AccessRefusal> {
+    let mut best: Option<(EffectiveRole, Option<ActiveGrant>)> = ctx
+        .deployment
+        .effective_role(&principal.groups, connection)
+        .map(|role| (role, None));
+    let mut requestable = Vec::new();
+    let mut unavailable = None;
+    for jit in ctx.deployment.jit_roles(&principal.groups, connection) {
+        if best
+            .as_ref()
+            .is_some_and(|(role, _)| role.level >= jit.level)
+        {
+            continue;
+        }
+        let lookup = match &ctx.grants {
+            Some(grants) => grants.lookup(principal, connection, &jit.name),
+            None => GrantLookup::Unavailable(
+                "this node has no control plane ([node.cluster] is not configured)".into(),
+            ),
+        };
+        match lookup {
+            GrantLookup::Active(grant) => {
+                best = Some((
+                    EffectiveRole {
+                        role: jit.name.clone(),
+                        level: jit.level,
+                    },
+                    Some(grant),
+                ));
+            }
+            GrantLookup::NoGrant => requestable.push(jit.name.as_str()),
+            GrantLookup::Unavailable(reason) => {
+                requestable.push(jit.name.as_str());
+                unavailable = Some(reason);
+            }
+        }
+    }
+    if let Some(access) = best {
+        return Ok(access);
+    }
+    let name = principal.name();
+    if let Some(reason) = unavailable {
+        return Err(AccessRefusal {
+            code: "57P03",
+            message: format!(
+                "cannot check grants for \"{name}\" on connection \"{connection}\": {reason}"
+            ),
+            audit: format!("grants cannot be checked: {reason}"),
+        });
+    }
+    match requestable.first() {
+        Some(role) => Err(AccessRefusal {
+            code: "42501",
+            message: format!(
+                "permission denied: \"{name}\" holds no active grant on connection \"{connection}\"; request one with: juris access request {connection} --role {role} --for 1h --reason \"<why>\""
+            ),
+            audit: format!("{name} holds no active grant on the connection"),
+        }),
+        None => Err(AccessRefusal {
+            code: "42501",
+            message: format!(
+                "permission denied: \"{name}\" holds no role on connection \"{connection}\""
+            ),
+            audit: format!("{name} holds no role on the connection"),
+        }),
+    }
 }
 
 /// Forward a CancelRequest only if a live session owns the key.
