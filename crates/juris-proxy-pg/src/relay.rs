@@ -54,6 +54,15 @@ use crate::masking::SessionMasking;
 const READ_CHUNK: usize = 64 * 1024;
 const MARKER_PREFIX: &str = "juris_denied_";
 
+/// Resolves with the text of a FATAL once a session's grant ends.
+pub struct GrantEnded(pub Pin<Box<dyn Future<Output = String> + Send>>);
+
+impl std::fmt::Debug for GrantEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrantEnded")
+    }
+}
+
 /// Who the session is for and what it may do.
 #[derive(Debug)]
 pub struct SessionInfo {
@@ -68,7 +77,7 @@ pub struct SessionInfo {
     /// The connection's catalog cache, told when the session runs DDL.
     pub catalog: Option<Arc<Catalog>>,
     /// Resolves with the reason once the grant the session rides on ends.
-    pub grant_ended: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
+    pub grant_ended: Option<GrantEnded>,
 }
 
 /// The authenticated upstream half of a session.
@@ -333,6 +342,7 @@ pub async fn run(
         catalog: catalog.as_deref(),
         session: session.to_string(),
         statements: &statements,
+        traffic,
     };
 
     // The two directions borrow the halves; the block ends those borrows so
@@ -346,7 +356,6 @@ pub async fn run(
             &denials,
             &expected,
             &client_side,
-            traffic,
         );
         let to_client = upstream_to_client(
             ctx,
@@ -358,11 +367,11 @@ pub async fn run(
                 expected: &expected,
                 masking,
                 catalog: catalog.as_deref(),
+                traffic,
+                grant_ended,
             },
             end_rx,
             &terminate,
-            grant_ended,
-            traffic,
         );
         tokio::pin!(to_upstream, to_client);
 
@@ -403,6 +412,7 @@ struct ClientSide<'a> {
     session: String,
     /// SQL-carrying messages sent, for the session's audit record.
     statements: &'a AtomicU64,
+    traffic: &'a Traffic,
 }
 
 /// COPY TO statements by prepared statement and by portal, so that an
@@ -421,12 +431,12 @@ async fn client_to_upstream<R, W>(
     denials: &Denials,
     expected: &Expected,
     side: &ClientSide<'_>,
-    traffic: &Traffic,
 ) -> Ending
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
+    let traffic = side.traffic;
     let limits = &ctx.settings.limits;
     let mut batches_sent: u64 = 0;
     let mut next_sequence: u64 = 0;
@@ -805,6 +815,9 @@ struct UpstreamSide<'a> {
     expected: &'a Expected,
     masking: Option<SessionMasking>,
     catalog: Option<&'a Catalog>,
+    traffic: &'a Traffic,
+    /// Resolves once the grant the session rides on ends.
+    grant_ended: Option<GrantEnded>,
 }
 
 /// What to do with one server frame.
@@ -824,13 +837,13 @@ async fn upstream_to_client<R, W>(
     mut side: UpstreamSide<'_>,
     end: oneshot::Receiver<(&'static str, String)>,
     terminate: &CancellationToken,
-    mut grant_ended: Option<Pin<Box<dyn Future<Output = String> + Send>>>,
-    traffic: &Traffic,
 ) -> Ending
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
+    let traffic = side.traffic;
+    let mut grant_ended = side.grant_ended.take();
     let limits = &ctx.settings.limits;
     let mut batches_completed: u64 = 0;
     let mut end = Some(end);
@@ -942,7 +955,7 @@ where
             }
             reason = async {
                 match grant_ended.as_mut() {
-                    Some(ended) => ended.await,
+                    Some(ended) => ended.0.as_mut().await,
                     None => std::future::pending().await,
                 }
             } => {

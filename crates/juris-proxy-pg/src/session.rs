@@ -454,7 +454,8 @@ async fn authenticate(
             client_leftover: buf,
             masking,
             catalog,
-            grant_ended: grant.and_then(|g| ctx.grants.as_ref().map(|a| a.ended(&g))),
+            grant_ended: grant
+                .and_then(|g| ctx.grants.as_ref().map(|a| relay::GrantEnded(a.ended(&g)))),
         },
     })
 }
