@@ -95,6 +95,26 @@ impl DemoCa {
         self.sign(params)
     }
 
+    /// A certificate for the node-to-node transport of a region: presented
+    /// as server and as client (mutual TLS), valid for the loopback
+    /// addresses and `dns_names`.
+    pub fn issue_peer(&self, dns_names: &[String]) -> Result<IssuedCert, DemoError> {
+        let mut params = CertificateParams::new(dns_names.to_vec())?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            dns_names.first().map(String::as_str).unwrap_or("juris-peer"),
+        );
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params)
+    }
+
     /// A client certificate whose subject common name is `common_name`.
     pub fn issue_client(&self, common_name: &str) -> Result<IssuedCert, DemoError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
