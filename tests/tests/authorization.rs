@@ -152,3 +152,35 @@ async fn a_principal_without_a_role_is_refused_at_connect() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jit_role_counts_only_with_a_grant_and_fails_closed_without_a_control_plane()
+-> anyhow::Result<()> {
+    // carol (developers) holds nothing standing; her only role must be
+    // requested. This node has no control plane, so nobody can vouch for a
+    // grant: she is refused with 57P03 and a reason, never let in.
+    let env = Env::start_with(juris_testkit::postgres::UpstreamAuth::ScramSha256, |spec| {
+        spec.roles.retain(|r| r.name != "developers");
+        let mut jit =
+            juris_testkit::gateway::RoleSpec::new("oncall", "developers", CONNECTION, "write");
+        jit.settings.push("access = \"jit\"".into());
+        jit.settings
+            .push("review = { reviewers = [\"dba\"] }".into());
+        spec.roles.push(jit);
+    })
+    .await?;
+    let err = env
+        .client(&env.oidc.user_token("carol").await?)
+        .await
+        .unwrap_err();
+    let (code, message) = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(db_error)
+        .unwrap_or_else(|| panic!("not a server error: {err}"));
+    assert_eq!(code, "57P03", "{message}");
+    assert!(message.contains("no control plane"), "{message}");
+    // bob's standing role is untouched by the jit role next to it.
+    let bob = env.client(&env.oidc.user_token("bob").await?).await?;
+    bob.simple_query("select 1").await?;
+    Ok(())
+}

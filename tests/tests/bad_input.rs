@@ -197,6 +197,7 @@ async fn an_unreachable_upstream_gives_08006_within_the_timeout() -> anyhow::Res
                 groups: vec!["dba".into()],
                 connections: vec!["*".into()],
                 level: "admin".into(),
+                settings: Vec::new(),
             });
         },
     )

@@ -102,7 +102,10 @@ impl DemoCa {
         let mut params = CertificateParams::new(dns_names.to_vec())?;
         params.distinguished_name.push(
             DnType::CommonName,
-            dns_names.first().map(String::as_str).unwrap_or("juris-peer"),
+            dns_names
+                .first()
+                .map(String::as_str)
+                .unwrap_or("juris-peer"),
         );
         params
             .subject_alt_names

@@ -53,6 +53,8 @@ pub enum NodeError {
     Masking { index: usize, reason: String },
     #[error("node.data_dir: audit chain: {0}")]
     Audit(#[from] juris_audit::AuditError),
+    #[error("node.cluster: {0}")]
+    Cluster(String),
 }
 
 /// A node whose listener is up.
@@ -194,6 +196,12 @@ fn build_masking(
 
 /// Start a node: bind its listener and serve until [`RunningNode::shutdown`].
 pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
+    if deployment.node.cluster.is_some() {
+        // Refuse rather than run without the control plane the file asks for.
+        return Err(NodeError::Cluster(
+            "this build has no region control plane yet; remove [node.cluster]".into(),
+        ));
+    }
     let deployment = Arc::new(deployment);
     let (audit_sink, audit): (Arc<dyn AuditSink>, _) = match &deployment.node.data_dir {
         Some(dir) => {

@@ -33,6 +33,9 @@ pub struct RoleSpec {
     pub groups: Vec<String>,
     pub connections: Vec<String>,
     pub level: String,
+    /// Extra `key = value` lines of the `[[role]]` entry, e.g.
+    /// `access = "jit"` and a `review = { ... }` inline table.
+    pub settings: Vec<String>,
 }
 
 impl RoleSpec {
@@ -42,6 +45,7 @@ impl RoleSpec {
             groups: vec![group.into()],
             connections: vec![connection.into()],
             level: level.into(),
+            settings: Vec::new(),
         }
     }
 }
@@ -233,6 +237,10 @@ impl GatewaySpec {
                 r.connections,
                 quote(&r.level)
             ));
+            for line in &r.settings {
+                toml.push_str(line);
+                toml.push('\n');
+            }
         }
         Ok(toml)
     }

@@ -1,0 +1,720 @@
+//! Recordings end to end against a local filesystem store: record, spool,
+//! upload, replay, verify; crash recovery; tampering; spool limits;
+//! renderings.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use juris_record::object_store::ObjectStore;
+use juris_record::object_store::local::LocalFileSystem;
+use juris_record::{
+    AsciicastOptions, Direction, EventKind, ListFilter, Location, RecordError, RecordingStatus,
+    Spool, SpoolLimits, Uploader, UploaderConfig, list_sessions, list_spool_sessions,
+    open_recording, open_recording_in_dir, recover, render_asciicast, render_json, render_text,
+};
+
+const END: &str = "client closed the connection";
+
+fn local_store(dir: &Path) -> Arc<dyn ObjectStore> {
+    std::fs::create_dir_all(dir).unwrap();
+    Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// (a) record → spool → upload → replay: the same events, verified.
+#[test]
+fn recorded_session_replays_identically_from_a_filesystem_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key.clone()).unwrap();
+    let session = session_id(1);
+    let (manifest, expected) = record_session(&spool, &session, 120);
+    assert_eq!(manifest.status, RecordingStatus::Complete);
+    assert!(
+        manifest.chunks.len() >= 3,
+        "{} chunks",
+        manifest.chunks.len()
+    );
+    assert_eq!(manifest.event_count, expected.len() as u64 + 1);
+    assert_eq!(manifest.public_key, key.public_key_hex());
+    assert!(spool.used_bytes() > 0);
+
+    let store_dir = tmp.path().join("store");
+    let store = local_store(&store_dir);
+    let rt = runtime();
+    let uploader = Uploader::new(&spool, store.clone(), UploaderConfig::default());
+    let stats = rt.block_on(uploader.run_once());
+    assert_eq!(stats.uploaded, manifest.chunks.len() as u64 + 1);
+    assert_eq!(
+        (stats.pending, stats.quarantined, stats.failures),
+        (0, 0, 0)
+    );
+    assert!(spooled_sessions(spool.dir()).is_empty(), "spool emptied");
+    assert_eq!(spool.used_bytes(), 0, "budget freed");
+    assert_eq!(rt.block_on(all_keys(store.as_ref())), {
+        let mut keys = expected_keys(&manifest);
+        keys.sort();
+        keys
+    });
+
+    let recording = rt
+        .block_on(open_recording(
+            store.as_ref(),
+            Some(REGION),
+            &session,
+            Some(&key.public_key_hex()),
+        ))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+    assert!(recording.verification.key_was_given);
+    assert_eq!(recording.manifest, manifest);
+    assert_events(&recording.events, &expected, END);
+
+    // The same from a directory, with no region and no trusted key.
+    let again = rt
+        .block_on(open_recording_in_dir(&store_dir, None, &session, None))
+        .unwrap();
+    assert!(again.verification.ok);
+    assert!(!again.verification.key_was_given);
+    assert_eq!(again.events, recording.events);
+
+    // JSON rendering is the events, one per line.
+    let json = render_json(&recording.events);
+    let parsed: Vec<juris_record::RecordEvent> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, recording.events);
+
+    // Text rendering: statements, masked rows as seen, errors, timing.
+    let text = render_text(&recording.events);
+    assert!(
+        text.contains("query: SELECT id, email FROM customers ORDER BY id;"),
+        "{text}"
+    );
+    assert!(text.contains("u5***@example.com"), "{text}");
+    assert!(text.contains("(120 rows)"), "{text}");
+    assert!(
+        text.contains("ERROR 42501: juris: permission denied"),
+        "{text}"
+    );
+    assert!(text.contains("bind s1: ('[REDACTED]', NULL)"), "{text}");
+    assert!(text.contains("SELECT 120 ("), "{text}");
+    assert!(text.contains(&format!("session ended: {END}")), "{text}");
+}
+
+/// (g) asciicast v2: a header object line, then `[time, "o", text]`
+/// lines with non-decreasing float times.
+#[test]
+fn asciicast_is_valid_v2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key.clone()).unwrap();
+    let session = session_id(2);
+    record_session(&spool, &session, 5);
+    let store = local_store(&tmp.path().join("store"));
+    let rt = runtime();
+    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    let recording = rt
+        .block_on(open_recording(store.as_ref(), Some(REGION), &session, None))
+        .unwrap();
+    let cast = render_asciicast(
+        &recording.events,
+        &AsciicastOptions {
+            width: 100,
+            height: 30,
+            title: None,
+        },
+    );
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(header["width"], 100);
+    assert_eq!(header["height"], 30);
+    assert_eq!(header["timestamp"], START_MS / 1000);
+    assert!(header["title"].as_str().unwrap().contains(&session));
+    let mut last = 0.0;
+    let mut output = String::new();
+    let mut count = 0;
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let array = event.as_array().unwrap();
+        assert_eq!(array.len(), 3, "{line}");
+        assert!(array[0].is_f64(), "time is a float: {line}");
+        let time = array[0].as_f64().unwrap();
+        assert!(time >= last, "times never go back: {line}");
+        last = time;
+        assert_eq!(array[1], "o");
+        output.push_str(array[2].as_str().unwrap());
+        count += 1;
+    }
+    assert!(count > 5);
+    assert!(output.contains("billing-eu=> SELECT id, email FROM customers ORDER BY id;\r\n"));
+    assert!(output.contains("\r\n----+------"), "{output}");
+    assert!(output.contains("\r\n 3  |\r\n"), "NULL is empty: {output}");
+    assert!(output.contains("(5 rows)\r\n"));
+    assert!(output.contains("ERROR:  juris: permission denied"));
+}
+
+/// (d) kill -9: sealed chunks, fsync'd lines and a torn last line are
+/// left behind; recovery seals them as `interrupted` and the result
+/// uploads and verifies.
+#[test]
+fn crash_recovery_seals_what_was_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dir = tmp.path().join("spool");
+    let key = node_key();
+    let session = session_id(3);
+    let expected = {
+        let spool = Spool::open(spool_config(&spool_dir), key.clone()).unwrap();
+        let info = info(&session, "billing-eu", "bob");
+        let mut recorder = spool.start_session(info.clone()).unwrap();
+        let expected = record_script(&mut recorder, &info, &session_script(60));
+        recorder.flush().unwrap();
+        assert_eq!(recorder.durable_seq(), expected.len() as u64);
+        recorder.abandon();
+        expected
+        // The spool (writer thread) goes away without sealing.
+    };
+    let dir = spool_dir.join(&session);
+    let chunks_before = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".zst"))
+        .count();
+    assert!(
+        chunks_before >= 2,
+        "some chunks were sealed before the crash"
+    );
+    let events_file = dir.join("events.jsonl");
+    assert!(
+        std::fs::metadata(&events_file).unwrap().len() > 0,
+        "unsealed lines exist"
+    );
+    // A write the crash cut in half, and a chunk that was being sealed.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&events_file)
+        .unwrap();
+    std::io::Write::write_all(&mut file, br#"{"seq":999,"at_ms":17672256"#).unwrap();
+    std::fs::write(dir.join("chunk-000099.zst.tmp"), b"half a chunk").unwrap();
+
+    let recovered = recover(&spool_dir, &key).unwrap();
+    assert_eq!(recovered.len(), 1);
+    let r = &recovered[0];
+    assert_eq!(r.session_id, session);
+    assert_eq!(r.torn_lines_dropped, 1);
+    assert!(r.events_recovered > 0);
+    assert_eq!(r.manifest.status, RecordingStatus::Interrupted);
+    assert_eq!(r.manifest.lost_events, 1);
+    assert!(!dir.join("chunk-000099.zst.tmp").exists());
+    // Recovery is idempotent: nothing left to do.
+    assert!(recover(&spool_dir, &key).unwrap().is_empty());
+
+    // Listed from the spool as pending.
+    let spooled = list_spool_sessions(&spool_dir, &ListFilter::default()).unwrap();
+    assert_eq!(spooled.len(), 1);
+    assert_eq!(spooled[0].status, Some(RecordingStatus::Interrupted));
+    assert_eq!(
+        spooled[0].pending_files,
+        Some(r.manifest.chunks.len() as u64 + 1)
+    );
+
+    let store = local_store(&tmp.path().join("store"));
+    let rt = runtime();
+    let spool = Spool::open(spool_config(&spool_dir), key.clone()).unwrap();
+    assert!(spool.recovered().is_empty());
+    let stats =
+        rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    assert_eq!(stats.pending, 0);
+    let recording = rt
+        .block_on(open_recording(
+            store.as_ref(),
+            Some(REGION),
+            &session,
+            Some(&key.public_key_hex()),
+        ))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+    assert_eq!(recording.manifest.status, RecordingStatus::Interrupted);
+    // Every complete event, then a Gap for the torn line, then the end.
+    let n = expected.len();
+    assert_eq!(&recording.events[..n], &expected[..]);
+    assert_eq!(recording.events.len(), n + 2);
+    assert!(matches!(
+        recording.events[n].kind,
+        EventKind::Gap { lost_events: 1, .. }
+    ));
+    assert!(matches!(
+        &recording.events[n + 1].kind,
+        EventKind::SessionEnd { reason } if reason.contains("interrupted")
+    ));
+}
+
+/// Spool::open recovers by itself, and a second open of a spool in use
+/// is refused.
+#[test]
+fn open_recovers_and_locks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dir = tmp.path().join("spool");
+    let key = node_key();
+    {
+        let spool = Spool::open(spool_config(&spool_dir), key.clone()).unwrap();
+        let err = Spool::open(spool_config(&spool_dir), key.clone()).unwrap_err();
+        assert!(matches!(err, RecordError::Locked { .. }), "{err}");
+        let mut recorder = spool.start_session(info(&session_id(4), "c", "u")).unwrap();
+        recorder
+            .record(
+                Direction::ClientToServer,
+                EventKind::Query {
+                    text: "select 1".into(),
+                },
+            )
+            .unwrap();
+        recorder.flush().unwrap();
+        recorder.abandon();
+    }
+    let spool = Spool::open(spool_config(&spool_dir), key).unwrap();
+    assert_eq!(spool.recovered().len(), 1);
+    assert_eq!(spool.recovered()[0].events_recovered, 2);
+    assert_eq!(spool.recovered()[0].torn_lines_dropped, 0);
+    assert_eq!(spool.recovered()[0].manifest.lost_events, 0);
+}
+
+/// A dropped recorder (a panicking session task) still ends its recording.
+#[test]
+fn dropped_recorder_finishes_its_recording() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key).unwrap();
+    let session = session_id(5);
+    let mut recorder = spool.start_session(info(&session, "c", "u")).unwrap();
+    recorder
+        .record(
+            Direction::ClientToServer,
+            EventKind::Query {
+                text: "select 1".into(),
+            },
+        )
+        .unwrap();
+    drop(recorder);
+    let manifest_path = spool.dir().join(&session).join("manifest.json");
+    for _ in 0..200 {
+        if manifest_path.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let manifest =
+        juris_record::Manifest::from_file_bytes(&std::fs::read(&manifest_path).unwrap(), 1 << 20)
+            .unwrap();
+    assert_eq!(manifest.event_count, 3);
+    assert!(manifest.end_reason.contains("without closing"));
+}
+
+/// (e) tampering: each edit is reported where it happened.
+#[test]
+fn tampering_is_reported_with_its_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key.clone()).unwrap();
+    let (a, b) = (session_id(6), session_id(7));
+    let (manifest_a, _) = record_session(&spool, &a, 80);
+    let (manifest_b, _) = record_session(&spool, &b, 80);
+    assert!(manifest_a.chunks.len() >= 3 && manifest_b.chunks.len() >= 3);
+    let pristine = tmp.path().join("pristine");
+    let rt = runtime();
+    rt.block_on(
+        Uploader::new(&spool, local_store(&pristine), UploaderConfig::default()).run_once(),
+    );
+    let trusted = key.public_key_hex();
+
+    let check = |name: &str, edit: &dyn Fn(&Path)| -> Vec<(Location, String)> {
+        let copy = tmp.path().join(name);
+        copy_dir(&pristine, &copy);
+        edit(&copy);
+        let recording = rt
+            .block_on(open_recording_in_dir(
+                &copy,
+                Some(REGION),
+                &a,
+                Some(&trusted),
+            ))
+            .unwrap();
+        assert!(
+            !recording.verification.ok,
+            "{name}: tampering went unnoticed"
+        );
+        recording
+            .verification
+            .problems
+            .into_iter()
+            .map(|p| (p.location, p.what))
+            .collect()
+    };
+    let chunk2 = &manifest_a.chunks[1];
+    let at = |chunk: &juris_record::ChunkEntry| Location::Chunk {
+        index: chunk.index,
+        key: chunk.key.clone(),
+    };
+    let has = |problems: &[(Location, String)], location: &Location, needle: &str| {
+        problems
+            .iter()
+            .any(|(l, what)| l == location && what.contains(needle))
+    };
+
+    // A flipped byte in chunk 2: its hash, and the link from chunk 3.
+    let problems = check("flip", &|root| {
+        let path = root.join(&chunk2.key);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    });
+    assert!(has(&problems, &at(chunk2), "content hash"), "{problems:?}");
+    assert!(
+        has(&problems, &at(&manifest_a.chunks[2]), "chain broken"),
+        "{problems:?}"
+    );
+
+    // A deleted chunk.
+    let problems = check("delete", &|root| {
+        std::fs::remove_file(root.join(&chunk2.key)).unwrap();
+    });
+    assert!(has(&problems, &at(chunk2), "missing"), "{problems:?}");
+
+    // Another session's valid chunk in its place.
+    let problems = check("splice", &|root| {
+        std::fs::copy(root.join(&manifest_b.chunks[1].key), root.join(&chunk2.key)).unwrap();
+    });
+    assert!(
+        has(&problems, &at(chunk2), &format!("belongs to session {b}")),
+        "{problems:?}"
+    );
+    assert!(has(&problems, &at(chunk2), "content hash"), "{problems:?}");
+    assert!(has(&problems, &at(chunk2), "chain broken"), "{problems:?}");
+
+    // An edited manifest (still canonical): the signature fails.
+    let manifest_key = format!("{}/manifest.json", chunk2.key.rsplit_once('/').unwrap().0);
+    let problems = check("edit", &|root| {
+        let path = root.join(&manifest_key);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(END, "nothing to see here")).unwrap();
+    });
+    assert!(
+        has(&problems, &Location::Manifest, "signature"),
+        "{problems:?}"
+    );
+
+    // An edit that only changes formatting is noticed too.
+    let problems = check("reformat", &|root| {
+        let path = root.join(&manifest_key);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen(',', ", ", 1)).unwrap();
+    });
+    assert!(
+        has(&problems, &Location::Manifest, "canonical"),
+        "{problems:?}"
+    );
+
+    // A genuine recording checked against another node's key.
+    let other = juris_record::NodeSigningKey::from_seed([7; 32]).public_key_hex();
+    let recording = rt
+        .block_on(open_recording_in_dir(
+            &pristine,
+            Some(REGION),
+            &a,
+            Some(&other),
+        ))
+        .unwrap();
+    let problems: Vec<String> = recording
+        .verification
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("manifest: signed-by key")),
+        "{problems:?}"
+    );
+    // ... while the untouched copy verifies.
+    let recording = rt
+        .block_on(open_recording_in_dir(
+            &pristine,
+            Some(REGION),
+            &a,
+            Some(&trusted),
+        ))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+}
+
+/// (f) a full spool refuses events with `SpoolFull`; in best-effort use
+/// the recorder accounts for them with a Gap once there is room again.
+#[test]
+fn full_spool_refuses_then_records_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let mut config = spool_config(&tmp.path().join("spool"));
+    config.limits = SpoolLimits {
+        max_bytes: 8 * 1024,
+    };
+    config.chunk_target_bytes = 1024;
+    let spool = Spool::open(config, key.clone()).unwrap();
+    let session = session_id(8);
+    let mut recorder = spool
+        .start_session(info(&session, "billing-eu", "carol"))
+        .unwrap();
+    let row = EventKind::DataRow {
+        values: vec![Some("x".repeat(200))],
+    };
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..200 {
+        match recorder.record(Direction::ServerToClient, row.clone()) {
+            Ok(_) => accepted += 1,
+            Err(RecordError::SpoolFull { used, max }) => {
+                assert_eq!(max, 8 * 1024);
+                assert!(used <= max);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+    assert_eq!(recorder.lost_events(), refused);
+
+    // Uploading frees the budget; the next event is preceded by a Gap.
+    let store = local_store(&tmp.path().join("store"));
+    let rt = runtime();
+    recorder.flush().unwrap();
+    // Wait until sealed chunks exist, then upload them.
+    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    assert!(spool.used_bytes() < 8 * 1024);
+    recorder
+        .record(
+            Direction::ServerToClient,
+            EventKind::CommandComplete {
+                tag: "SELECT 1".into(),
+            },
+        )
+        .unwrap();
+    let manifest = recorder.finish("done").unwrap();
+    assert_eq!(manifest.status, RecordingStatus::Incomplete);
+    assert_eq!(manifest.lost_events, refused);
+    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    let recording = rt
+        .block_on(open_recording(store.as_ref(), Some(REGION), &session, None))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+    let gaps: Vec<u64> = recording
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Gap { lost_events, .. } => Some(*lost_events),
+            _ => None,
+        })
+        .collect();
+    // Every refused event is accounted for by a Gap (a Gap can be
+    // written while the event after it is refused again, so there may be
+    // several).
+    assert!(!gaps.is_empty());
+    assert_eq!(gaps.iter().sum::<u64>(), refused);
+    // seq has no holes.
+    for (i, event) in recording.events.iter().enumerate() {
+        assert_eq!(event.seq, i as u64 + 1);
+    }
+}
+
+/// An event larger than the event limit becomes a Gap instead of
+/// failing the session or producing an unreadable chunk.
+#[test]
+fn oversized_event_becomes_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = spool_config(&tmp.path().join("spool"));
+    config.max_event_bytes = 1000;
+    let spool = Spool::open(config, node_key()).unwrap();
+    let mut recorder = spool.start_session(info(&session_id(9), "c", "u")).unwrap();
+    recorder
+        .record(
+            Direction::ServerToClient,
+            EventKind::CopyData {
+                text: "y".repeat(5000),
+            },
+        )
+        .unwrap();
+    let manifest = recorder.finish("done").unwrap();
+    assert_eq!(manifest.lost_events, 1);
+    assert_eq!(manifest.status, RecordingStatus::Incomplete);
+}
+
+/// Listing by index objects, with filters.
+#[test]
+fn sessions_are_listed_and_filtered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key).unwrap();
+    let mut later = info(&session_id(11), "orders-eu", "dave");
+    later.started_at_ms = START_MS + 86_400_000;
+    let mut recorder = spool.start_session(later).unwrap();
+    recorder
+        .record(
+            Direction::ClientToServer,
+            EventKind::Query {
+                text: "select 1".into(),
+            },
+        )
+        .unwrap();
+    recorder
+        .finish_at(START_MS + 86_400_000 + 5000, 5_000_000, "bye")
+        .unwrap();
+    let mut first = spool
+        .start_session(info(&session_id(10), "billing-eu", "alice@example.com"))
+        .unwrap();
+    record_script(
+        &mut first,
+        &info(&session_id(10), "billing-eu", "alice@example.com"),
+        &session_script(3),
+    );
+    first
+        .finish_at(START_MS + 60_000, 60_000_000, "bye")
+        .unwrap();
+    // Still in the spool: listed from there.
+    let spooled = list_spool_sessions(spool.dir(), &ListFilter::default()).unwrap();
+    assert_eq!(spooled.len(), 2);
+    assert!(spooled.iter().all(|s| s.pending_files.unwrap() > 0));
+
+    let store = local_store(&tmp.path().join("store"));
+    let rt = runtime();
+    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    let list = |filter: ListFilter| -> Vec<String> {
+        rt.block_on(list_sessions(store.as_ref(), REGION, &filter))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect()
+    };
+    assert_eq!(
+        list(ListFilter::default()),
+        vec![session_id(10), session_id(11)]
+    );
+    let all = rt
+        .block_on(list_sessions(
+            store.as_ref(),
+            REGION,
+            &ListFilter::default(),
+        ))
+        .unwrap();
+    assert_eq!(all[0].user, "alice@example.com");
+    assert_eq!(all[0].connection, "billing-eu");
+    assert_eq!(all[0].status, Some(RecordingStatus::Complete));
+    assert!(all[0].chunk_count >= 1 && all[0].bytes > 0);
+    assert_eq!(
+        list(ListFilter {
+            connection: Some("orders-eu".into()),
+            ..ListFilter::default()
+        }),
+        vec![session_id(11)]
+    );
+    assert_eq!(
+        list(ListFilter {
+            user: Some("sub-alice@example.com".into()),
+            ..ListFilter::default()
+        }),
+        vec![session_id(10)]
+    );
+    assert_eq!(
+        list(ListFilter {
+            until_ms: Some(START_MS + 1000),
+            ..ListFilter::default()
+        }),
+        vec![session_id(10)]
+    );
+    assert_eq!(
+        list(ListFilter {
+            since_ms: Some(START_MS + 3_600_000),
+            ..ListFilter::default()
+        }),
+        vec![session_id(11)]
+    );
+    assert!(
+        list_spool_sessions(spool.dir(), &ListFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+proptest::proptest! {
+    /// (h) decode_chunk is total on arbitrary bytes.
+    #[test]
+    fn decode_chunk_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
+        let _ = juris_record::decode_chunk(&bytes);
+    }
+
+    /// ... and on real chunks with bytes changed anywhere.
+    #[test]
+    fn decode_chunk_never_panics_on_mutated_chunks(
+        edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..8),
+        cut in proptest::option::of(proptest::num::usize::ANY),
+    ) {
+        let mut bytes = sample_chunk().clone();
+        for (at, value) in edits {
+            let at = at % bytes.len();
+            bytes[at] = value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut % (bytes.len() + 1));
+        }
+        let _ = juris_record::decode_chunk(&bytes);
+    }
+}
+
+/// One real chunk file, made once.
+fn sample_chunk() -> &'static Vec<u8> {
+    static CHUNK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CHUNK.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(spool_config(&tmp.path().join("spool")), node_key()).unwrap();
+        let session = session_id(12);
+        let (manifest, _) = record_session(&spool, &session, 3);
+        let name = manifest.chunks[0]
+            .key
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let bytes = std::fs::read(spool.dir().join(&session).join(name)).unwrap();
+        assert!(juris_record::decode_chunk(&bytes).is_ok());
+        bytes
+    })
+}
