@@ -5,3 +5,4 @@ pub mod audit_cmd;
 pub mod connect;
 pub mod mask_test;
 pub mod tokens;
+pub mod control_cmd;

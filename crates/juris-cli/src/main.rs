@@ -6,6 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use juris_cli::connect::{self, ConnectOptions};
+use juris_cli::control_cmd::{
+    AccessCommand, ApprovalsCommand, ClusterCommand, ControlOptions, GrantsCommand,
+};
 use juris_cli::mask_test::MaskTest;
 use juris_cli::tokens::{self, IdpOptions};
 
@@ -75,6 +78,34 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: juris_cli::audit_cmd::AuditCommand,
+    },
+    /// Just-in-time access: request a role on a connection, review requests.
+    Access {
+        #[command(flatten)]
+        control: ControlOptions,
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
+    /// Grants: list them, revoke one (its sessions end).
+    Grants {
+        #[command(flatten)]
+        control: ControlOptions,
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+    /// Held commands waiting for review.
+    Approvals {
+        #[command(flatten)]
+        control: ControlOptions,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// The region's Raft group: status and membership.
+    Cluster {
+        #[command(flatten)]
+        control: ControlOptions,
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Masking policies.
     Mask {
@@ -148,6 +179,18 @@ fn main() -> anyhow::Result<()> {
                     })?
                 );
                 Ok(())
+            }
+            Command::Access { control, command } => {
+                juris_cli::control_cmd::access(&control, command).await
+            }
+            Command::Grants { control, command } => {
+                juris_cli::control_cmd::grants(&control, command).await
+            }
+            Command::Approvals { control, command } => {
+                juris_cli::control_cmd::approvals(&control, command).await
+            }
+            Command::Cluster { control, command } => {
+                juris_cli::control_cmd::cluster(&control, command).await
             }
             Command::Login { idp } => tokens::login(&idp).await,
             Command::Token {

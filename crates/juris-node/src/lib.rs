@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod control;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -210,7 +211,33 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         }
         None => (Arc::new(LogAuditSink), None),
     };
-    let context = Arc::new(build_context(deployment.clone(), audit_sink)?);
+    let mut context = build_context(deployment.clone(), audit_sink)?;
+    let shutdown = CancellationToken::new();
+    let mut control_plane = None;
+    if let Some(cluster) = &deployment.node.cluster {
+        let region = control::start_region(&deployment, cluster).await?;
+        context.grants = Some(Arc::new(control::RegionGrants {
+            region: region.clone(),
+        }));
+        let listener = TcpListener::bind(&cluster.control_listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                address: cluster.control_listen.clone(),
+                source,
+            })?;
+        info!(control_address = %cluster.control_listen, "control API listening");
+        control_plane = Some((
+            region.clone(),
+            tokio::spawn(control::serve_control(
+                deployment.clone(),
+                region,
+                context.authenticator.clone(),
+                listener,
+                shutdown.clone(),
+            )),
+        ));
+    }
+    let context = Arc::new(context);
     let address = deployment.node.listen.clone();
     let listener = TcpListener::bind(&address)
         .await
@@ -221,10 +248,18 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     let postgres_address = listener
         .local_addr()
         .map_err(|source| NodeError::Listen { address, source })?;
-    let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(deployment.node.shutdown_grace_secs);
     info!(node = %deployment.node.id, region = %deployment.node.region, %postgres_address, "node listening");
-    let done = tokio::spawn(serve(listener, context, shutdown.clone(), grace));
+    let serving = serve(listener, context, shutdown.clone(), grace);
+    let done = tokio::spawn(async move {
+        serving.await;
+        if let Some((region, control)) = control_plane {
+            if let Ok(Err(e)) = control.await {
+                warn!("control API: {e}");
+            }
+            control::stop_region(region).await;
+        }
+    });
     Ok(RunningNode {
         postgres_address,
         shutdown,

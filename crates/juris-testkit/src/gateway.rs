@@ -48,6 +48,16 @@ impl RoleSpec {
             settings: Vec::new(),
         }
     }
+
+    /// A `jit` role: `group` may request it; `reviewers` approve.
+    pub fn jit(name: &str, group: &str, connection: &str, level: &str, reviewers: &str) -> Self {
+        let mut role = RoleSpec::new(name, group, connection, level);
+        role.settings.push("access = \"jit\"".into());
+        role.settings.push(format!(
+            "review = {{ reviewers = [{reviewers:?}], approvals = 1, max_duration = \"8h\" }}"
+        ));
+        role
+    }
 }
 
 /// What to put in the deployment file.
@@ -68,6 +78,71 @@ pub struct GatewaySpec {
     /// connection, after its upstream, e.g. a `[connection.masking]` table
     /// with `[[connection.masking.column]]` entries.
     pub connection_settings: Vec<(String, String)>,
+}
+
+/// One node of a test region: its process, Raft id and control API.
+pub struct RegionNode {
+    pub raft_id: u64,
+    /// `127.0.0.1:port` of the control API.
+    pub control: String,
+    pub gateway: GatewayProcess,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Start `size` nodes of one region that form a Raft group over mutual TLS
+/// (peer certificates from one test CA written into `dir`). Members of
+/// `admin_group` may manage membership.
+pub async fn start_region(
+    spec: &GatewaySpec,
+    size: u64,
+    dir: &Path,
+    admin_group: &str,
+) -> anyhow::Result<Vec<RegionNode>> {
+    let peer_ca = DemoCa::new("Juris test peer CA")?;
+    let ca_file = dir.join("peer-ca.pem");
+    std::fs::write(&ca_file, &peer_ca.ca_cert_pem)?;
+    let mut members = Vec::new();
+    for id in 1..=size {
+        members.push((id, free_port()?, free_port()?));
+    }
+    let member_list = members
+        .iter()
+        .map(|(id, raft, control)| {
+            format!("{{ id = {id}, address = \"127.0.0.1:{raft}\", control = \"127.0.0.1:{control}\" }}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut starting = Vec::new();
+    for (id, raft, control) in &members {
+        let peer = peer_ca.issue_peer(&["localhost".to_string()])?;
+        let cert = dir.join(format!("peer-{id}.pem"));
+        let key = dir.join(format!("peer-{id}.key"));
+        std::fs::write(&cert, &peer.cert_pem)?;
+        std::fs::write(&key, &peer.key_pem)?;
+        let data_dir = dir.join(format!("node-{id}"));
+        let mut node_spec = spec.clone();
+        node_spec.node_settings.push(format!("data_dir = {}", quote(&data_dir.display().to_string())));
+        node_spec.node_settings.push(format!(
+            "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{admin_group:?}], lease_bound = \"5s\", tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
+            quote(&cert.display().to_string()),
+            quote(&key.display().to_string()),
+            quote(&ca_file.display().to_string()),
+        ));
+        let control = format!("127.0.0.1:{control}");
+        let raft_id = *id;
+        starting.push(async move {
+            GatewayProcess::start(&node_spec).await.map(|gateway| RegionNode {
+                raft_id,
+                control,
+                gateway,
+            })
+        });
+    }
+    futures_util::future::try_join_all(starting).await
 }
 
 /// A running `juris node`.

@@ -1,0 +1,177 @@
+//! The node's part in its region's control plane: starting the Raft member,
+//! serving the control API, and answering the data plane's grant checks
+//! from the applied state.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use juris_config::{ClusterConfig, Deployment};
+use juris_control::region::now_ms;
+use juris_control::{CallerAuth, ControlService, Region, RegionState};
+use juris_proxy_pg::{ActiveGrant, Authenticator, GrantAuthority, GrantLookup};
+use juris_raft::{PeerTls, RaftConfig, RaftNode};
+use juris_state::{GrantId, UnixMillis};
+use juris_types::Principal;
+use tracing::{info, warn};
+
+use crate::NodeError;
+
+/// Start this node's Raft member, and initialize the group when this node
+/// is the lowest-numbered initial member.
+pub async fn start_region(
+    deployment: &Deployment,
+    cluster: &ClusterConfig,
+) -> Result<Region, NodeError> {
+    let data_dir = deployment
+        .node
+        .data_dir
+        .clone()
+        .ok_or_else(|| NodeError::Cluster("node.data_dir is required with [node.cluster]".into()))?;
+    let listen = cluster
+        .listen
+        .parse()
+        .map_err(|_| NodeError::Cluster(format!("node.cluster.listen: `{}` is not an address", cluster.listen)))?;
+    let mut config = RaftConfig::new(
+        cluster.raft_id,
+        listen,
+        data_dir.join("raft"),
+        PeerTls {
+            cert_file: cluster.tls.cert_file.clone(),
+            key_file: cluster.tls.key_file.clone(),
+            ca_file: cluster.tls.ca_file.clone(),
+        },
+    );
+    config.advertise = cluster.advertise.clone().unwrap_or_else(|| cluster.listen.clone());
+    let raft = RaftNode::start(config, RegionState::default())
+        .await
+        .map_err(|e| NodeError::Cluster(e.to_string()))?;
+    let members: BTreeMap<u64, String> = cluster
+        .members
+        .iter()
+        .map(|m| (m.id, m.address.clone()))
+        .collect();
+    if members.keys().next() == Some(&cluster.raft_id) {
+        raft.initialize(members)
+            .await
+            .map_err(|e| NodeError::Cluster(format!("cannot initialize the region's Raft group: {e}")))?;
+    }
+    info!(raft_id = cluster.raft_id, listen = %cluster.listen, "region control plane started");
+    Ok(Region {
+        name: deployment.node.region.clone(),
+        raft: Arc::new(raft),
+        lease_bound: cluster.lease_bound,
+    })
+}
+
+/// Serve the control API until `shutdown` resolves.
+pub async fn serve_control(
+    deployment: Arc<Deployment>,
+    region: Region,
+    auth: Arc<dyn Authenticator>,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), NodeError> {
+    let cert = std::fs::read(&deployment.node.tls.cert_file)
+        .map_err(|e| NodeError::Cluster(format!("node.tls.cert_file: {e}")))?;
+    let key = std::fs::read(&deployment.node.tls.key_file)
+        .map_err(|e| NodeError::Cluster(format!("node.tls.key_file: {e}")))?;
+    let service = ControlService::new(region, deployment, Arc::new(CallerAuthAdapter(auth)));
+    juris_control::service::serve(service, listener, &cert, &key, async move {
+        shutdown.cancelled().await
+    })
+    .await
+    .map_err(|e| NodeError::Cluster(e.to_string()))
+}
+
+struct CallerAuthAdapter(Arc<dyn Authenticator>);
+
+impl CallerAuth for CallerAuthAdapter {
+    fn principal<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Principal, String>> + Send + 'a>> {
+        self.0.authenticate(token)
+    }
+}
+
+/// Grant checks for the data plane, from this node's applied state.
+pub struct RegionGrants {
+    pub region: Region,
+}
+
+impl GrantAuthority for RegionGrants {
+    fn lookup(&self, principal: &Principal, connection: &str, role: &str) -> GrantLookup {
+        if let Err(reason) = self.region.lease_ok() {
+            return GrantLookup::Unavailable(reason);
+        }
+        let now = now_ms();
+        self.region.read(|state| {
+            match state.active_grant(&principal.issuer, &principal.subject, connection, role, now) {
+                Some(grant) => GrantLookup::Active(ActiveGrant {
+                    id: grant.id.to_string(),
+                    expires_at_ms: grant.expires_at.0,
+                }),
+                None => GrantLookup::NoGrant,
+            }
+        })
+    }
+
+    fn ended(&self, grant: &ActiveGrant) -> Pin<Box<dyn Future<Output = String> + Send>> {
+        let region = self.region.clone();
+        let id = grant.id.parse::<GrantId>();
+        Box::pin(async move {
+            let Ok(id) = id else {
+                return "the session's grant cannot be identified; ending it".to_string();
+            };
+            let mut applied = region.raft.applied_watch();
+            loop {
+                let now = now_ms();
+                let (active, expires_at, ending) = region.read(|state| match state.grant(id) {
+                    Some(grant) => (
+                        state.is_grant_active(id, now),
+                        grant.expires_at,
+                        match &grant.revocation {
+                            Some(r) => format!(
+                                "terminating connection: grant {id} was revoked by {} ({})",
+                                r.by.name, r.reason
+                            ),
+                            None => format!(
+                                "terminating connection: grant {id} expired at {}",
+                                grant.expires_at
+                            ),
+                        },
+                    ),
+                    None => (false, UnixMillis(0), format!("terminating connection: grant {id} no longer exists")),
+                });
+                if !active {
+                    return ending;
+                }
+                let wait = Duration::from_millis(expires_at.0.saturating_sub(now.0).max(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            warn!(%id, "the region's state stopped updating; ending the grant's session");
+                            return format!("terminating connection: this node left its region's control plane (grant {id})");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Leave the Raft group cleanly once nothing else holds the region.
+pub async fn stop_region(region: Region) {
+    match Arc::try_unwrap(region.raft) {
+        Ok(raft) => {
+            if let Err(e) = raft.shutdown().await {
+                warn!("stopping the region's Raft member: {e}");
+            }
+        }
+        Err(_) => warn!("the region's Raft member is still in use; leaving it to process exit"),
+    }
+}

@@ -1,0 +1,200 @@
+//! The region control plane end to end: three real `juris node` processes
+//! form a Raft group over mutual TLS; people use the real `juris` CLI
+//! against different nodes' control APIs; sessions go through psql and
+//! tokio-postgres against real PostgreSQL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::{CONNECTION, connect, connection_spec, db_error, start_pg};
+use juris_testkit::gateway::{GatewaySpec, RegionNode, RoleSpec, juris_binary, start_region};
+use juris_testkit::oidc::{AUDIENCE, OidcProvider};
+use juris_testkit::postgres::UpstreamAuth;
+
+/// Run the CLI as the holder of `token` against `node`'s control API.
+async fn cli(node: &RegionNode, token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let output = tokio::process::Command::new(juris_binary()?)
+        .args(args)
+        .env("JURIS_TOKEN", token)
+        .env("JURIS_CONTROL", &node.control)
+        .env("JURIS_CA", &node.gateway.ca_file)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .context("cannot run juris")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.success(), text))
+}
+
+async fn cli_ok(node: &RegionNode, token: &str, args: &[&str]) -> anyhow::Result<String> {
+    let (ok, text) = cli(node, token, args).await?;
+    if !ok {
+        bail!("juris {args:?} failed:\n{text}");
+    }
+    Ok(text)
+}
+
+/// The first `ar-N` / `g-N` id printed.
+fn id_with_prefix(text: &str, prefix: &str) -> anyhow::Result<String> {
+    text.split_whitespace()
+        .find(|w| w.starts_with(prefix) && w[prefix.len()..].chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_string)
+        .with_context(|| format!("no {prefix}N in:\n{text}"))
+}
+
+async fn wait_for_leader(nodes: &[RegionNode], token: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, text) = cli(&nodes[0], token, &["cluster", "status"]).await?;
+        if ok && text.contains("leader ") && !text.contains("leader none") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no leader after 30 s:\n{text}\n{}", nodes[0].gateway.log());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> anyhow::Result<()> {
+    let (pg, oidc) = tokio::try_join!(start_pg(UpstreamAuth::ScramSha256), OidcProvider::start())?;
+    let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+    spec.connections.push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
+    // bob (analysts) may only *request* write access; alice (dba) reviews.
+    spec.roles.push(RoleSpec::jit("oncall-write", "analysts", CONNECTION, "write", "dba"));
+    spec.roles.push(RoleSpec::new("dba", "dba", CONNECTION, "admin"));
+    let dir = tempfile::tempdir()?;
+    let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
+    let bob = oidc.user_token("bob").await?;
+    let alice = oidc.user_token("alice").await?;
+    wait_for_leader(&nodes, &alice).await?;
+    let status = cli_ok(&nodes[1], &bob, &["cluster", "status"]).await?;
+    assert!(status.contains("member 3"), "{status}");
+
+    // Without a grant bob is refused, and told how to ask.
+    let refused = connect(&nodes[0].gateway, CONNECTION, "bob", &bob).await.unwrap_err();
+    let (code, message) = refused
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(db_error)
+        .context("expected a server error")?;
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("juris access request billing --role oncall-write"), "{message}");
+
+    // bob asks through node 2; he cannot approve his own request.
+    let requested = cli_ok(
+        &nodes[1],
+        &bob,
+        &["access", "request", CONNECTION, "--role", "oncall-write", "--for", "1h", "--reason", "INC-1234"],
+    )
+    .await?;
+    let request = id_with_prefix(&requested, "ar-")?;
+    assert!(requested.contains("pending"), "{requested}");
+    let (ok, own) = cli(&nodes[1], &bob, &["access", "approve", &request]).await?;
+    assert!(!ok && own.contains("permission denied"), "{own}");
+
+    // alice approves through node 3; the grant exists on every node.
+    let approved = cli_ok(&nodes[2], &alice, &["access", "approve", &request, "--reason", "ok"]).await?;
+    let grant = id_with_prefix(&approved, "g-")?;
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = cli_ok(node, &alice, &["grants", "list", "--status", "active"]).await?;
+            if listed.contains(&grant) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node {} never listed {grant}:\n{listed}", node.raft_id);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Now bob writes through node 1 (psql) and keeps a session open on node 2.
+    let (ok, _, stderr) = common::psql(
+        &nodes[0].gateway.conninfo(CONNECTION, "bob", &bob),
+        &["-c", "CREATE TABLE IF NOT EXISTS jit_probe(x int)", "-c", "INSERT INTO jit_probe VALUES (1)"],
+    )
+    .await?;
+    assert!(ok, "bob's write with a grant failed: {stderr}");
+    let open = connect(&nodes[1].gateway, CONNECTION, "bob", &bob).await?;
+    open.simple_query("SELECT 1").await?;
+
+    // alice revokes through node 3; bob's open session on node 2 is ended, saying why.
+    let revoked_at = Instant::now();
+    let revoked = cli_ok(&nodes[2], &alice, &["grants", "revoke", &grant, "--reason", "incident over"]).await?;
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        match open.simple_query("SELECT 1").await {
+            Err(e) => break e,
+            Ok(_) if Instant::now() > deadline => bail!("the session outlived its revoked grant"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let waited = revoked_at.elapsed();
+    let log = nodes[1].gateway.log();
+    assert!(
+        log.contains(&format!("grant {grant} was revoked by alice@example.test (incident over)")),
+        "{ended}\n{log}"
+    );
+    assert!(waited < Duration::from_secs(5), "ended after {waited:?}");
+
+    // And new sessions are refused again, on every node.
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match connect(&node.gateway, CONNECTION, "bob", &bob).await {
+                Err(_) => break,
+                Ok(_) if Instant::now() > deadline => bail!("node {} still admits bob", node.raft_id),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_ends_its_sessions_when_it_expires() -> anyhow::Result<()> {
+    let (pg, oidc) = tokio::try_join!(start_pg(UpstreamAuth::ScramSha256), OidcProvider::start())?;
+    let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+    spec.connections.push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
+    spec.roles.push(RoleSpec::jit("oncall-write", "analysts", CONNECTION, "write", "dba"));
+    let dir = tempfile::tempdir()?;
+    let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
+    let bob = oidc.user_token("bob").await?;
+    let alice = oidc.user_token("alice").await?;
+    wait_for_leader(&nodes, &alice).await?;
+
+    let requested = cli_ok(
+        &nodes[0],
+        &bob,
+        &["access", "request", CONNECTION, "--role", "oncall-write", "--for", "4s", "--reason", "INC-7"],
+    )
+    .await?;
+    let request = id_with_prefix(&requested, "ar-")?;
+    let approved = cli_ok(&nodes[0], &alice, &["access", "approve", &request]).await?;
+    let grant = id_with_prefix(&approved, "g-")?;
+    let session = connect(&nodes[0].gateway, CONNECTION, "bob", &bob).await?;
+    session.simple_query("SELECT 1").await?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(15);
+    loop {
+        if session.simple_query("SELECT 1").await.is_err() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the session outlived its 4 s grant");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let log = nodes[0].gateway.log();
+    assert!(log.contains(&format!("grant {grant} expired")), "{log}");
+    Ok(())
+}
