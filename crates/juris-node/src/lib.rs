@@ -197,12 +197,6 @@ fn build_masking(
 
 /// Start a node: bind its listener and serve until [`RunningNode::shutdown`].
 pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
-    if deployment.node.cluster.is_some() {
-        // Refuse rather than run without the control plane the file asks for.
-        return Err(NodeError::Cluster(
-            "this build has no region control plane yet; remove [node.cluster]".into(),
-        ));
-    }
     let deployment = Arc::new(deployment);
     let (audit_sink, audit): (Arc<dyn AuditSink>, _) = match &deployment.node.data_dir {
         Some(dir) => {
