@@ -66,10 +66,18 @@ async fn wait_for_leader(nodes: &[RegionNode], token: &str) -> anyhow::Result<()
 async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> anyhow::Result<()> {
     let (pg, oidc) = tokio::try_join!(start_pg(UpstreamAuth::ScramSha256), OidcProvider::start())?;
     let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
-    spec.connections.push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
+    spec.connections
+        .push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
     // bob (analysts) may only *request* write access; alice (dba) reviews.
-    spec.roles.push(RoleSpec::jit("oncall-write", "analysts", CONNECTION, "write", "dba"));
-    spec.roles.push(RoleSpec::new("dba", "dba", CONNECTION, "admin"));
+    spec.roles.push(RoleSpec::jit(
+        "oncall-write",
+        "analysts",
+        CONNECTION,
+        "write",
+        "dba",
+    ));
+    spec.roles
+        .push(RoleSpec::new("dba", "dba", CONNECTION, "admin"));
     let dir = tempfile::tempdir()?;
     let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
     let bob = oidc.user_token("bob").await?;
@@ -79,19 +87,34 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
     assert!(status.contains("member 3"), "{status}");
 
     // Without a grant bob is refused, and told how to ask.
-    let refused = connect(&nodes[0].gateway, CONNECTION, "bob", &bob).await.unwrap_err();
+    let refused = connect(&nodes[0].gateway, CONNECTION, "bob", &bob)
+        .await
+        .unwrap_err();
     let (code, message) = refused
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(db_error)
         .context("expected a server error")?;
     assert_eq!(code, "42501", "{message}");
-    assert!(message.contains("juris access request billing --role oncall-write"), "{message}");
+    assert!(
+        message.contains("juris access request billing --role oncall-write"),
+        "{message}"
+    );
 
     // bob asks through node 2; he cannot approve his own request.
     let requested = cli_ok(
         &nodes[1],
         &bob,
-        &["access", "request", CONNECTION, "--role", "oncall-write", "--for", "1h", "--reason", "INC-1234"],
+        &[
+            "access",
+            "request",
+            CONNECTION,
+            "--role",
+            "oncall-write",
+            "--for",
+            "1h",
+            "--reason",
+            "INC-1234",
+        ],
     )
     .await?;
     let request = id_with_prefix(&requested, "ar-")?;
@@ -100,7 +123,12 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
     assert!(!ok && own.contains("permission denied"), "{own}");
 
     // alice approves through node 3; the grant exists on every node.
-    let approved = cli_ok(&nodes[2], &alice, &["access", "approve", &request, "--reason", "ok"]).await?;
+    let approved = cli_ok(
+        &nodes[2],
+        &alice,
+        &["access", "approve", &request, "--reason", "ok"],
+    )
+    .await?;
     let grant = id_with_prefix(&approved, "g-")?;
     for node in &nodes {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -119,7 +147,12 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
     // Now bob writes through node 1 (psql) and keeps a session open on node 2.
     let (ok, _, stderr) = common::psql(
         &nodes[0].gateway.conninfo(CONNECTION, "bob", &bob),
-        &["-c", "CREATE TABLE IF NOT EXISTS jit_probe(x int)", "-c", "INSERT INTO jit_probe VALUES (1)"],
+        &[
+            "-c",
+            "CREATE TABLE IF NOT EXISTS jit_probe(x int)",
+            "-c",
+            "INSERT INTO jit_probe VALUES (1)",
+        ],
     )
     .await?;
     assert!(ok, "bob's write with a grant failed: {stderr}");
@@ -128,7 +161,12 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
 
     // alice revokes through node 3; bob's open session on node 2 is ended, saying why.
     let revoked_at = Instant::now();
-    let revoked = cli_ok(&nodes[2], &alice, &["grants", "revoke", &grant, "--reason", "incident over"]).await?;
+    let revoked = cli_ok(
+        &nodes[2],
+        &alice,
+        &["grants", "revoke", &grant, "--reason", "incident over"],
+    )
+    .await?;
     assert!(revoked.contains("revoked"), "{revoked}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let ended = loop {
@@ -141,7 +179,9 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
     let waited = revoked_at.elapsed();
     let log = nodes[1].gateway.log();
     assert!(
-        log.contains(&format!("grant {grant} was revoked by alice@example.test (incident over)")),
+        log.contains(&format!(
+            "grant {grant} was revoked by alice@example.test (incident over)"
+        )),
         "{ended}\n{log}"
     );
     assert!(waited < Duration::from_secs(5), "ended after {waited:?}");
@@ -152,7 +192,9 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
         loop {
             match connect(&node.gateway, CONNECTION, "bob", &bob).await {
                 Err(_) => break,
-                Ok(_) if Instant::now() > deadline => bail!("node {} still admits bob", node.raft_id),
+                Ok(_) if Instant::now() > deadline => {
+                    bail!("node {} still admits bob", node.raft_id)
+                }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
@@ -164,8 +206,15 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
 async fn a_grant_ends_its_sessions_when_it_expires() -> anyhow::Result<()> {
     let (pg, oidc) = tokio::try_join!(start_pg(UpstreamAuth::ScramSha256), OidcProvider::start())?;
     let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
-    spec.connections.push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
-    spec.roles.push(RoleSpec::jit("oncall-write", "analysts", CONNECTION, "write", "dba"));
+    spec.connections
+        .push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
+    spec.roles.push(RoleSpec::jit(
+        "oncall-write",
+        "analysts",
+        CONNECTION,
+        "write",
+        "dba",
+    ));
     let dir = tempfile::tempdir()?;
     let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
     let bob = oidc.user_token("bob").await?;
@@ -175,7 +224,17 @@ async fn a_grant_ends_its_sessions_when_it_expires() -> anyhow::Result<()> {
     let requested = cli_ok(
         &nodes[0],
         &bob,
-        &["access", "request", CONNECTION, "--role", "oncall-write", "--for", "4s", "--reason", "INC-7"],
+        &[
+            "access",
+            "request",
+            CONNECTION,
+            "--role",
+            "oncall-write",
+            "--for",
+            "4s",
+            "--reason",
+            "INC-7",
+        ],
     )
     .await?;
     let request = id_with_prefix(&requested, "ar-")?;

@@ -36,7 +36,13 @@ impl ControlOptions {
             .as_deref()
             .context("no control API: pass --control host:port or set JURIS_CONTROL")?;
         let token = tokens::current(&self.idp).await?;
-        Ok(ControlClient::connect(endpoint, self.ca.as_deref(), self.server_name.as_deref(), &token).await?)
+        Ok(ControlClient::connect(
+            endpoint,
+            self.ca.as_deref(),
+            self.server_name.as_deref(),
+            &token,
+        )
+        .await?)
     }
 }
 
@@ -152,7 +158,11 @@ fn print_request(r: &pb::AccessRequest) {
         r.requester,
         approvals,
         r.approvals_needed,
-        if r.grant_id.is_empty() { String::new() } else { format!("  grant {}", r.grant_id) },
+        if r.grant_id.is_empty() {
+            String::new()
+        } else {
+            format!("  grant {}", r.grant_id)
+        },
         r.reason
     );
 }
@@ -186,7 +196,12 @@ fn print_approval(a: &pb::Approval) {
 pub async fn access(options: &ControlOptions, command: AccessCommand) -> anyhow::Result<()> {
     let mut client = options.client().await?;
     match command {
-        AccessCommand::Request { connection, role, duration, reason } => {
+        AccessCommand::Request {
+            connection,
+            role,
+            duration,
+            reason,
+        } => {
             let r = client
                 .request_access(pb::RequestAccessRequest {
                     connection,
@@ -197,7 +212,10 @@ pub async fn access(options: &ControlOptions, command: AccessCommand) -> anyhow:
                 })
                 .await?;
             print_request(&r);
-            println!("Reviewers can approve it with: juris access approve {}", r.id);
+            println!(
+                "Reviewers can approve it with: juris access approve {}",
+                r.id
+            );
         }
         AccessCommand::List { status, connection } => {
             for r in client
@@ -212,13 +230,21 @@ pub async fn access(options: &ControlOptions, command: AccessCommand) -> anyhow:
         }
         AccessCommand::Approve { id, reason } => {
             let r = client
-                .review_access(pb::ReviewRequest { id, approve: true, reason: reason.unwrap_or_default() })
+                .review_access(pb::ReviewRequest {
+                    id,
+                    approve: true,
+                    reason: reason.unwrap_or_default(),
+                })
                 .await?;
             print_request(&r);
         }
         AccessCommand::Deny { id, reason } => {
             let r = client
-                .review_access(pb::ReviewRequest { id, approve: false, reason: reason.unwrap_or_default() })
+                .review_access(pb::ReviewRequest {
+                    id,
+                    approve: false,
+                    reason: reason.unwrap_or_default(),
+                })
                 .await?;
             print_request(&r);
         }
@@ -243,7 +269,10 @@ pub async fn grants(options: &ControlOptions, command: GrantsCommand) -> anyhow:
         }
         GrantsCommand::Revoke { id, reason } => {
             let g = client
-                .revoke_grant(pb::RevokeGrantRequest { id, reason: reason.unwrap_or_default() })
+                .revoke_grant(pb::RevokeGrantRequest {
+                    id,
+                    reason: reason.unwrap_or_default(),
+                })
                 .await?;
             print_grant(&g);
         }
@@ -267,12 +296,20 @@ pub async fn approvals(options: &ControlOptions, command: ApprovalsCommand) -> a
         }
         ApprovalsCommand::Approve { id, reason } => print_approval(
             &client
-                .review_approval(pb::ReviewRequest { id, approve: true, reason: reason.unwrap_or_default() })
+                .review_approval(pb::ReviewRequest {
+                    id,
+                    approve: true,
+                    reason: reason.unwrap_or_default(),
+                })
                 .await?,
         ),
         ApprovalsCommand::Deny { id, reason } => print_approval(
             &client
-                .review_approval(pb::ReviewRequest { id, approve: false, reason: reason.unwrap_or_default() })
+                .review_approval(pb::ReviewRequest {
+                    id,
+                    approve: false,
+                    reason: reason.unwrap_or_default(),
+                })
                 .await?,
         ),
     }

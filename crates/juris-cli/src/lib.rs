@@ -3,6 +3,6 @@
 
 pub mod audit_cmd;
 pub mod connect;
+pub mod control_cmd;
 pub mod mask_test;
 pub mod tokens;
-pub mod control_cmd;

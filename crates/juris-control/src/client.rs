@@ -38,9 +38,12 @@ impl ControlClient {
         } else {
             tls = tls.with_enabled_roots();
         }
-        let host = server_name
-            .map(str::to_string)
-            .unwrap_or_else(|| endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h).to_string());
+        let host = server_name.map(str::to_string).unwrap_or_else(|| {
+            endpoint
+                .rsplit_once(':')
+                .map_or(endpoint, |(h, _)| h)
+                .to_string()
+        });
         tls = tls.domain_name(host);
         let channel = Endpoint::from_shared(format!("https://{endpoint}"))
             .map_err(|e| fail(e.to_string()))?
@@ -51,9 +54,9 @@ impl ControlClient {
             .connect()
             .await
             .map_err(|e| fail(source_chain(&e)))?;
-        let authorization = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| ControlError::Tls("the access token is not a valid header value".into()))?;
+        let authorization = format!("Bearer {token}").parse().map_err(|_| {
+            ControlError::Tls("the access token is not a valid header value".into())
+        })?;
         Ok(ControlClient {
             grpc: Grpc::new(channel),
             authorization,
@@ -68,45 +71,91 @@ impl ControlClient {
         request
     }
 
-    pub async fn request_access(&mut self, m: pb::RequestAccessRequest) -> Result<pb::AccessRequest, CallError> {
+    pub async fn request_access(
+        &mut self,
+        m: pb::RequestAccessRequest,
+    ) -> Result<pb::AccessRequest, CallError> {
         let r = self.request(m);
         let reply = self.grpc.request_access(r).await?.into_inner();
         reply.request.ok_or(CallError::Empty)
     }
 
-    pub async fn list_access_requests(&mut self, m: pb::ListAccessRequestsRequest) -> Result<Vec<pb::AccessRequest>, CallError> {
+    pub async fn list_access_requests(
+        &mut self,
+        m: pb::ListAccessRequestsRequest,
+    ) -> Result<Vec<pb::AccessRequest>, CallError> {
         let r = self.request(m);
-        Ok(self.grpc.list_access_requests(r).await?.into_inner().requests)
+        Ok(self
+            .grpc
+            .list_access_requests(r)
+            .await?
+            .into_inner()
+            .requests)
     }
 
-    pub async fn review_access(&mut self, m: pb::ReviewRequest) -> Result<pb::AccessRequest, CallError> {
+    pub async fn review_access(
+        &mut self,
+        m: pb::ReviewRequest,
+    ) -> Result<pb::AccessRequest, CallError> {
         let r = self.request(m);
-        self.grpc.review_access(r).await?.into_inner().request.ok_or(CallError::Empty)
+        self.grpc
+            .review_access(r)
+            .await?
+            .into_inner()
+            .request
+            .ok_or(CallError::Empty)
     }
 
     pub async fn cancel_access(&mut self, id: String) -> Result<pb::AccessRequest, CallError> {
         let r = self.request(pb::CancelRequest { id });
-        self.grpc.cancel_access(r).await?.into_inner().request.ok_or(CallError::Empty)
+        self.grpc
+            .cancel_access(r)
+            .await?
+            .into_inner()
+            .request
+            .ok_or(CallError::Empty)
     }
 
-    pub async fn list_grants(&mut self, m: pb::ListGrantsRequest) -> Result<Vec<pb::Grant>, CallError> {
+    pub async fn list_grants(
+        &mut self,
+        m: pb::ListGrantsRequest,
+    ) -> Result<Vec<pb::Grant>, CallError> {
         let r = self.request(m);
         Ok(self.grpc.list_grants(r).await?.into_inner().grants)
     }
 
-    pub async fn revoke_grant(&mut self, m: pb::RevokeGrantRequest) -> Result<pb::Grant, CallError> {
+    pub async fn revoke_grant(
+        &mut self,
+        m: pb::RevokeGrantRequest,
+    ) -> Result<pb::Grant, CallError> {
         let r = self.request(m);
-        self.grpc.revoke_grant(r).await?.into_inner().grant.ok_or(CallError::Empty)
+        self.grpc
+            .revoke_grant(r)
+            .await?
+            .into_inner()
+            .grant
+            .ok_or(CallError::Empty)
     }
 
-    pub async fn list_approvals(&mut self, m: pb::ListApprovalsRequest) -> Result<Vec<pb::Approval>, CallError> {
+    pub async fn list_approvals(
+        &mut self,
+        m: pb::ListApprovalsRequest,
+    ) -> Result<Vec<pb::Approval>, CallError> {
         let r = self.request(m);
         Ok(self.grpc.list_approvals(r).await?.into_inner().approvals)
     }
 
-    pub async fn review_approval(&mut self, m: pb::ReviewRequest) -> Result<pb::Approval, CallError> {
+    pub async fn review_approval(
+        &mut self,
+        m: pb::ReviewRequest,
+    ) -> Result<pb::Approval, CallError> {
         let r = self.request(m);
-        self.grpc.review_approval(r).await?.into_inner().approval.ok_or(CallError::Empty)
+        self.grpc
+            .review_approval(r)
+            .await?
+            .into_inner()
+            .approval
+            .ok_or(CallError::Empty)
     }
 
     pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusReply, CallError> {
@@ -114,12 +163,19 @@ impl ControlClient {
         Ok(self.grpc.cluster_status(r).await?.into_inner())
     }
 
-    pub async fn add_learner(&mut self, id: u64, address: String) -> Result<pb::ClusterStatusReply, CallError> {
+    pub async fn add_learner(
+        &mut self,
+        id: u64,
+        address: String,
+    ) -> Result<pb::ClusterStatusReply, CallError> {
         let r = self.request(pb::AddLearnerRequest { id, address });
         Ok(self.grpc.add_learner(r).await?.into_inner())
     }
 
-    pub async fn change_membership(&mut self, voters: Vec<u64>) -> Result<pb::ClusterStatusReply, CallError> {
+    pub async fn change_membership(
+        &mut self,
+        voters: Vec<u64>,
+    ) -> Result<pb::ClusterStatusReply, CallError> {
         let r = self.request(pb::ChangeMembershipRequest { voters });
         Ok(self.grpc.change_membership(r).await?.into_inner())
     }

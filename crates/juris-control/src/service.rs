@@ -78,11 +78,17 @@ impl ControlService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("no access token: send `authorization: Bearer <token>` (juris login)"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no access token: send `authorization: Bearer <token>` (juris login)",
+                )
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be `Bearer <token>`")
+            })?;
         self.auth
             .principal(token)
             .await
@@ -90,7 +96,10 @@ impl ControlService {
     }
 
     fn is_admin(&self, principal: &Principal) -> bool {
-        principal.groups.iter().any(|g| self.admin_groups.contains(g))
+        principal
+            .groups
+            .iter()
+            .any(|g| self.admin_groups.contains(g))
     }
 
     /// Reviewers of any jit role, or admins: they see the whole region.
@@ -119,7 +128,10 @@ impl ControlService {
         }
     }
 
-    fn access_reply(&self, id: AccessRequestId) -> Result<Response<pb::AccessRequestReply>, Status> {
+    fn access_reply(
+        &self,
+        id: AccessRequestId,
+    ) -> Result<Response<pb::AccessRequestReply>, Status> {
         let now = now_ms();
         self.region.read(|state| {
             let request = state
@@ -138,7 +150,9 @@ impl ControlService {
         let status = self.region.raft.status();
         match status.leader_id {
             Some(leader) => match self.member_controls.get(&leader) {
-                Some(control) => format!("node {leader} is the leader; its control API is {control}"),
+                Some(control) => {
+                    format!("node {leader} is the leader; its control API is {control}")
+                }
                 None => format!("node {leader} is the leader"),
             },
             None => "no leader is known (no quorum)".into(),
@@ -150,7 +164,8 @@ fn parse_id<T: std::str::FromStr>(id: &str) -> Result<T, Status>
 where
     T::Err: std::fmt::Display,
 {
-    id.parse::<T>().map_err(|e| Status::invalid_argument(e.to_string()))
+    id.parse::<T>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn optional(text: String) -> Option<String> {
@@ -158,7 +173,11 @@ fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-fn parse_status<T: Copy>(text: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Result<Option<T>, Status> {
+fn parse_status<T: Copy>(
+    text: &str,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<Option<T>, Status> {
     if text.is_empty() {
         return Ok(None);
     }
@@ -168,7 +187,10 @@ fn parse_status<T: Copy>(text: &str, all: &[T], name: impl Fn(T) -> &'static str
         .map(Some)
         .ok_or_else(|| {
             let names: Vec<_> = all.iter().map(|s| name(*s)).collect();
-            Status::invalid_argument(format!("unknown status `{text}`; one of {}", names.join(", ")))
+            Status::invalid_argument(format!(
+                "unknown status `{text}`; one of {}",
+                names.join(", ")
+            ))
         })
 }
 
@@ -180,10 +202,9 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<pb::AccessRequestReply>, Status> {
         let principal = self.caller(&request).await?;
         let req = request.into_inner();
-        let connection = self
-            .deployment
-            .connection(&req.connection)
-            .ok_or_else(|| Status::not_found(format!("connection \"{}\" does not exist", req.connection)))?;
+        let connection = self.deployment.connection(&req.connection).ok_or_else(|| {
+            Status::not_found(format!("connection \"{}\" does not exist", req.connection))
+        })?;
         if connection.region != self.region.name {
             return Err(Status::failed_precondition(format!(
                 "connection \"{}\" belongs to region {}; ask that region's nodes (grants never leave their region)",
@@ -356,7 +377,8 @@ impl pb::control_server::Control for ControlService {
             return Err(Status::internal("unexpected outcome of a revocation"));
         };
         info!(by = principal.name(), %id, "grant revoked");
-        let status = grant.status(now_ms().max(grant.revocation.as_ref().map_or(UnixMillis(0), |r| r.at)));
+        let status =
+            grant.status(now_ms().max(grant.revocation.as_ref().map_or(UnixMillis(0), |r| r.at)));
         Ok(Response::new(pb::GrantReply {
             grant: Some(convert::grant(&grant, status)),
         }))
@@ -380,7 +402,9 @@ impl pb::control_server::Control for ControlService {
                     },
                     now,
                 )
-                .filter(|(a, _)| everything || a.requester.is(&principal.issuer, &principal.subject))
+                .filter(|(a, _)| {
+                    everything || a.requester.is(&principal.issuer, &principal.subject)
+                })
                 .map(|(a, s)| convert::approval(a, s))
                 .collect()
         });
@@ -407,7 +431,10 @@ impl pb::control_server::Control for ControlService {
                 .approval(id)
                 .ok_or_else(|| Status::not_found(format!("no approval {id}")))?;
             Ok(Response::new(pb::ApprovalReply {
-                approval: Some(convert::approval(approval, approval.status(state.effective_time(now)))),
+                approval: Some(convert::approval(
+                    approval,
+                    approval.status(state.effective_time(now)),
+                )),
             }))
         })
     }

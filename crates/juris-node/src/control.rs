@@ -25,15 +25,15 @@ pub async fn start_region(
     deployment: &Deployment,
     cluster: &ClusterConfig,
 ) -> Result<Region, NodeError> {
-    let data_dir = deployment
-        .node
-        .data_dir
-        .clone()
-        .ok_or_else(|| NodeError::Cluster("node.data_dir is required with [node.cluster]".into()))?;
-    let listen = cluster
-        .listen
-        .parse()
-        .map_err(|_| NodeError::Cluster(format!("node.cluster.listen: `{}` is not an address", cluster.listen)))?;
+    let data_dir = deployment.node.data_dir.clone().ok_or_else(|| {
+        NodeError::Cluster("node.data_dir is required with [node.cluster]".into())
+    })?;
+    let listen = cluster.listen.parse().map_err(|_| {
+        NodeError::Cluster(format!(
+            "node.cluster.listen: `{}` is not an address",
+            cluster.listen
+        ))
+    })?;
     let mut config = RaftConfig::new(
         cluster.raft_id,
         listen,
@@ -44,7 +44,10 @@ pub async fn start_region(
             ca_file: cluster.tls.ca_file.clone(),
         },
     );
-    config.advertise = cluster.advertise.clone().unwrap_or_else(|| cluster.listen.clone());
+    config.advertise = cluster
+        .advertise
+        .clone()
+        .unwrap_or_else(|| cluster.listen.clone());
     let raft = RaftNode::start(config, RegionState::default())
         .await
         .map_err(|e| NodeError::Cluster(e.to_string()))?;
@@ -54,9 +57,9 @@ pub async fn start_region(
         .map(|m| (m.id, m.address.clone()))
         .collect();
     if members.keys().next() == Some(&cluster.raft_id) {
-        raft.initialize(members)
-            .await
-            .map_err(|e| NodeError::Cluster(format!("cannot initialize the region's Raft group: {e}")))?;
+        raft.initialize(members).await.map_err(|e| {
+            NodeError::Cluster(format!("cannot initialize the region's Raft group: {e}"))
+        })?;
     }
     info!(raft_id = cluster.raft_id, listen = %cluster.listen, "region control plane started");
     Ok(Region {
@@ -144,7 +147,11 @@ impl GrantAuthority for RegionGrants {
                             ),
                         },
                     ),
-                    None => (false, UnixMillis(0), format!("terminating connection: grant {id} no longer exists")),
+                    None => (
+                        false,
+                        UnixMillis(0),
+                        format!("terminating connection: grant {id} no longer exists"),
+                    ),
                 });
                 if !active {
                     return ending;

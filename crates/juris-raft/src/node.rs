@@ -32,6 +32,10 @@ use crate::store::{LogStore, SmStore, open_db};
 use crate::types::{LogPayload, NodeId, Raft};
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
+type MembershipResult<T> = Result<
+    Result<T, OrRaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+    tokio::time::error::Elapsed,
+>;
 
 /// How long a follower waits before re-trying a write whose forward failed
 /// or was bounced (leadership in flux). Bounded by the write deadline.
@@ -540,13 +544,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.membership_result(tokio::time::timeout_at(deadline.into(), fut).await)
     }
 
-    fn membership_result<T>(
-        &self,
-        r: Result<
-            Result<T, OrRaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
-            tokio::time::error::Elapsed,
-        >,
-    ) -> Result<(), RaftError> {
+    fn membership_result<T>(&self, r: MembershipResult<T>) -> Result<(), RaftError> {
         match r {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {

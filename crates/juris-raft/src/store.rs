@@ -11,6 +11,10 @@
 //! `applied_state` reports the snapshot's position rather than a separately
 //! persisted "last applied".
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes);
+// the helpers here return it too rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};

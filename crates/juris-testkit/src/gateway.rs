@@ -90,7 +90,9 @@ pub struct RegionNode {
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Start `size` nodes of one region that form a Raft group over mutual TLS
@@ -112,7 +114,9 @@ pub async fn start_region(
     let member_list = members
         .iter()
         .map(|(id, raft, control)| {
-            format!("{{ id = {id}, address = \"127.0.0.1:{raft}\", control = \"127.0.0.1:{control}\" }}")
+            format!(
+                "{{ id = {id}, address = \"127.0.0.1:{raft}\", control = \"127.0.0.1:{control}\" }}"
+            )
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -125,7 +129,10 @@ pub async fn start_region(
         std::fs::write(&key, &peer.key_pem)?;
         let data_dir = dir.join(format!("node-{id}"));
         let mut node_spec = spec.clone();
-        node_spec.node_settings.push(format!("data_dir = {}", quote(&data_dir.display().to_string())));
+        node_spec.node_settings.push(format!(
+            "data_dir = {}",
+            quote(&data_dir.display().to_string())
+        ));
         node_spec.node_settings.push(format!(
             "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{admin_group:?}], lease_bound = \"5s\", tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
             quote(&cert.display().to_string()),
@@ -135,11 +142,13 @@ pub async fn start_region(
         let control = format!("127.0.0.1:{control}");
         let raft_id = *id;
         starting.push(async move {
-            GatewayProcess::start(&node_spec).await.map(|gateway| RegionNode {
-                raft_id,
-                control,
-                gateway,
-            })
+            GatewayProcess::start(&node_spec)
+                .await
+                .map(|gateway| RegionNode {
+                    raft_id,
+                    control,
+                    gateway,
+                })
         });
     }
     futures_util::future::try_join_all(starting).await
