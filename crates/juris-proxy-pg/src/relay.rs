@@ -447,6 +447,7 @@ where
     let mut splice = Splice::default();
     loop {
         let mut position = 0;
+        let mut forwarded_tag = 0;
         loop {
             let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
                 Ok(Some(header)) => header,
@@ -574,6 +575,7 @@ where
                 }
                 _ => {}
             }
+            forwarded_tag = tag;
             position += total;
         }
         match splice.write(upstream, &buf, position).await {
@@ -581,7 +583,7 @@ where
                 &traffic.to_upstream,
                 &traffic.last_to_upstream,
                 written,
-                last_tag(&buf, position),
+                forwarded_tag,
             ),
             Err(e) => return Ending::Io(e.to_string()),
         }
@@ -601,23 +603,6 @@ where
             Err(e) => return Ending::Io(e.to_string()),
         }
     }
-}
-
-/// The tag of the last complete frame in `buf[..end]` (frames start at 0).
-fn last_tag(buf: &[u8], end: usize) -> u8 {
-    let mut position = 0;
-    let mut tag = 0;
-    while position + 5 <= end {
-        tag = buf[position];
-        let len = u32::from_be_bytes([
-            buf[position + 1],
-            buf[position + 2],
-            buf[position + 3],
-            buf[position + 4],
-        ]) as usize;
-        position += 1 + len;
-    }
-    tag
 }
 
 fn count(bytes: &AtomicU64, last: &std::sync::atomic::AtomicU8, written: usize, tag: u8) {
@@ -851,6 +836,7 @@ where
     let mut scratch = BytesMut::new();
     loop {
         let mut position = 0;
+        let mut forwarded_tag = 0;
         loop {
             let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
                 Ok(Some(header)) => header,
@@ -903,6 +889,7 @@ where
                     catalog.invalidate();
                 }
             }
+            forwarded_tag = tag;
             position += total;
         }
         match splice.write(client, &buf, position).await {
@@ -910,7 +897,7 @@ where
                 &traffic.to_client,
                 &traffic.last_to_client,
                 written,
-                last_tag(&buf, position),
+                forwarded_tag,
             ),
             Err(e) => return Ending::Io(e.to_string()),
         }
