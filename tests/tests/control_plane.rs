@@ -257,3 +257,109 @@ async fn a_grant_ends_its_sessions_when_it_expires() -> anyhow::Result<()> {
     assert!(log.contains(&format!("grant {grant} expired")), "{log}");
     Ok(())
 }
+
+/// Poll `juris approvals list` on `node` until a pending request for a
+/// statement containing `text` shows; returns its id.
+async fn pending_approval(node: &RegionNode, token: &str, text: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = cli_ok(node, token, &["approvals", "list", "--status", "pending"]).await?;
+        if let Some(line) = listed.lines().find(|l| l.contains(text)) {
+            return id_with_prefix(line, "ap-");
+        }
+        if Instant::now() > deadline {
+            bail!("no pending approval for {text:?}:\n{listed}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_drop_table_runs_once_approved_through_another_node() -> anyhow::Result<()> {
+    let (pg, oidc) = tokio::try_join!(start_pg(UpstreamAuth::ScramSha256), OidcProvider::start())?;
+    let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+    spec.connections
+        .push(connection_spec(&pg, &UpstreamAuth::ScramSha256));
+    let mut quick = connection_spec(&pg, &UpstreamAuth::ScramSha256);
+    quick.name = "billing_quick".into();
+    spec.connections.push(quick);
+    spec.connection_settings.push((
+        CONNECTION.into(),
+        "[connection.approvals]\nreviewers = [\"dba\"]\nhold = \"60s\"".into(),
+    ));
+    spec.connection_settings.push((
+        "billing_quick".into(),
+        "[connection.approvals]\nreviewers = [\"dba\"]\nhold = \"1s\"\nwindow = \"10m\"".into(),
+    ));
+    let mut ops = RoleSpec::new("ops", "analysts", CONNECTION, "admin");
+    ops.connections.push("billing_quick".into());
+    spec.roles.push(ops);
+    let dir = tempfile::tempdir()?;
+    let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
+    let bob = oidc.user_token("bob").await?;
+    let alice = oidc.user_token("alice").await?;
+    wait_for_leader(&nodes, &alice).await?;
+    let bob_psql = |node: usize, connection: &'static str, sql: &'static str| {
+        let conninfo = nodes[node].gateway.conninfo(connection, "bob", &bob);
+        async move { common::psql(&conninfo, &["-v", "VERBOSITY=verbose", "-c", sql]).await }
+    };
+
+    // Statements outside the review rule run at once.
+    let (ok, _, stderr) = bob_psql(
+        0,
+        CONNECTION,
+        "CREATE TABLE held_probe(x int); INSERT INTO held_probe VALUES (1)",
+    )
+    .await?;
+    assert!(ok, "{stderr}");
+
+    // DROP TABLE through node 1 waits; the request is visible on node 2.
+    let drop = tokio::spawn(bob_psql(0, CONNECTION, "DROP TABLE held_probe"));
+    let id = pending_approval(&nodes[1], &alice, "DROP TABLE held_probe").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!drop.is_finished(), "the DROP ran before anyone approved it");
+    let (ok, own) = cli(&nodes[1], &bob, &["approvals", "approve", &id]).await?;
+    assert!(!ok && own.contains("permission denied"), "{own}");
+
+    // alice approves through node 3; the DROP runs and bob sees its result.
+    cli_ok(&nodes[2], &alice, &["approvals", "approve", &id, "--reason", "cleanup"]).await?;
+    let (ok, stdout, stderr) = tokio::time::timeout(Duration::from_secs(20), drop).await???;
+    assert!(ok, "the approved DROP failed: {stderr}");
+    assert!(
+        stderr.contains(&format!("statement held for review as {id}")),
+        "bob was not told the request id: {stderr}"
+    );
+    let _ = stdout;
+    let (ok, gone, stderr) = bob_psql(0, CONNECTION, "SELECT to_regclass('held_probe') IS NULL").await?;
+    assert!(ok && gone.trim() == "t", "{gone} {stderr}");
+
+    // A denied statement fails with the reviewer's reason and never runs.
+    let (ok, _, stderr) = bob_psql(1, CONNECTION, "CREATE TABLE keep_me(x int)").await?;
+    assert!(ok, "{stderr}");
+    let drop = tokio::spawn(bob_psql(1, CONNECTION, "DROP TABLE keep_me"));
+    let id = pending_approval(&nodes[0], &alice, "DROP TABLE keep_me").await?;
+    cli_ok(&nodes[0], &alice, &["approvals", "deny", &id, "--reason", "not today"]).await?;
+    let (ok, _, stderr) = tokio::time::timeout(Duration::from_secs(20), drop).await???;
+    assert!(!ok, "a denied DROP ran");
+    assert!(
+        stderr.contains("42501") && stderr.contains(&format!("{id} was denied by alice")) && stderr.contains("not today"),
+        "{stderr}"
+    );
+    let (ok, kept, _) = bob_psql(1, CONNECTION, "SELECT to_regclass('keep_me') IS NOT NULL").await?;
+    assert!(ok && kept.trim() == "t", "keep_me was dropped");
+
+    // A hold that runs out names the request; once approved, the identical
+    // statement runs exactly once.
+    let (ok, _, stderr) = bob_psql(2, "billing_quick", "TRUNCATE keep_me").await?;
+    assert!(!ok && stderr.contains("57014") && stderr.contains("was not decided within 1s"), "{stderr}");
+    let id = id_with_prefix(
+        stderr.lines().find(|l| l.contains("approval request")).unwrap_or_default(),
+        "ap-",
+    )?;
+    cli_ok(&nodes[1], &alice, &["approvals", "approve", &id]).await?;
+    let (ok, _, stderr) = bob_psql(2, "billing_quick", "TRUNCATE keep_me").await?;
+    assert!(ok, "the approved TRUNCATE did not run: {stderr}");
+    let (ok, _, stderr) = bob_psql(2, "billing_quick", "TRUNCATE keep_me").await?;
+    assert!(!ok && stderr.contains("was not decided"), "an approval was used twice: {stderr}");
+    Ok(())
+}

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use juris_mask::{MaskError, Masker, MaskingPolicy};
+pub use juris_types::ReviewedStatement;
 use juris_types::AccessLevel;
 use serde::{Deserialize, Serialize};
 
@@ -219,7 +220,42 @@ pub struct ConnectionConfig {
     /// What is masked in results, and who may see cleartext.
     #[serde(default)]
     pub masking: MaskingPolicy,
+    /// Statements that are held until reviewers approve them (needs the
+    /// region's control plane, `[node.cluster]`).
+    #[serde(default)]
+    pub approvals: Option<CommandApprovalConfig>,
 }
+
+/// Command review of one connection: which statements are held, who
+/// reviews them, how long the session waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandApprovalConfig {
+    /// IdP groups whose members may approve or deny (never the requester).
+    pub reviewers: Vec<String>,
+    /// Approvals needed before the statement runs.
+    #[serde(default = "defaults::approvals")]
+    pub approvals: u32,
+    /// Statement kinds that need review. The default covers what is hard
+    /// to undo: `drop`, `truncate`, `alter`, `unqualified_write` (DELETE or
+    /// UPDATE without WHERE) and `privileges` (GRANT, REVOKE, role changes).
+    #[serde(default = "defaults::reviewed_statements")]
+    pub statements: Vec<ReviewedStatement>,
+    /// Regular expressions matched against each statement's text; a match
+    /// is held too (e.g. `"(?i)^\\s*vacuum\\s+full"`).
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// How long the session waits for a decision before the statement
+    /// fails with the request id; approval afterwards lets the same
+    /// statement run once within `window`.
+    #[serde(default = "defaults::approval_hold", with = "duration_text")]
+    pub hold: std::time::Duration,
+    /// How long after approval the identical statement may still be run
+    /// once by the requester (when the hold ended first).
+    #[serde(default = "defaults::approval_window", with = "duration_text")]
+    pub window: std::time::Duration,
+}
+
 
 /// Where and how the gateway reaches the real database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -449,6 +485,16 @@ mod defaults {
     pub fn max_grant() -> std::time::Duration {
         std::time::Duration::from_secs(8 * 3600)
     }
+    pub fn reviewed_statements() -> Vec<super::ReviewedStatement> {
+        use super::ReviewedStatement::*;
+        vec![Drop, Truncate, Alter, UnqualifiedWrite, Privileges]
+    }
+    pub fn approval_hold() -> std::time::Duration {
+        std::time::Duration::from_secs(120)
+    }
+    pub fn approval_window() -> std::time::Duration {
+        std::time::Duration::from_secs(15 * 60)
+    }
     pub fn request_ttl() -> std::time::Duration {
         std::time::Duration::from_secs(24 * 3600)
     }
@@ -646,6 +692,9 @@ impl Deployment {
                     );
                 }
             }
+            if let Some(review) = &c.approvals {
+                self.approval_problems(&key, review, &mut problem);
+            }
             if c.upstream.tls.mode == UpstreamTlsMode::VerifyFull
                 && c.upstream.tls.ca_file.is_none()
             {
@@ -783,6 +832,51 @@ impl Deployment {
                 "node.cluster.lease_bound".into(),
                 "must be longer than 0s".into(),
             );
+        }
+    }
+
+    fn approval_problems(
+        &self,
+        key: &str,
+        review: &CommandApprovalConfig,
+        problem: &mut impl FnMut(String, String),
+    ) {
+        if self.node.cluster.is_none() {
+            problem(
+                format!("{key}.approvals"),
+                "command approvals need the region's control plane ([node.cluster])".into(),
+            );
+        }
+        if review.reviewers.is_empty() {
+            problem(
+                format!("{key}.approvals.reviewers"),
+                "must name at least one group".into(),
+            );
+        }
+        if review.approvals == 0 {
+            problem(
+                format!("{key}.approvals.approvals"),
+                "must be at least 1".into(),
+            );
+        }
+        if review.statements.is_empty() && review.patterns.is_empty() {
+            problem(
+                format!("{key}.approvals.statements"),
+                "name at least one statement kind or pattern to review".into(),
+            );
+        }
+        if let Err(juris_policy::PolicyError::Pattern { index, reason }) =
+            juris_policy::ReviewPolicy::new(&review.statements, &review.patterns)
+        {
+            problem(format!("{key}.approvals.patterns[{index}]"), reason);
+        }
+        for (field, value) in [("hold", review.hold), ("window", review.window)] {
+            if value.is_zero() {
+                problem(
+                    format!("{key}.approvals.{field}"),
+                    "must be longer than 0s".into(),
+                );
+            }
         }
     }
 
@@ -1088,5 +1182,57 @@ level = "admin"
             .unwrap_err()
             .to_string();
         assert!(err.contains("`forever` is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn command_approvals_default_to_hard_to_undo_statements_and_need_a_cluster() {
+        let text = GOOD.replace(
+            "user = \"gw\", password = { env = \"BILLING_PW\" } }",
+            "user = \"gw\", password = { env = \"BILLING_PW\" } }\napprovals = { reviewers = [\"dba\"], hold = \"30s\" }",
+        );
+        let d = Deployment::from_toml("t.toml", &text).unwrap();
+        let review = d.connections[0].approvals.as_ref().unwrap();
+        assert_eq!(review.approvals, 1);
+        assert_eq!(review.hold, std::time::Duration::from_secs(30));
+        assert_eq!(review.window, std::time::Duration::from_secs(900));
+        assert!(review.statements.contains(&ReviewedStatement::UnqualifiedWrite));
+        let ConfigError::Invalid { problems, .. } = d.validate("t.toml").unwrap_err() else {
+            panic!("expected problems");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "connection[0].approvals" && p.reason.contains("[node.cluster]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn command_approval_mistakes_are_reported_by_key() {
+        let text = GOOD.replace(
+            "user = \"gw\", password = { env = \"BILLING_PW\" } }",
+            "user = \"gw\", password = { env = \"BILLING_PW\" } }\napprovals = { reviewers = [], approvals = 0, patterns = [\"(\"], hold = \"0s\" }",
+        );
+        let d = Deployment::from_toml("t.toml", &text).unwrap();
+        let ConfigError::Invalid { problems, .. } = d.validate("t.toml").unwrap_err() else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "connection[0].approvals.reviewers",
+            "connection[0].approvals.approvals",
+            "connection[0].approvals.patterns[0]",
+            "connection[0].approvals.hold",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let unknown = GOOD.replace(
+            "user = \"gw\", password = { env = \"BILLING_PW\" } }",
+            "user = \"gw\", password = { env = \"BILLING_PW\" } }\napprovals = { reviewers = [\"dba\"], statements = [\"drop_everything\"] }",
+        );
+        let err = Deployment::from_toml("t.toml", &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("drop_everything"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! The node's part in its region's control plane: starting the Raft member,
-//! serving the control API, and answering the data plane's grant checks
-//! from the applied state.
+//! serving the control API, answering the data plane's grant checks from
+//! the applied state, and holding statements for command review.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,9 +11,15 @@ use std::time::Duration;
 use juris_config::{ClusterConfig, Deployment};
 use juris_control::region::now_ms;
 use juris_control::{CallerAuth, ControlService, Region, RegionState};
-use juris_proxy_pg::{ActiveGrant, Authenticator, GrantAuthority, GrantLookup};
+use juris_proxy_pg::{
+    ActiveGrant, Authenticator, CommandReview, GrantAuthority, GrantLookup, HeldStatement,
+    HoldOutcome,
+};
 use juris_raft::{PeerTls, RaftConfig, RaftNode};
-use juris_state::{GrantId, UnixMillis};
+use juris_state::{
+    Actor, Applied, ApprovalId, ApprovalRule, ApprovalStatus, Command, GrantId, Identity, Outcome,
+    UnixMillis,
+};
 use juris_types::Principal;
 use tracing::{info, warn};
 
@@ -168,6 +174,183 @@ impl GrantAuthority for RegionGrants {
                 }
             }
         })
+    }
+}
+
+/// Command review for the data plane: held statements become approval
+/// requests in the region's log; the hold ends when the applied state says
+/// the request was decided, or when the connection's hold time passes.
+pub struct RegionReview {
+    pub region: Region,
+    pub deployment: Arc<Deployment>,
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> HoldOutcome {
+    HoldOutcome::Refused {
+        sqlstate: "57P03",
+        message: format!("the statement needs review, but it cannot be filed now: {reason}"),
+    }
+}
+
+impl CommandReview for RegionReview {
+    fn hold(
+        &self,
+        held: HeldStatement,
+        notify: Box<dyn FnOnce(String) + Send>,
+    ) -> Pin<Box<dyn Future<Output = HoldOutcome> + Send>> {
+        let region = self.region.clone();
+        let rule = self
+            .deployment
+            .connections
+            .iter()
+            .find(|c| c.name == held.connection)
+            .and_then(|c| c.approvals.clone());
+        Box::pin(async move {
+            let Some(rule) = rule else {
+                return unavailable(format!(
+                    "connection \"{}\" has no review rule on this node",
+                    held.connection
+                ));
+            };
+            if let Err(reason) = region.lease_ok() {
+                return unavailable(reason);
+            }
+            // An approval given after an earlier hold ended is used once.
+            match consume(&region, &held).await {
+                Ok(Some(id)) => {
+                    return HoldOutcome::Run {
+                        approval: id.to_string(),
+                    };
+                }
+                Ok(None) => {}
+                Err(outcome) => return outcome,
+            }
+            let hold = rule.hold;
+            let window = rule.window;
+            let reviewers = rule.reviewers.join(", ");
+            let request = Command::RequestApproval {
+                requester: Actor::from(&held.principal),
+                connection: held.connection.clone(),
+                session: held.session,
+                statement: held.statement.clone(),
+                fingerprint: held.fingerprint.clone(),
+                class: held.class,
+                rule: ApprovalRule {
+                    reviewer_groups: rule.reviewers,
+                    threshold: rule.approvals,
+                    hold_ttl_ms: Some(millis(hold)),
+                    window_ms: millis(window),
+                },
+            };
+            let id = match region.write(&request).await {
+                Ok(Applied {
+                    result: Ok(Outcome::ApprovalRequested { id }),
+                    ..
+                }) => id,
+                Ok(Applied {
+                    result: Err(rejection),
+                    ..
+                }) => {
+                    return HoldOutcome::Refused {
+                        sqlstate: "42501",
+                        message: format!("the statement cannot be filed for review: {rejection}"),
+                    };
+                }
+                Ok(other) => return unavailable(format!("unexpected answer {other:?}")),
+                Err(e) => return unavailable(e),
+            };
+            info!(approval = %id, session = %held.session, "statement held for review");
+            notify(format!(
+                "statement held for review as {id}; waiting up to {} for a member of {reviewers} to run `juris approvals approve {id}`",
+                humantime::format_duration(hold)
+            ));
+            let deadline = tokio::time::Instant::now() + hold;
+            let mut applied = region.raft.applied_watch();
+            loop {
+                let now = now_ms();
+                let state = region.read(|s| {
+                    s.approval(id).map(|a| {
+                        let last = a.reviews.last().map(|r| {
+                            let reason = r.reason.as_deref().unwrap_or("no reason given");
+                            format!("{} ({reason})", r.reviewer.name)
+                        });
+                        (a.status(now), last)
+                    })
+                });
+                match state {
+                    Some((ApprovalStatus::Pending, _)) => {}
+                    Some((ApprovalStatus::Approved, _)) => {
+                        return match consume(&region, &held).await {
+                            Ok(Some(_)) => HoldOutcome::Run {
+                                approval: id.to_string(),
+                            },
+                            Ok(None) => HoldOutcome::Refused {
+                                sqlstate: "42501",
+                                message: format!(
+                                    "statement not run: approval {id} was already used"
+                                ),
+                            },
+                            Err(outcome) => outcome,
+                        };
+                    }
+                    Some((ApprovalStatus::Denied, by)) => {
+                        return HoldOutcome::Refused {
+                            sqlstate: "42501",
+                            message: format!(
+                                "permission denied: approval request {id} was denied by {}",
+                                by.unwrap_or_else(|| "a reviewer".into())
+                            ),
+                        };
+                    }
+                    Some((status, _)) => {
+                        return HoldOutcome::Refused {
+                            sqlstate: "42501",
+                            message: format!("statement not run: approval request {id} is {status}"),
+                        };
+                    }
+                    None => return unavailable(format!("approval request {id} is not in the applied state")),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return HoldOutcome::Refused {
+                            sqlstate: "57014",
+                            message: format!(
+                                "statement not run: approval request {id} was not decided within {}; once it is approved, run the identical statement again within {}",
+                                humantime::format_duration(hold),
+                                humantime::format_duration(window)
+                            ),
+                        };
+                    }
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            return unavailable("this node left its region's control plane");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Use an approved, unused approval of this statement; `Ok(None)` when
+/// there is none.
+async fn consume(region: &Region, held: &HeldStatement) -> Result<Option<ApprovalId>, HoldOutcome> {
+    let command = Command::ConsumeApproval {
+        requester: Identity::from(&held.principal),
+        connection: held.connection.clone(),
+        fingerprint: held.fingerprint.clone(),
+    };
+    match region.write(&command).await {
+        Ok(Applied {
+            result: Ok(Outcome::ApprovalConsumed { id }),
+            ..
+        }) => Ok(Some(id)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(unavailable(e)),
     }
 }
 

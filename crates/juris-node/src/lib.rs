@@ -52,6 +52,8 @@ pub enum NodeError {
     Algorithm(String),
     #[error("connection[{index}].masking: {reason}")]
     Masking { index: usize, reason: String },
+    #[error("connection[{index}].approvals.{reason}")]
+    Review { index: usize, reason: String },
     #[error("node.data_dir: audit chain: {0}")]
     Audit(#[from] juris_audit::AuditError),
     #[error("node.cluster: {0}")]
@@ -135,9 +137,22 @@ pub fn build_context(
         ..Limits::default()
     };
     let masking = build_masking(&deployment, &targets, limits)?;
+    let mut reviews = HashMap::new();
+    for (index, connection) in deployment.connections.iter().enumerate() {
+        if let Some(rule) = &connection.approvals {
+            let policy = juris_policy::ReviewPolicy::new(&rule.statements, &rule.patterns)
+                .map_err(|e| NodeError::Review {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            reviews.insert(connection.name.clone(), policy);
+        }
+    }
     let authenticator = OidcAuthenticator::new(&deployment.identity)?;
     Ok(ProxyContext {
         grants: None,
+        reviews,
+        command_review: None,
         targets,
         tls: TlsAcceptor::from(server_tls),
         authenticator: Arc::new(authenticator),
@@ -212,6 +227,10 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         let region = control::start_region(&deployment, cluster).await?;
         context.grants = Some(Arc::new(control::RegionGrants {
             region: region.clone(),
+        }));
+        context.command_review = Some(Arc::new(control::RegionReview {
+            region: region.clone(),
+            deployment: deployment.clone(),
         }));
         let listener = TcpListener::bind(&cluster.control_listen)
             .await

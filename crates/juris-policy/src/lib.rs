@@ -37,10 +37,12 @@
 use std::ops::Range;
 
 mod copy;
+mod review;
 pub use copy::{CopyDataFormat, CopyOut, copy_outs};
+pub use review::{PolicyError, ReviewPolicy};
 
 use StatementClass::{Administration as Adm, Ddl, Read, Session, Write};
-use juris_types::{AccessLevel, StatementClass};
+use juris_types::{AccessLevel, ReviewedStatement, StatementClass};
 use pg_query::NodeEnum;
 use pg_query::protobuf::{self, Token};
 
@@ -53,6 +55,8 @@ pub struct Classified {
     pub summary: &'static str,
     /// Byte range of this statement in the SQL passed to [`classify`].
     pub span: Range<usize>,
+    /// The kind of hard-to-undo statement this is, for command review.
+    pub review: Option<ReviewedStatement>,
 }
 
 impl Classified {
@@ -96,6 +100,7 @@ pub fn classify(sql: &str) -> Vec<Classified> {
             class: StatementClass::Unparseable,
             summary: "UNPARSEABLE",
             span: 0..sql.len(),
+            review: None,
         }]
     };
     let Ok(parsed) = pg_query::parse(sql, 0) else {
@@ -122,6 +127,7 @@ pub fn classify(sql: &str) -> Vec<Classified> {
                 class: Ddl,
                 summary: "UNKNOWN",
                 span: start..end,
+                review: None,
             });
             continue;
         };
@@ -143,6 +149,7 @@ pub fn classify(sql: &str) -> Vec<Classified> {
             class,
             summary,
             span: start..end,
+            review: review::kind(node, summary),
         });
     }
     out

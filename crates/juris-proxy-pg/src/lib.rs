@@ -90,6 +90,42 @@ pub trait GrantAuthority: Send + Sync {
     fn ended(&self, grant: &ActiveGrant) -> Pin<Box<dyn Future<Output = String> + Send>>;
 }
 
+/// A statement a connection's review rule holds until reviewers decide.
+#[derive(Debug, Clone)]
+pub struct HeldStatement {
+    pub principal: Principal,
+    pub connection: String,
+    pub session: juris_types::SessionId,
+    /// The full text the client sent (every statement of the message).
+    pub statement: String,
+    /// `pg_query` fingerprint of that text: an approval is for this shape.
+    pub fingerprint: String,
+    pub class: juris_types::StatementClass,
+}
+
+/// How a hold ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Approved (now, or earlier within the approval window): run it once.
+    Run { approval: String },
+    /// Not run: denied, not decided in time, or review unavailable.
+    Refused { sqlstate: &'static str, message: String },
+}
+
+/// The region's command review, as the data plane uses it.
+pub trait CommandReview: Send + Sync {
+    /// Uses an approval the same principal already has for the same
+    /// fingerprint, or files an approval request for `held` under the
+    /// connection's rule and resolves once it is decided or the rule's hold
+    /// time has passed. `notify` gets a line for the client as soon as the
+    /// request exists (its id, and who may approve it).
+    fn hold(
+        &self,
+        held: HeldStatement,
+        notify: Box<dyn FnOnce(String) + Send>,
+    ) -> Pin<Box<dyn Future<Output = HoldOutcome> + Send>>;
+}
+
 /// Where the data plane reports audit facts. The evidence layer persists
 /// them; [`LogAuditSink`] writes them to the node's log.
 pub trait AuditSink: Send + Sync {
@@ -179,4 +215,9 @@ pub struct ProxyContext {
     pub audit: Arc<dyn AuditSink>,
     /// Grants for `jit` roles; `None` when the node has no control plane.
     pub grants: Option<Arc<dyn GrantAuthority>>,
+    /// Command review by connection name; absent for connections without it.
+    pub reviews: HashMap<String, juris_policy::ReviewPolicy>,
+    /// Where held statements go for review; `None` without a control plane
+    /// (a connection with review then refuses what it would hold).
+    pub command_review: Option<Arc<dyn CommandReview>>,
 }

@@ -36,16 +36,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use juris_config::EffectiveRole;
 use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage, Target};
-use juris_policy::{CopyDataFormat, CopyOut, Decision};
+use juris_policy::{CopyDataFormat, CopyOut, Decision, ReviewPolicy};
 use juris_types::{AccessLevel, Principal, SessionId, StatementClass};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::ProxyContext;
+use crate::{HeldStatement, HoldOutcome, ProxyContext};
 use crate::cancel::CancelRegistration;
 use crate::catalog::Catalog;
 use crate::io::BoxedStream;
@@ -325,7 +325,7 @@ pub async fn run(
     let (end_tx, end_rx) = oneshot::channel::<(&'static str, String)>();
     let SessionInfo {
         session,
-        principal: _,
+        principal,
         connection,
         role,
         client_leftover,
@@ -335,8 +335,13 @@ pub async fn run(
     } = info;
     let expected = Expected::default();
     let statements = AtomicU64::new(0);
+    let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let client_side = ClientSide {
         role: &role,
+        principal: &principal,
+        session_id: session,
+        review: ctx.reviews.get(&connection),
+        notices: notice_tx,
         connection: &connection,
         masking: masking.is_some(),
         catalog: catalog.as_deref(),
@@ -369,6 +374,7 @@ pub async fn run(
                 catalog: catalog.as_deref(),
                 traffic,
                 grant_ended,
+                notices: notice_rx,
             },
             end_rx,
             &terminate,
@@ -405,6 +411,13 @@ pub async fn run(
 /// What the client direction needs to know about the session.
 struct ClientSide<'a> {
     role: &'a EffectiveRole,
+    principal: &'a Principal,
+    session_id: SessionId,
+    /// The connection's command review, if it has one.
+    review: Option<&'a ReviewPolicy>,
+    /// Notices for the client, written by the other direction between
+    /// server messages (only the other direction writes to the client).
+    notices: mpsc::UnboundedSender<String>,
     connection: &'a str,
     /// Results are masked: describe before Execute, track COPY, refuse binary COPY.
     masking: bool,
@@ -468,7 +481,13 @@ where
                         tag,
                         body: bytes::Bytes::copy_from_slice(body),
                     };
-                    let verdict = match inspect(&frame, side.role.level, side.masking, &mut cache) {
+                    let verdict = match inspect(
+                        &frame,
+                        side.role.level,
+                        side.masking,
+                        side.review,
+                        &mut cache,
+                    ) {
                         Ok(verdict) => verdict,
                         Err(reason) => return Ending::ProtocolViolation(reason),
                     };
@@ -503,7 +522,35 @@ where
                             _ => {}
                         }
                     }
-                    if let Some(refusal) = &verdict.refusal {
+                    let mut refusal = verdict.refusal.clone();
+                    if let Some(class) = verdict.held {
+                        // What came before the held message goes out first,
+                        // so its results reach the client while it waits.
+                        match splice.write(upstream, &buf, position).await {
+                            Ok(written) => count(
+                                &traffic.to_upstream,
+                                &traffic.last_to_upstream,
+                                written,
+                                forwarded_tag,
+                            ),
+                            Err(e) => return Ending::Io(e.to_string()),
+                        }
+                        if let Err(e) = upstream.flush().await {
+                            return Ending::Io(e.to_string());
+                        }
+                        buf.advance(position);
+                        position = 0;
+                        if let HoldOutcome::Refused { sqlstate, message } =
+                            hold_for_review(ctx, side, &frame, class).await
+                        {
+                            refusal = Some(Refusal::Review {
+                                class,
+                                sqlstate,
+                                message,
+                            });
+                        }
+                    }
+                    if let Some(refusal) = &refusal {
                         let sequence = next_sequence;
                         next_sequence += 1;
                         info!(refusal = %refusal.reason(), "statement denied");
@@ -605,6 +652,60 @@ where
     }
 }
 
+/// Hold a statement until the region's reviewers decide on it.
+async fn hold_for_review(
+    ctx: &ProxyContext,
+    side: &ClientSide<'_>,
+    frame: &Frame,
+    class: StatementClass,
+) -> HoldOutcome {
+    let sql = match FrontendMessage::decode(frame) {
+        Ok(FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. }) => sql,
+        _ => String::new(),
+    };
+    let Some(fingerprint) = juris_policy::fingerprint(&sql) else {
+        return HoldOutcome::Refused {
+            sqlstate: "42501",
+            message: format!(
+                "permission denied: connection \"{}\" reviews statements like this one, and this one cannot be reviewed because it does not parse",
+                side.connection
+            ),
+        };
+    };
+    let Some(review) = ctx.command_review.as_ref() else {
+        return HoldOutcome::Refused {
+            sqlstate: "57P03",
+            message: format!(
+                "connection \"{}\" holds this statement for review, but this node has no control plane to file it with",
+                side.connection
+            ),
+        };
+    };
+    let notices = side.notices.clone();
+    let held = HeldStatement {
+        principal: side.principal.clone(),
+        connection: side.connection.to_string(),
+        session: side.session_id,
+        statement: sql,
+        fingerprint,
+        class,
+    };
+    info!(%class, "statement held for review");
+    let outcome = review
+        .hold(
+            held,
+            Box::new(move |line| {
+                let _ = notices.send(line);
+            }),
+        )
+        .await;
+    match &outcome {
+        HoldOutcome::Run { approval } => info!(%approval, "held statement approved; running it"),
+        HoldOutcome::Refused { message, .. } => info!(%message, "held statement not run"),
+    }
+    outcome
+}
+
 fn count(bytes: &AtomicU64, last: &std::sync::atomic::AtomicU8, written: usize, tag: u8) {
     if written > 0 {
         bytes.fetch_add(written as u64, Ordering::Relaxed);
@@ -647,6 +748,7 @@ fn refusal_event(session: &str, refusal: &Refusal, frame: &Frame) -> juris_audit
         Refusal::Role { class, .. } => *class,
         Refusal::BinaryCopy => StatementClass::Read,
         Refusal::FastPathMasked => StatementClass::Administration,
+        Refusal::Review { class, .. } => *class,
     };
     juris_audit::AuditEvent::PolicyRefusal(juris_audit::event::PolicyRefusal {
         session: session.to_string(),
@@ -654,7 +756,7 @@ fn refusal_event(session: &str, refusal: &Refusal, frame: &Frame) -> juris_audit
         text,
         class,
         reason: refusal.reason(),
-        sqlstate: "42501".into(),
+        sqlstate: refusal.sqlstate().into(),
     })
 }
 
@@ -670,6 +772,13 @@ enum Refusal {
     BinaryCopy,
     /// Fast-path function results cannot be masked.
     FastPathMasked,
+    /// Held for command review and not approved (denied, not decided in
+    /// time, or review unavailable).
+    Review {
+        class: StatementClass,
+        sqlstate: &'static str,
+        message: String,
+    },
 }
 
 impl Refusal {
@@ -678,6 +787,14 @@ impl Refusal {
             Refusal::Role { class, summary } => format!("{class} ({summary})"),
             Refusal::BinaryCopy => "binary COPY of masked results".into(),
             Refusal::FastPathMasked => "fast-path function call on a masked session".into(),
+            Refusal::Review { message, .. } => message.clone(),
+        }
+    }
+
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            Refusal::Review { sqlstate, .. } => sqlstate,
+            _ => "42501",
         }
     }
 
@@ -707,6 +824,9 @@ impl Refusal {
                 ),
             )
             .with_hint("Call the function with SELECT instead."),
+            Refusal::Review {
+                sqlstate, message, ..
+            } => ErrorFields::new("ERROR", sqlstate, message.clone()),
         }
     }
 }
@@ -719,6 +839,9 @@ struct Verdict {
     ddl: bool,
     /// The message's `COPY … TO STDOUT` statements, in order.
     copies: Arc<[CopyOut]>,
+    /// The connection's command review holds it: the class of the held
+    /// statement.
+    held: Option<StatementClass>,
 }
 
 /// Verdicts by SQL text, so a statement parsed again and again (an unnamed
@@ -732,7 +855,13 @@ struct DecisionCache {
 const DECISION_CACHE_ENTRIES: usize = 512;
 
 impl DecisionCache {
-    fn decide(&mut self, sql: String, level: AccessLevel, masking: bool) -> Verdict {
+    fn decide(
+        &mut self,
+        sql: String,
+        level: AccessLevel,
+        masking: bool,
+        review: Option<&ReviewPolicy>,
+    ) -> Verdict {
         if let Some(verdict) = self.verdicts.get(&sql) {
             return verdict.clone();
         }
@@ -744,7 +873,13 @@ impl DecisionCache {
             },
             ddl: statements.iter().any(|s| s.class == StatementClass::Ddl),
             copies: Arc::from([]),
+            held: None,
         };
+        if verdict.refusal.is_none()
+            && let Some(policy) = review
+        {
+            verdict.held = policy.held(&sql, &statements).map(|s| s.class);
+        }
         if masking && statements.iter().any(|s| s.summary == "COPY TO") {
             let copies = juris_policy::copy_outs(&sql);
             if verdict.refusal.is_none()
@@ -767,6 +902,7 @@ fn inspect(
     frame: &Frame,
     level: AccessLevel,
     masking: bool,
+    review: Option<&ReviewPolicy>,
     cache: &mut DecisionCache,
 ) -> Result<Verdict, String> {
     let sql = match FrontendMessage::decode(frame).map_err(|e| format!("invalid message: {e}"))? {
@@ -791,7 +927,7 @@ fn inspect(
         }
         _ => return Ok(Verdict::default()),
     };
-    Ok(cache.decide(sql, level, masking))
+    Ok(cache.decide(sql, level, masking, review))
 }
 
 /// What the upstream direction works with.
@@ -803,6 +939,8 @@ struct UpstreamSide<'a> {
     traffic: &'a Traffic,
     /// Resolves once the grant the session rides on ends.
     grant_ended: Option<GrantEnded>,
+    /// Notices from the client direction (a statement held for review).
+    notices: mpsc::UnboundedReceiver<String>,
 }
 
 /// What to do with one server frame.
@@ -829,6 +967,7 @@ where
 {
     let traffic = side.traffic;
     let mut grant_ended = side.grant_ended.take();
+    let mut notices_open = true;
     let limits = &ctx.settings.limits;
     let mut batches_completed: u64 = 0;
     let mut end = Some(end);
@@ -954,6 +1093,22 @@ where
                 let _ = client.flush().await;
                 return Ending::GrantEnded(reason);
             }
+            notice = side.notices.recv(), if notices_open => match notice {
+                Some(text) => {
+                    // Between server messages: every complete frame read so
+                    // far has been written, so a notice cannot split one.
+                    let mut out = BytesMut::new();
+                    BackendMessage::NoticeResponse(ErrorFields::new("NOTICE", "00000", text))
+                        .encode(&mut out);
+                    if let Err(e) = client.write_all(&out).await {
+                        return Ending::Io(e.to_string());
+                    }
+                    if let Err(e) = client.flush().await {
+                        return Ending::Io(e.to_string());
+                    }
+                }
+                None => notices_open = false,
+            },
             read = upstream.read_buf(&mut buf) => match read {
                 Ok(0) => return Ending::UpstreamClosed,
                 Ok(n) => {
@@ -1168,15 +1323,16 @@ mod tests {
     fn binary_copy_is_refused_only_when_masking() {
         let mut cache = DecisionCache::default();
         let sql = "copy customers to stdout (format binary)";
-        let plain = cache.decide(sql.into(), AccessLevel::Read, false);
+        let plain = cache.decide(sql.into(), AccessLevel::Read, false, None);
         assert!(plain.refusal.is_none() && plain.copies.is_empty());
         let mut cache = DecisionCache::default();
-        let masked = cache.decide(sql.into(), AccessLevel::Read, true);
+        let masked = cache.decide(sql.into(), AccessLevel::Read, true, None);
         assert_eq!(masked.refusal, Some(Refusal::BinaryCopy));
         let csv = cache.decide(
             "copy customers to stdout with csv".into(),
             AccessLevel::Read,
             true,
+            None,
         );
         assert!(csv.refusal.is_none());
         assert_eq!(csv.copies.len(), 1);
@@ -1221,11 +1377,11 @@ mod tests {
         let mut cache = DecisionCache::default();
         assert_eq!(
             cache
-                .decide("select 1".into(), AccessLevel::Read, false)
+                .decide("select 1".into(), AccessLevel::Read, false, None)
                 .refusal,
             None
         );
-        let denied = cache.decide("drop table t".into(), AccessLevel::Read, false);
+        let denied = cache.decide("drop table t".into(), AccessLevel::Read, false, None);
         assert!(matches!(
             denied.refusal,
             Some(Refusal::Role {
@@ -1235,7 +1391,7 @@ mod tests {
         ));
         assert!(denied.ddl);
         for i in 0..(DECISION_CACHE_ENTRIES * 2) {
-            cache.decide(format!("select {i}"), AccessLevel::Read, false);
+            cache.decide(format!("select {i}"), AccessLevel::Read, false, None);
         }
         assert!(cache.verdicts.len() <= DECISION_CACHE_ENTRIES);
     }

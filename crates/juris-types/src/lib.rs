@@ -96,6 +96,24 @@ pub enum StatementClass {
     Unparseable,
 }
 
+/// A kind of statement that command review can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewedStatement {
+    /// DROP of any object.
+    Drop,
+    /// TRUNCATE.
+    Truncate,
+    /// ALTER of any object (ALTER SYSTEM included).
+    Alter,
+    /// DELETE or UPDATE without a WHERE clause.
+    UnqualifiedWrite,
+    /// GRANT, REVOKE, CREATE/ALTER/DROP ROLE.
+    Privileges,
+    /// Every statement that changes data or schema.
+    AnyWrite,
+}
+
 impl StatementClass {
     /// The least access level that may run a statement of this class.
     pub fn required_level(self) -> AccessLevel {
