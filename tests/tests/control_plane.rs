@@ -146,13 +146,14 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
 
     // Now bob writes through node 1 (psql) and keeps a session open on node 2.
     let (ok, _, stderr) = common::psql(
+        &nodes[0].gateway.conninfo(CONNECTION, "alice", &alice),
+        &["-c", "CREATE TABLE IF NOT EXISTS jit_probe(x int)"],
+    )
+    .await?;
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = common::psql(
         &nodes[0].gateway.conninfo(CONNECTION, "bob", &bob),
-        &[
-            "-c",
-            "CREATE TABLE IF NOT EXISTS jit_probe(x int)",
-            "-c",
-            "INSERT INTO jit_probe VALUES (1)",
-        ],
+        &["-c", "INSERT INTO jit_probe VALUES (1)"],
     )
     .await?;
     assert!(ok, "bob's write with a grant failed: {stderr}");

@@ -135,7 +135,7 @@ impl Core {
         &self,
         command: Vec<u8>,
         deadline: Instant,
-    ) -> Result<Vec<u8>, LocalWriteError> {
+    ) -> Result<(Vec<u8>, u64), LocalWriteError> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
             return Err(Self::not_leader(&m));
@@ -160,7 +160,7 @@ impl Core {
             command,
         };
         match tokio::time::timeout_at(deadline.into(), self.raft.client_write(payload)).await {
-            Ok(Ok(resp)) => Ok(resp.data.0),
+            Ok(Ok(resp)) => Ok((resp.data.0, resp.log_id.index)),
             Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(LocalWriteError::NotLeader {
                     leader_id: f.leader_id,
@@ -196,7 +196,7 @@ impl Core {
         addr: &str,
         command: Vec<u8>,
         deadline: Instant,
-    ) -> Result<Vec<u8>, (bool, RaftError)> {
+    ) -> Result<(Vec<u8>, u64), (bool, RaftError)> {
         let fail = |reason: String| RaftError::Forward {
             leader,
             addr: addr.to_string(),
@@ -212,8 +212,9 @@ impl Core {
             )),
             Ok(reply) => {
                 self.peers.heard_from(leader);
-                match reply.into_inner().result {
-                    Some(forward_reply::Result::Response(r)) => Ok(r),
+                let reply = reply.into_inner();
+                match reply.result {
+                    Some(forward_reply::Result::Response(r)) => Ok((r, reply.log_index)),
                     Some(forward_reply::Result::NotLeader(_)) => {
                         Err((true, fail("no longer the leader".into())))
                     }
@@ -226,7 +227,7 @@ impl Core {
 
     /// Places a write from any node: locally on the leader, forwarded
     /// otherwise; waits out elections up to the write deadline.
-    pub(crate) async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+    pub(crate) async fn write(&self, command: Vec<u8>) -> Result<(Vec<u8>, u64), RaftError> {
         let deadline = self.write_deadline();
         let mut metrics = self.raft.metrics();
         let mut last_err: Option<RaftError> = None;
@@ -495,8 +496,18 @@ impl<S: StateMachine> RaftNode<S> {
     /// for it. On a follower the command is forwarded to the leader. Fails
     /// within `write_timeout_ms` with [`RaftError::NoLeader`] or
     /// [`RaftError::NoQuorum`] when the group cannot commit.
+    ///
+    /// Returns once this node's own state machine has applied the entry too
+    /// (or the write deadline passed), so a read of local state right after
+    /// a write sees it, even when the write went through the leader.
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
-        self.core.write(command).await
+        let deadline = self.core.write_deadline();
+        let (response, index) = self.core.write(command).await?;
+        let mut applied = self.applied.clone();
+        let caught_up = applied.wait_for(|applied| *applied >= index);
+        // Committed either way: a slow local apply only delays visibility.
+        let _ = tokio::time::timeout_at(deadline.into(), caught_up).await;
+        Ok(response)
     }
 
     /// The applied state, shared with the Raft state-machine task. Hold the

@@ -90,12 +90,16 @@ impl RaftTransport for Service {
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardReply>, Status> {
         let command = request.into_inner().command;
+        let mut log_index = 0;
         let result = match self
             .core
             .write_local(command, self.core.write_deadline())
             .await
         {
-            Ok(response) => forward_reply::Result::Response(response),
+            Ok((response, index)) => {
+                log_index = index;
+                forward_reply::Result::Response(response)
+            }
             Err(LocalWriteError::NotLeader {
                 leader_id,
                 leader_addr,
@@ -107,6 +111,7 @@ impl RaftTransport for Service {
         };
         Ok(Response::new(ForwardReply {
             result: Some(result),
+            log_index,
         }))
     }
 
