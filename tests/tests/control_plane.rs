@@ -318,12 +318,20 @@ async fn a_held_drop_table_runs_once_approved_through_another_node() -> anyhow::
     let drop = tokio::spawn(bob_psql(0, CONNECTION, "DROP TABLE held_probe"));
     let id = pending_approval(&nodes[1], &alice, "DROP TABLE held_probe").await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!drop.is_finished(), "the DROP ran before anyone approved it");
+    assert!(
+        !drop.is_finished(),
+        "the DROP ran before anyone approved it"
+    );
     let (ok, own) = cli(&nodes[1], &bob, &["approvals", "approve", &id]).await?;
     assert!(!ok && own.contains("permission denied"), "{own}");
 
     // alice approves through node 3; the DROP runs and bob sees its result.
-    cli_ok(&nodes[2], &alice, &["approvals", "approve", &id, "--reason", "cleanup"]).await?;
+    cli_ok(
+        &nodes[2],
+        &alice,
+        &["approvals", "approve", &id, "--reason", "cleanup"],
+    )
+    .await?;
     let (ok, stdout, stderr) = tokio::time::timeout(Duration::from_secs(20), drop).await???;
     assert!(ok, "the approved DROP failed: {stderr}");
     assert!(
@@ -331,7 +339,8 @@ async fn a_held_drop_table_runs_once_approved_through_another_node() -> anyhow::
         "bob was not told the request id: {stderr}"
     );
     let _ = stdout;
-    let (ok, gone, stderr) = bob_psql(0, CONNECTION, "SELECT to_regclass('held_probe') IS NULL").await?;
+    let (ok, gone, stderr) =
+        bob_psql(0, CONNECTION, "SELECT to_regclass('held_probe') IS NULL").await?;
     assert!(ok && gone.trim() == "t", "{gone} {stderr}");
 
     // A denied statement fails with the reviewer's reason and never runs.
@@ -339,28 +348,45 @@ async fn a_held_drop_table_runs_once_approved_through_another_node() -> anyhow::
     assert!(ok, "{stderr}");
     let drop = tokio::spawn(bob_psql(1, CONNECTION, "DROP TABLE keep_me"));
     let id = pending_approval(&nodes[0], &alice, "DROP TABLE keep_me").await?;
-    cli_ok(&nodes[0], &alice, &["approvals", "deny", &id, "--reason", "not today"]).await?;
+    cli_ok(
+        &nodes[0],
+        &alice,
+        &["approvals", "deny", &id, "--reason", "not today"],
+    )
+    .await?;
     let (ok, _, stderr) = tokio::time::timeout(Duration::from_secs(20), drop).await???;
     assert!(!ok, "a denied DROP ran");
     assert!(
-        stderr.contains("42501") && stderr.contains(&format!("{id} was denied by alice")) && stderr.contains("not today"),
+        stderr.contains("42501")
+            && stderr.contains(&format!("{id} was denied by alice"))
+            && stderr.contains("not today"),
         "{stderr}"
     );
-    let (ok, kept, _) = bob_psql(1, CONNECTION, "SELECT to_regclass('keep_me') IS NOT NULL").await?;
+    let (ok, kept, _) =
+        bob_psql(1, CONNECTION, "SELECT to_regclass('keep_me') IS NOT NULL").await?;
     assert!(ok && kept.trim() == "t", "keep_me was dropped");
 
     // A hold that runs out names the request; once approved, the identical
     // statement runs exactly once.
     let (ok, _, stderr) = bob_psql(2, "billing_quick", "TRUNCATE keep_me").await?;
-    assert!(!ok && stderr.contains("57014") && stderr.contains("was not decided within 1s"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("57014") && stderr.contains("was not decided within 1s"),
+        "{stderr}"
+    );
     let id = id_with_prefix(
-        stderr.lines().find(|l| l.contains("approval request")).unwrap_or_default(),
+        stderr
+            .lines()
+            .find(|l| l.contains("approval request"))
+            .unwrap_or_default(),
         "ap-",
     )?;
     cli_ok(&nodes[1], &alice, &["approvals", "approve", &id]).await?;
     let (ok, _, stderr) = bob_psql(2, "billing_quick", "TRUNCATE keep_me").await?;
     assert!(ok, "the approved TRUNCATE did not run: {stderr}");
     let (ok, _, stderr) = bob_psql(2, "billing_quick", "TRUNCATE keep_me").await?;
-    assert!(!ok && stderr.contains("was not decided"), "an approval was used twice: {stderr}");
+    assert!(
+        !ok && stderr.contains("was not decided"),
+        "an approval was used twice: {stderr}"
+    );
     Ok(())
 }

@@ -12,8 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use juris_mask::{MaskError, Masker, MaskingPolicy};
-pub use juris_types::ReviewedStatement;
 use juris_types::AccessLevel;
+pub use juris_types::ReviewedStatement;
 use serde::{Deserialize, Serialize};
 
 /// One problem found in a deployment file.
@@ -255,7 +255,6 @@ pub struct CommandApprovalConfig {
     #[serde(default = "defaults::approval_window", with = "duration_text")]
     pub window: std::time::Duration,
 }
-
 
 /// Where and how the gateway reaches the real database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1195,7 +1194,11 @@ level = "admin"
         assert_eq!(review.approvals, 1);
         assert_eq!(review.hold, std::time::Duration::from_secs(30));
         assert_eq!(review.window, std::time::Duration::from_secs(900));
-        assert!(review.statements.contains(&ReviewedStatement::UnqualifiedWrite));
+        assert!(
+            review
+                .statements
+                .contains(&ReviewedStatement::UnqualifiedWrite)
+        );
         let ConfigError::Invalid { problems, .. } = d.validate("t.toml").unwrap_err() else {
             panic!("expected problems");
         };

@@ -135,6 +135,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
                 tls: UpstreamTlsConfig::default(),
             },
             masking: demo_masking(),
+            approvals: None,
         }],
         roles: vec![
             role("dba", "dba", AccessLevel::Admin),

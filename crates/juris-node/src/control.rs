@@ -305,10 +305,16 @@ impl CommandReview for RegionReview {
                     Some((status, _)) => {
                         return HoldOutcome::Refused {
                             sqlstate: "42501",
-                            message: format!("statement not run: approval request {id} is {status}"),
+                            message: format!(
+                                "statement not run: approval request {id} is {status}"
+                            ),
                         };
                     }
-                    None => return unavailable(format!("approval request {id} is not in the applied state")),
+                    None => {
+                        return unavailable(format!(
+                            "approval request {id} is not in the applied state"
+                        ));
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {

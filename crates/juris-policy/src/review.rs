@@ -71,7 +71,9 @@ impl ReviewPolicy {
             return true;
         }
         let by_kind = self.kinds.iter().any(|k| match k {
-            ReviewedStatement::AnyWrite => stmt.class >= StatementClass::Write,
+            ReviewedStatement::AnyWrite => {
+                stmt.class.required_level() > juris_types::AccessLevel::Read
+            }
             kind => stmt.review == Some(*kind),
         });
         by_kind || self.patterns.iter().any(|p| p.is_match(text))
@@ -133,11 +135,7 @@ mod tests {
     use ReviewedStatement::*;
 
     fn default_policy() -> ReviewPolicy {
-        ReviewPolicy::new(
-            &[Drop, Truncate, Alter, UnqualifiedWrite, Privileges],
-            &[],
-        )
-        .unwrap()
+        ReviewPolicy::new(&[Drop, Truncate, Alter, UnqualifiedWrite, Privileges], &[]).unwrap()
     }
 
     fn held(policy: &ReviewPolicy, sql: &str) -> Option<String> {
@@ -206,6 +204,9 @@ mod tests {
     #[test]
     fn a_bad_pattern_is_named() {
         let err = ReviewPolicy::new(&[], &["ok".into(), "(".into()]).unwrap_err();
-        assert!(matches!(err, PolicyError::Pattern { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, PolicyError::Pattern { index: 1, .. }),
+            "{err}"
+        );
     }
 }

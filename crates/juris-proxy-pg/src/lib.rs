@@ -109,7 +109,10 @@ pub enum HoldOutcome {
     /// Approved (now, or earlier within the approval window): run it once.
     Run { approval: String },
     /// Not run: denied, not decided in time, or review unavailable.
-    Refused { sqlstate: &'static str, message: String },
+    Refused {
+        sqlstate: &'static str,
+        message: String,
+    },
 }
 
 /// The region's command review, as the data plane uses it.

@@ -45,11 +45,11 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::{HeldStatement, HoldOutcome, ProxyContext};
 use crate::cancel::CancelRegistration;
 use crate::catalog::Catalog;
 use crate::io::BoxedStream;
 use crate::masking::SessionMasking;
+use crate::{HeldStatement, HoldOutcome, ProxyContext};
 
 const READ_CHUNK: usize = 64 * 1024;
 const MARKER_PREFIX: &str = "juris_denied_";
