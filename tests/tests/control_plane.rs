@@ -259,6 +259,18 @@ async fn a_grant_ends_its_sessions_when_it_expires() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every record in an audit directory's segments.
+fn audit_text(dir: &std::path::Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            text.push_str(&std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(text)
+}
+
 /// Poll `juris approvals list` on `node` until a pending request for a
 /// statement containing `text` shows; returns its id.
 async fn pending_approval(node: &RegionNode, token: &str, text: &str) -> anyhow::Result<String> {
@@ -342,6 +354,37 @@ async fn a_held_drop_table_runs_once_approved_through_another_node() -> anyhow::
     let (ok, gone, stderr) =
         bob_psql(0, CONNECTION, "SELECT to_regclass('held_probe') IS NULL").await?;
     assert!(ok && gone.trim() == "t", "{gone} {stderr}");
+
+    // Each step is in the audit trail of the node that committed it: the
+    // request and its one use on node 1 (bob's session), the decision on
+    // node 3 (alice's call). Ids are numbers in the records (`"id":4`).
+    let number = id.trim_start_matches("ap-").to_string();
+    for (node, actions) in [
+        (1, &["approval_requested", "approval_consumed"][..]),
+        (3, &["approval_reviewed", "approval_decided"][..]),
+    ] {
+        let audit_dir = dir.path().join(format!("node-{node}")).join("audit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = audit_text(&audit_dir)?;
+            let missing: Vec<_> = actions
+                .iter()
+                .filter(|a| {
+                    !records.lines().any(|line| {
+                        line.contains(&format!("\"action\":\"{a}\""))
+                            && line.contains(&format!(":{number}"))
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node {node}'s audit trail lacks {missing:?} for {id}:\n{records}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     // A denied statement fails with the reviewer's reason and never runs.
     let (ok, _, stderr) = bob_psql(1, CONNECTION, "CREATE TABLE keep_me(x int)").await?;

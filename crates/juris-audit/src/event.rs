@@ -138,6 +138,9 @@ pub enum AuditEvent {
     Masking(Masking),
     PolicyRefusal(PolicyRefusal),
     ConnectionRefusal(ConnectionRefusal),
+    /// A change to the region's control-plane state (access requests,
+    /// grants, command approvals) that this node committed.
+    Control(Control),
     /// Written by the writer itself when it reopens a chain the previous
     /// process did not close (a crash).
     Recovery(Recovered),
@@ -155,6 +158,7 @@ impl AuditEvent {
             AuditEvent::Masking(_) => "masking",
             AuditEvent::PolicyRefusal(_) => "policy_refusal",
             AuditEvent::ConnectionRefusal(_) => "connection_refusal",
+            AuditEvent::Control(_) => "control",
             AuditEvent::Recovery(_) => "recovery",
         }
     }
@@ -285,6 +289,18 @@ pub struct ConnectionRefusal {
 }
 
 /// A chain was reopened after its writer stopped without closing it.
+/// One state change of the region's control plane, as the state machine
+/// reported it when this node's write committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    /// What changed: `access_requested`, `grant_created`, `grant_revoked`,
+    /// `approval_requested`, `approval_decided`, `approval_consumed`, …
+    pub action: String,
+    /// The change as the state machine words it: ids, actors, times
+    /// (Unix milliseconds of the leader's clock), reasons.
+    pub detail: Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recovered {
     /// The unsealed segment found and sealed on reopen (`null` when the

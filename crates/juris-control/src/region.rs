@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use juris_raft::RaftNode;
-use juris_state::{Applied, Command, StateMachine, UnixMillis};
+use juris_state::{Applied, Command, StateEvent, StateMachine, UnixMillis};
 
 /// The state machine the Raft log drives.
 #[derive(Default)]
@@ -39,6 +39,10 @@ pub struct Region {
     /// How long this node may go without a leader before it stops vouching
     /// for grants (new grant-dependent sessions, approvals).
     pub lease_bound: Duration,
+    /// Told the state changes of every command this node commits (for the
+    /// node's audit trail: each change is recorded once, by the node that
+    /// took the call).
+    pub on_events: Option<Arc<dyn Fn(&[StateEvent]) + Send + Sync>>,
 }
 
 /// Why a command did not produce a result.
@@ -56,7 +60,13 @@ impl Region {
     /// Commit `command` through the region's log and return what it did.
     pub async fn write(&self, command: &Command) -> Result<Applied, WriteError> {
         let bytes = self.raft.write(command.encode()).await?;
-        Applied::decode(&bytes).map_err(|e| WriteError::Decode(e.to_string()))
+        let applied = Applied::decode(&bytes).map_err(|e| WriteError::Decode(e.to_string()))?;
+        if let Some(on_events) = &self.on_events
+            && !applied.events.is_empty()
+        {
+            on_events(&applied.events);
+        }
+        Ok(applied)
     }
 
     /// Read the applied state.

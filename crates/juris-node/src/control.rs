@@ -12,13 +12,13 @@ use juris_config::{ClusterConfig, Deployment};
 use juris_control::region::now_ms;
 use juris_control::{CallerAuth, ControlService, Region, RegionState};
 use juris_proxy_pg::{
-    ActiveGrant, Authenticator, CommandReview, GrantAuthority, GrantLookup, HeldStatement,
-    HoldOutcome,
+    ActiveGrant, AuditSink, Authenticator, CommandReview, GrantAuthority, GrantLookup,
+    HeldStatement, HoldOutcome,
 };
 use juris_raft::{PeerTls, RaftConfig, RaftNode};
 use juris_state::{
     Actor, Applied, ApprovalId, ApprovalRule, ApprovalStatus, Command, GrantId, Identity, Outcome,
-    UnixMillis,
+    StateEvent, UnixMillis,
 };
 use juris_types::Principal;
 use tracing::{info, warn};
@@ -30,6 +30,7 @@ use crate::NodeError;
 pub async fn start_region(
     deployment: &Deployment,
     cluster: &ClusterConfig,
+    audit: Arc<dyn AuditSink>,
 ) -> Result<Region, NodeError> {
     let data_dir = deployment.node.data_dir.clone().ok_or_else(|| {
         NodeError::Cluster("node.data_dir is required with [node.cluster]".into())
@@ -72,6 +73,36 @@ pub async fn start_region(
         name: deployment.node.region.clone(),
         raft: Arc::new(raft),
         lease_bound: cluster.lease_bound,
+        on_events: Some(control_audit(audit)),
+    })
+}
+
+/// Each state change this node commits becomes a `control` record in its
+/// audit trail.
+fn control_audit(audit: Arc<dyn AuditSink>) -> Arc<dyn Fn(&[StateEvent]) + Send + Sync> {
+    Arc::new(move |events| {
+        for event in events {
+            // Externally tagged: `{"grant_created": {...}}`.
+            let (action, detail) = match serde_json::to_value(event) {
+                Ok(serde_json::Value::Object(map)) if map.len() == 1 => {
+                    match map.into_iter().next() {
+                        Some(pair) => pair,
+                        None => continue,
+                    }
+                }
+                Ok(serde_json::Value::String(action)) => (action, serde_json::Value::Null),
+                other => {
+                    warn!(
+                        ?other,
+                        "a control-plane event has an unexpected shape; recording it whole"
+                    );
+                    ("unknown".into(), other.unwrap_or(serde_json::Value::Null))
+                }
+            };
+            audit.record(juris_audit::AuditEvent::Control(
+                juris_audit::event::Control { action, detail },
+            ));
+        }
     })
 }
 

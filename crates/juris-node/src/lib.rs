@@ -224,7 +224,7 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     let shutdown = CancellationToken::new();
     let mut control_plane = None;
     if let Some(cluster) = &deployment.node.cluster {
-        let region = control::start_region(&deployment, cluster).await?;
+        let region = control::start_region(&deployment, cluster, context.audit.clone()).await?;
         context.grants = Some(Arc::new(control::RegionGrants {
             region: region.clone(),
         }));

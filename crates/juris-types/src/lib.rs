@@ -32,9 +32,31 @@ impl Principal {
     }
 }
 
-/// Unique id of one client session through a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Unique id of one client session through a node. Serialized as its 32
+/// hex digits (as logs and audit records show it): JSON numbers cannot
+/// carry 128 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u128);
+
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() || text.len() > 32 {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is not a session id (1 to 32 hex digits)"
+            )));
+        }
+        u128::from_str_radix(&text, 16)
+            .map(SessionId)
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a session id (hex)")))
+    }
+}
 
 impl SessionId {
     /// A fresh random session id.
