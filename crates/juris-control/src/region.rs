@@ -31,6 +31,9 @@ impl juris_raft::StateMachine for RegionState {
     }
 }
 
+/// Called with the state changes of a command this node committed.
+pub type EventHook = Arc<dyn Fn(&[StateEvent]) + Send + Sync>;
+
 /// This node's handle on its region's control plane.
 #[derive(Clone)]
 pub struct Region {
@@ -42,7 +45,7 @@ pub struct Region {
     /// Told the state changes of every command this node commits (for the
     /// node's audit trail: each change is recorded once, by the node that
     /// took the call).
-    pub on_events: Option<Arc<dyn Fn(&[StateEvent]) + Send + Sync>>,
+    pub on_events: Option<EventHook>,
 }
 
 /// Why a command did not produce a result.

@@ -18,7 +18,7 @@ use juris_proxy_pg::{
 use juris_raft::{PeerTls, RaftConfig, RaftNode};
 use juris_state::{
     Actor, Applied, ApprovalId, ApprovalRule, ApprovalStatus, Command, GrantId, Identity, Outcome,
-    StateEvent, UnixMillis,
+    UnixMillis,
 };
 use juris_types::Principal;
 use tracing::{info, warn};
@@ -79,7 +79,7 @@ pub async fn start_region(
 
 /// Each state change this node commits becomes a `control` record in its
 /// audit trail.
-fn control_audit(audit: Arc<dyn AuditSink>) -> Arc<dyn Fn(&[StateEvent]) + Send + Sync> {
+fn control_audit(audit: Arc<dyn AuditSink>) -> juris_control::region::EventHook {
     Arc::new(move |events| {
         for event in events {
             // Externally tagged: `{"grant_created": {...}}`.
