@@ -39,6 +39,8 @@ const GROUPS = {
   // group; erin is only in the exempt group.
   dana: ['analysts', 'pii-readers'],
   erin: ['pii-readers'],
+  // Control-plane tests: a second reviewer for rules needing two approvals.
+  frank: ['dba'],
 };
 const groupsOf = (login) => GROUPS[login] ?? [];
 const emailOf = (login) => `${login}@example.test`;

@@ -83,6 +83,9 @@ pub struct GatewaySpec {
 /// One node of a test region: its process, Raft id and control API.
 pub struct RegionNode {
     pub raft_id: u64,
+    /// `127.0.0.1:port` of the Raft peer transport (what `juris cluster
+    /// add-learner` takes).
+    pub raft: String,
     /// `127.0.0.1:port` of the control API.
     pub control: String,
     pub gateway: GatewayProcess,
@@ -104,54 +107,121 @@ pub async fn start_region(
     dir: &Path,
     admin_group: &str,
 ) -> anyhow::Result<Vec<RegionNode>> {
-    let peer_ca = DemoCa::new("Juris test peer CA")?;
-    let ca_file = dir.join("peer-ca.pem");
-    std::fs::write(&ca_file, &peer_ca.ca_cert_pem)?;
-    let mut members = Vec::new();
-    for id in 1..=size {
-        members.push((id, free_port()?, free_port()?));
-    }
-    let member_list = members
-        .iter()
-        .map(|(id, raft, control)| {
-            format!(
-                "{{ id = {id}, address = \"127.0.0.1:{raft}\", control = \"127.0.0.1:{control}\" }}"
-            )
+    TestRegion::new(size, dir, admin_group)?.start(spec).await
+}
+
+/// A test region's shared material: the peer CA (kept so nodes can be added
+/// later), the initial members' ports, and where node files go. Node `id`
+/// keeps its Raft state in `dir/node-{id}`, so a node restarted with the
+/// same config file finds its log again.
+pub struct TestRegion {
+    peer_ca: DemoCa,
+    ca_file: PathBuf,
+    dir: PathBuf,
+    admin_group: String,
+    /// Initial voters: (raft id, Raft port, control port).
+    members: Vec<(u64, u16, u16)>,
+}
+
+impl TestRegion {
+    /// Plan a region of `size` initial voters (ids 1..=size) in `dir`.
+    pub fn new(size: u64, dir: &Path, admin_group: &str) -> anyhow::Result<TestRegion> {
+        let peer_ca = DemoCa::new("Juris test peer CA")?;
+        let ca_file = dir.join("peer-ca.pem");
+        std::fs::write(&ca_file, &peer_ca.ca_cert_pem)?;
+        let mut members = Vec::new();
+        for id in 1..=size {
+            members.push((id, free_port()?, free_port()?));
+        }
+        Ok(TestRegion {
+            peer_ca,
+            ca_file,
+            dir: dir.to_path_buf(),
+            admin_group: admin_group.into(),
+            members,
         })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut starting = Vec::new();
-    for (id, raft, control) in &members {
-        let peer = peer_ca.issue_peer(&["localhost".to_string()])?;
-        let cert = dir.join(format!("peer-{id}.pem"));
-        let key = dir.join(format!("peer-{id}.key"));
+    }
+
+    /// Start the initial voters; the lowest id initializes the group.
+    pub async fn start(&self, spec: &GatewaySpec) -> anyhow::Result<Vec<RegionNode>> {
+        let mut starting = Vec::new();
+        for &(id, raft, control) in &self.members {
+            let node_spec = self.node_spec(spec, id, raft, control)?;
+            starting.push(Self::launch(node_spec, id, raft, control));
+        }
+        futures_util::future::try_join_all(starting).await
+    }
+
+    /// Start one more node, `raft_id`, that is not an initial voter: its
+    /// config lists the initial voters (so it knows their control APIs) but
+    /// not itself, so it never initializes a group of its own and waits to be
+    /// added with `juris cluster add-learner <raft_id> <node.raft>`.
+    pub async fn start_learner(
+        &self,
+        spec: &GatewaySpec,
+        raft_id: u64,
+    ) -> anyhow::Result<RegionNode> {
+        if self.members.iter().any(|(id, _, _)| *id == raft_id) {
+            bail!("raft id {raft_id} is already an initial member");
+        }
+        let (raft, control) = (free_port()?, free_port()?);
+        let node_spec = self.node_spec(spec, raft_id, raft, control)?;
+        Self::launch(node_spec, raft_id, raft, control).await
+    }
+
+    async fn launch(
+        spec: GatewaySpec,
+        raft_id: u64,
+        raft: u16,
+        control: u16,
+    ) -> anyhow::Result<RegionNode> {
+        Ok(RegionNode {
+            raft_id,
+            raft: format!("127.0.0.1:{raft}"),
+            control: format!("127.0.0.1:{control}"),
+            gateway: GatewayProcess::start(&spec).await?,
+        })
+    }
+
+    /// `spec` plus node `id`'s data dir and `[node.cluster]` table, with a
+    /// peer certificate of its own.
+    fn node_spec(
+        &self,
+        spec: &GatewaySpec,
+        id: u64,
+        raft: u16,
+        control: u16,
+    ) -> anyhow::Result<GatewaySpec> {
+        let member_list = self
+            .members
+            .iter()
+            .map(|(id, raft, control)| {
+                format!(
+                    "{{ id = {id}, address = \"127.0.0.1:{raft}\", control = \"127.0.0.1:{control}\" }}"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let peer = self.peer_ca.issue_peer(&["localhost".to_string()])?;
+        let cert = self.dir.join(format!("peer-{id}.pem"));
+        let key = self.dir.join(format!("peer-{id}.key"));
         std::fs::write(&cert, &peer.cert_pem)?;
         std::fs::write(&key, &peer.key_pem)?;
-        let data_dir = dir.join(format!("node-{id}"));
+        let data_dir = self.dir.join(format!("node-{id}"));
         let mut node_spec = spec.clone();
         node_spec.node_settings.push(format!(
             "data_dir = {}",
             quote(&data_dir.display().to_string())
         ));
         node_spec.node_settings.push(format!(
-            "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{admin_group:?}], lease_bound = \"5s\", tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
+            "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{:?}], lease_bound = \"5s\", tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
+            self.admin_group,
             quote(&cert.display().to_string()),
             quote(&key.display().to_string()),
-            quote(&ca_file.display().to_string()),
+            quote(&self.ca_file.display().to_string()),
         ));
-        let control = format!("127.0.0.1:{control}");
-        let raft_id = *id;
-        starting.push(async move {
-            GatewayProcess::start(&node_spec)
-                .await
-                .map(|gateway| RegionNode {
-                    raft_id,
-                    control,
-                    gateway,
-                })
-        });
+        Ok(node_spec)
     }
-    futures_util::future::try_join_all(starting).await
 }
 
 /// A running `juris node`.
@@ -341,11 +411,28 @@ impl GatewayProcess {
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, &ca.ca_cert_pem)?;
         let config_file = spec.write_config(dir.path())?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, address) = Self::spawn(&config_file, &log).await?;
+        Ok(GatewayProcess {
+            address,
+            ca_file,
+            config_file,
+            log,
+            child,
+            _dir: dir,
+        })
+    }
 
+    /// Run `juris node --config <config_file>`, append its stderr to `log`
+    /// and wait until it says where it listens for PostgreSQL clients.
+    async fn spawn(
+        config_file: &Path,
+        log: &Arc<Mutex<String>>,
+    ) -> anyhow::Result<(Child, SocketAddr)> {
         let mut child = Command::new(juris_binary()?)
             .arg("node")
             .arg("--config")
-            .arg(&config_file)
+            .arg(config_file)
             .env("JURIS_LOG", "info,juris_proxy_pg=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -355,7 +442,6 @@ impl GatewayProcess {
             .spawn()
             .context("cannot start juris node")?;
         let stderr = child.stderr.take().context("no stderr")?;
-        let log = Arc::new(Mutex::new(String::new()));
         let (address_tx, address_rx) = tokio::sync::oneshot::channel();
         let log_writer = log.clone();
         tokio::spawn(async move {
@@ -372,8 +458,8 @@ impl GatewayProcess {
                 log.push('\n');
             }
         });
-        let address = match tokio::time::timeout(Duration::from_secs(60), address_rx).await {
-            Ok(Ok(address)) => address.parse().context("bad listen address in log")?,
+        match tokio::time::timeout(Duration::from_secs(60), address_rx).await {
+            Ok(Ok(address)) => Ok((child, address.parse().context("bad listen address in log")?)),
             _ => {
                 let _ = child.kill().await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -382,15 +468,35 @@ impl GatewayProcess {
                     log.lock().unwrap_or_else(|p| p.into_inner())
                 );
             }
-        };
-        Ok(GatewayProcess {
-            address,
-            ca_file,
-            config_file,
-            log,
-            child,
-            _dir: dir,
-        })
+        }
+    }
+
+    /// SIGKILL the node and reap it: a crash, with no chance to flush or
+    /// say goodbye to peers.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .await
+            .context("cannot kill the juris node")
+    }
+
+    /// Start the node again from the same config file (same data dir, ports
+    /// and certificates) after it exited (see [`Self::kill`], or
+    /// [`Self::signal`] and [`Self::wait`]). The PostgreSQL listener is
+    /// `127.0.0.1:0`, so [`Self::address`] changes. The new process's
+    /// output is appended to the same [`Self::log`].
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            bail!("juris node (pid {:?}) is still running", self.pid());
+        }
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_str("--- restarted by the test ---\n");
+        let (child, address) = Self::spawn(&self.config_file, &self.log).await?;
+        self.child = child;
+        self.address = address;
+        Ok(())
     }
 
     /// Everything the node has logged so far.

@@ -5,7 +5,8 @@
 //! flow.
 //!
 //! Users and groups: alice → dba, engineering; bob → analysts;
-//! carol → developers; anyone else → none; every user's email is
+//! carol → developers; dana → analysts, pii-readers; erin → pii-readers;
+//! frank → dba; anyone else → none; every user's email is
 //! `<login>@example.test`. Machine client `ci-bot` → `ci` (its `sub` is the
 //! client id).
 //!
