@@ -44,6 +44,13 @@ const FORWARD_RETRY: Duration = Duration::from_millis(50);
 /// How long shutdown waits for in-flight peer RPCs and for RocksDB to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// A change of the group's membership.
+#[derive(Debug, Clone)]
+pub(crate) enum MembershipChange {
+    AddLearner { id: NodeId, addr: String },
+    SetVoters(BTreeSet<NodeId>),
+}
+
 /// Why a leader-local write did not happen.
 pub(crate) enum LocalWriteError {
     /// This node is not the leader (hint where it is, when known).
@@ -83,6 +90,101 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Core {
+    /// Applies `change` on the leader, or forwards it there.
+    pub(crate) async fn change_membership(&self, change: MembershipChange) -> Result<(), RaftError> {
+        let m = self.metrics();
+        match m.current_leader {
+            Some(leader) if leader == self.id => self.change_membership_local(change).await,
+            Some(leader) => {
+                let addr = node_addr(&m, leader).ok_or_else(|| {
+                    RaftError::Membership(format!("the leader {leader} has no known address"))
+                })?;
+                self.forward_membership(leader, &addr, change).await
+            }
+            None => {
+                let (reachable, voters, _) = self.reachability(&m);
+                Err(RaftError::NoLeader { reachable, voters })
+            }
+        }
+    }
+
+    /// Applies `change` here; fails when this node is not the leader.
+    pub(crate) async fn change_membership_local(
+        &self,
+        change: MembershipChange,
+    ) -> Result<(), RaftError> {
+        let deadline = self.write_deadline();
+        let result = match change {
+            MembershipChange::AddLearner { id, addr } => {
+                let fut = self.raft.add_learner(id, BasicNode::new(addr), false);
+                tokio::time::timeout_at(deadline.into(), fut)
+                    .await
+                    .map(|r| r.map(|_| ()))
+            }
+            MembershipChange::SetVoters(voters) => {
+                let fut = self.raft.change_membership(voters, false);
+                tokio::time::timeout_at(deadline.into(), fut)
+                    .await
+                    .map(|r| r.map(|_| ()))
+            }
+        };
+        self.membership_result(result)
+    }
+
+    async fn forward_membership(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        change: MembershipChange,
+    ) -> Result<(), RaftError> {
+        use juris_proto::v1::{Learner, MembershipRequest, Voters, membership_request};
+        let fail = |reason: String| RaftError::Forward {
+            leader,
+            addr: addr.to_string(),
+            reason,
+        };
+        let change = match change {
+            MembershipChange::AddLearner { id, addr } => {
+                membership_request::Change::AddLearner(Learner { id, address: addr })
+            }
+            MembershipChange::SetVoters(voters) => {
+                membership_request::Change::SetVoters(Voters {
+                    ids: voters.into_iter().collect(),
+                })
+            }
+        };
+        let mut client = self.peers.client(addr).map_err(fail)?;
+        let mut request = tonic::Request::new(MembershipRequest {
+            change: Some(change),
+        });
+        request.set_timeout(Duration::from_millis(self.cfg.write_timeout_ms));
+        let reply = client
+            .change_membership(request)
+            .await
+            .map_err(|status| fail(format!("{:?}: {}", status.code(), status.message())))?
+            .into_inner();
+        self.peers.heard_from(leader);
+        if reply.error.is_empty() {
+            Ok(())
+        } else {
+            Err(RaftError::Membership(reply.error))
+        }
+    }
+
+    fn membership_result(&self, r: MembershipResult<()>) -> Result<(), RaftError> {
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(RaftError::Membership(self.leader_hint()))
+            }
+            Ok(Err(OrRaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(RaftError::Membership(e.to_string()))
+            }
+            Ok(Err(OrRaftError::Fatal(f))) => Err(RaftError::Stopped(f.to_string())),
+            Err(_) => Err(RaftError::Timeout(self.cfg.write_timeout_ms)),
+        }
+    }
+
     fn metrics(&self) -> Metrics {
         self.raft.metrics().borrow().clone()
     }
@@ -539,34 +641,21 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Adds `id` (reachable at `addr`) as a learner; returns once the
     /// membership change is committed (catch-up continues in the background,
-    /// visible in [`ClusterStatus::replication`]). Must run on the leader.
+    /// visible in [`ClusterStatus::replication`]). On a follower the change
+    /// is forwarded to the leader.
     pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), RaftError> {
-        let deadline = self.core.write_deadline();
-        let fut = self.core.raft.add_learner(id, BasicNode::new(addr), false);
-        self.membership_result(tokio::time::timeout_at(deadline.into(), fut).await)
+        self.core
+            .change_membership(MembershipChange::AddLearner { id, addr })
+            .await
     }
 
     /// Makes `voters` the exact voter set (each must already be a member,
-    /// e.g. a learner); removed voters leave the group. Must run on the
-    /// leader.
+    /// e.g. a learner); removed voters leave the group. On a follower the
+    /// change is forwarded to the leader.
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<(), RaftError> {
-        let deadline = self.core.write_deadline();
-        let fut = self.core.raft.change_membership(voters, false);
-        self.membership_result(tokio::time::timeout_at(deadline.into(), fut).await)
-    }
-
-    fn membership_result<T>(&self, r: MembershipResult<T>) -> Result<(), RaftError> {
-        match r {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(RaftError::Membership(self.core.leader_hint()))
-            }
-            Ok(Err(OrRaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(RaftError::Membership(e.to_string()))
-            }
-            Ok(Err(OrRaftError::Fatal(f))) => Err(RaftError::Stopped(f.to_string())),
-            Err(_) => Err(RaftError::Timeout(self.core.cfg.write_timeout_ms)),
-        }
+        self.core
+            .change_membership(MembershipChange::SetVoters(voters))
+            .await
     }
 
     /// The last applied log index; changes after every applied batch.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use juris_proto::RaftTransport;
 use juris_proto::v1::{
-    ForwardReply, ForwardRequest, NotLeader, RaftPayload, RaftReply, StatusReply, StatusRequest,
-    forward_reply, raft_reply,
+    ForwardReply, ForwardRequest, MembershipReply, MembershipRequest, NotLeader, RaftPayload,
+    RaftReply, StatusReply, StatusRequest, forward_reply, membership_request, raft_reply,
 };
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
@@ -19,7 +19,7 @@ use openraft::raft::{
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::node::{Core, LocalWriteError};
+use crate::node::{Core, LocalWriteError, MembershipChange};
 use crate::types::{NodeId, TypeConfig};
 
 /// The service instance registered with tonic.
@@ -113,6 +113,28 @@ impl RaftTransport for Service {
             result: Some(result),
             log_index,
         }))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let change = match request.into_inner().change {
+            Some(membership_request::Change::AddLearner(l)) => MembershipChange::AddLearner {
+                id: l.id,
+                addr: l.address,
+            },
+            Some(membership_request::Change::SetVoters(v)) => {
+                MembershipChange::SetVoters(v.ids.into_iter().collect())
+            }
+            None => return Err(Status::invalid_argument("no membership change given")),
+        };
+        // Leader-local only: a change is never forwarded twice.
+        let error = match self.core.change_membership_local(change).await {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        Ok(Response::new(MembershipReply { error }))
     }
 
     async fn status(

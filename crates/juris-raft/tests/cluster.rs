@@ -223,7 +223,9 @@ async fn learner_catches_up_from_snapshot_then_becomes_voter() -> Result<()> {
 
     c.start(4).await?;
     let addr = c.addrs[&4].to_string();
-    c.node(leader).add_learner(4, addr).await?;
+    // Asked of a follower: the change is forwarded to the leader.
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    c.node(follower).add_learner(4, addr).await?;
     c.wait_all_state(&expected, WAIT).await?;
     let st4 = c.node(4).status();
     assert_eq!(st4.role, Role::Learner);
