@@ -91,7 +91,10 @@ fn ms(d: Duration) -> u64 {
 
 impl Core {
     /// Applies `change` on the leader, or forwards it there.
-    pub(crate) async fn change_membership(&self, change: MembershipChange) -> Result<(), RaftError> {
+    pub(crate) async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<(), RaftError> {
         let m = self.metrics();
         match m.current_leader {
             Some(leader) if leader == self.id => self.change_membership_local(change).await,
@@ -147,11 +150,9 @@ impl Core {
             MembershipChange::AddLearner { id, addr } => {
                 membership_request::Change::AddLearner(Learner { id, address: addr })
             }
-            MembershipChange::SetVoters(voters) => {
-                membership_request::Change::SetVoters(Voters {
-                    ids: voters.into_iter().collect(),
-                })
-            }
+            MembershipChange::SetVoters(voters) => membership_request::Change::SetVoters(Voters {
+                ids: voters.into_iter().collect(),
+            }),
         };
         let mut client = self.peers.client(addr).map_err(fail)?;
         let mut request = tonic::Request::new(MembershipRequest {

@@ -77,9 +77,14 @@ async fn writes_via_leader_and_follower_reach_every_node() -> Result<()> {
             .is_some_and(|a| a < Duration::from_secs(2))
     );
 
-    // applied_watch reports the applied index.
+    // applied_watch reports the applied index; openraft's metrics learn it
+    // only after the state machine has applied, so they never run ahead.
     let applied = *c.node(follower).applied_watch().borrow();
-    assert_eq!(Some(applied), fs.last_applied_index.or(Some(applied)));
+    assert!(
+        fs.last_applied_index.is_none_or(|i| i <= applied),
+        "metrics {:?} ahead of the state machine {applied}",
+        fs.last_applied_index
+    );
     assert!(applied >= 3, "blank + membership + 2 writes, got {applied}");
 
     shutdown_rest(c).await
