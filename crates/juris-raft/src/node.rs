@@ -117,21 +117,16 @@ impl Core {
         change: MembershipChange,
     ) -> Result<(), RaftError> {
         let deadline = self.write_deadline();
-        let result = match change {
+        match change {
             MembershipChange::AddLearner { id, addr } => {
                 let fut = self.raft.add_learner(id, BasicNode::new(addr), false);
-                tokio::time::timeout_at(deadline.into(), fut)
-                    .await
-                    .map(|r| r.map(|_| ()))
+                self.membership_result(tokio::time::timeout_at(deadline.into(), fut).await)
             }
             MembershipChange::SetVoters(voters) => {
                 let fut = self.raft.change_membership(voters, false);
-                tokio::time::timeout_at(deadline.into(), fut)
-                    .await
-                    .map(|r| r.map(|_| ()))
+                self.membership_result(tokio::time::timeout_at(deadline.into(), fut).await)
             }
-        };
-        self.membership_result(result)
+        }
     }
 
     async fn forward_membership(
@@ -172,9 +167,9 @@ impl Core {
         }
     }
 
-    fn membership_result(&self, r: MembershipResult<()>) -> Result<(), RaftError> {
+    fn membership_result<T>(&self, r: MembershipResult<T>) -> Result<(), RaftError> {
         match r {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(RaftError::Membership(self.leader_hint()))
             }
