@@ -3,7 +3,7 @@
 //! the cause (network partition, peers down) is visible without a debugger.
 
 /// Everything [`crate::RaftNode`] can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RaftError {
     /// The configuration cannot work (bad address, unreadable file, ...).
     #[error("raft config: {0}")]

@@ -19,7 +19,7 @@ use juris_proto::v1::{ForwardRequest, forward_reply};
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OrRaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 use rocksdb::DB;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::StateMachine;
@@ -52,6 +52,7 @@ pub(crate) enum MembershipChange {
 }
 
 /// Why a leader-local write did not happen.
+#[derive(Clone)]
 pub(crate) enum LocalWriteError {
     /// This node is not the leader (hint where it is, when known).
     NotLeader {
@@ -72,6 +73,68 @@ pub(crate) struct Core {
     committed: Arc<AtomicU64>,
     leader_contact: Mutex<Option<Instant>>,
     last_stamp: AtomicU64,
+    /// Writes waiting to be proposed together (see [`run_batcher`]).
+    batch: mpsc::UnboundedSender<PendingWrite>,
+}
+
+/// Most commands one log entry carries.
+const MAX_BATCH: usize = 512;
+
+/// A leader-local write waiting for the batcher.
+pub(crate) struct PendingWrite {
+    command: Vec<u8>,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<(Vec<u8>, u64), LocalWriteError>>,
+}
+
+/// Proposes leader-local writes in batches: whatever arrived while the
+/// previous entry was being committed goes into the next entry, so under
+/// load many commands share one entry, one fsync and one replication
+/// round, and a lone write is proposed at once. Ends when the node is gone.
+pub(crate) async fn run_batcher(
+    core: Weak<Core>,
+    mut queue: mpsc::UnboundedReceiver<PendingWrite>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(core) = core.upgrade() else {
+            for pending in batch {
+                let _ = pending
+                    .reply
+                    .send(Err(LocalWriteError::Failed(RaftError::Stopped(
+                        "the raft node has stopped".into(),
+                    ))));
+            }
+            return;
+        };
+        let deadline = batch
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or_else(|| core.write_deadline());
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        match core.propose(commands, deadline).await {
+            Ok((responses, index)) => {
+                let mut responses = responses.into_iter();
+                for reply in replies {
+                    let response = responses.next().unwrap_or_default();
+                    let _ = reply.send(Ok((response, index)));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn voter_ids(m: &Metrics) -> Vec<NodeId> {
@@ -228,12 +291,33 @@ impl Core {
         }
     }
 
-    /// Proposes `command` if this node leads; never forwards.
+    /// Proposes `command` (batched with concurrent writes) if this node
+    /// leads; never forwards. Returns the state machine's answer and the
+    /// entry's log index.
     pub(crate) async fn write_local(
         &self,
         command: Vec<u8>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, u64), LocalWriteError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped =
+            || LocalWriteError::Failed(RaftError::Stopped("the raft node has stopped".into()));
+        self.batch
+            .send(PendingWrite {
+                command,
+                deadline,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Proposes `commands` as one log entry if this node leads.
+    async fn propose(
+        &self,
+        commands: Vec<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<(Vec<Vec<u8>>, u64), LocalWriteError> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
             return Err(Self::not_leader(&m));
@@ -255,7 +339,7 @@ impl Core {
         }
         let payload = LogPayload {
             leader_time_ms: self.stamp(),
-            command,
+            commands,
         };
         match tokio::time::timeout_at(deadline.into(), self.raft.client_write(payload)).await {
             Ok(Ok(resp)) => Ok((resp.data.0, resp.log_id.index)),
@@ -525,6 +609,7 @@ impl<S: StateMachine> RaftNode<S> {
         .await
         .map_err(|e| RaftError::Stopped(format!("start raft core: {e}")))?;
 
+        let (batch, batch_queue) = mpsc::unbounded_channel();
         let core = Arc::new(Core {
             id: cfg.node_id,
             cfg,
@@ -533,7 +618,9 @@ impl<S: StateMachine> RaftNode<S> {
             committed,
             leader_contact: Mutex::new(None),
             last_stamp: AtomicU64::new(0),
+            batch,
         });
+        tokio::spawn(run_batcher(Arc::downgrade(&core), batch_queue));
 
         let service = RaftTransportServer::new(Service { core: core.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -431,9 +431,12 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for SmStore<S> {
                 self.last_applied = Some(entry.log_id);
                 out.push(match entry.payload {
                     EntryPayload::Blank => ApplyResponse::default(),
-                    EntryPayload::Normal(p) => {
-                        ApplyResponse(sm.apply(&p.command, p.leader_time_ms))
-                    }
+                    EntryPayload::Normal(p) => ApplyResponse(
+                        p.commands
+                            .iter()
+                            .map(|command| sm.apply(command, p.leader_time_ms))
+                            .collect(),
+                    ),
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
                         ApplyResponse::default()

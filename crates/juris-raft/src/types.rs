@@ -13,24 +13,26 @@ use serde::{Deserialize, Serialize};
 /// A node's identifier in its Raft group.
 pub type NodeId = u64;
 
-/// What a log entry carries for a client write.
+/// What a log entry carries for client writes: the commands the leader
+/// received while the previous entry was being committed, in order (one
+/// entry, one fsync and one replication round for all of them).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPayload {
     /// Leader wall-clock time (ms since the Unix epoch) when it accepted the
-    /// write; never decreases within one leader process.
+    /// writes; never decreases within one leader process.
     pub leader_time_ms: u64,
-    /// The opaque command, handed to [`crate::StateMachine::apply`].
-    #[serde(with = "b64")]
-    pub command: Vec<u8>,
+    /// The opaque commands, each handed to [`crate::StateMachine::apply`].
+    #[serde(with = "b64_list")]
+    pub commands: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for LogPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "LogPayload{{t={}, {} bytes}}",
+            "LogPayload{{t={}, {} commands}}",
             self.leader_time_ms,
-            self.command.len()
+            self.commands.len()
         )
     }
 }
@@ -41,14 +43,15 @@ impl fmt::Display for LogPayload {
     }
 }
 
-/// What applying an entry returned ([`crate::StateMachine::apply`]'s bytes;
-/// empty for blank and membership entries).
+/// What applying an entry returned: [`crate::StateMachine::apply`]'s bytes
+/// for each of its commands, in order; empty for blank and membership
+/// entries.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyResponse(#[serde(with = "b64")] pub Vec<u8>);
+pub struct ApplyResponse(#[serde(with = "b64_list")] pub Vec<Vec<u8>>);
 
 impl fmt::Debug for ApplyResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApplyResponse({} bytes)", self.0.len())
+        write!(f, "ApplyResponse({} responses)", self.0.len())
     }
 }
 
@@ -74,19 +77,21 @@ pub(crate) type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNod
 /// Bytes as base64 text in JSON: log entries and Raft messages are JSON
 /// (openraft's serde types), and a `Vec<u8>` would otherwise become an array
 /// of numbers four times its size.
-pub(crate) mod b64 {
+pub(crate) mod b64_list {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
+    pub(crate) fn serialize<S: Serializer>(items: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(items.iter().map(|bytes| STANDARD.encode(bytes)))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD
-            .decode(text.as_bytes())
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let texts = Vec::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|text| STANDARD.decode(text.as_bytes()))
+            .collect::<Result<_, _>>()
             .map_err(serde::de::Error::custom)
     }
 }
