@@ -160,6 +160,26 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
     let open = connect(&nodes[1].gateway, CONNECTION, "bob", &bob).await?;
     open.simple_query("SELECT 1").await?;
 
+    // The session is listed on the node it runs through, with its grant:
+    // for an admin, and for bob himself; another node has none of his.
+    let listed = cli_ok(&nodes[1], &alice, &["sessions", "active"]).await?;
+    assert!(
+        listed.lines().any(
+            |l| l.contains("bob@example.test on billing as oncall-write")
+                && l.contains(&format!("grant {grant}"))
+        ),
+        "{listed}"
+    );
+    let own = cli_ok(
+        &nodes[1],
+        &bob,
+        &["sessions", "active", "--connection", CONNECTION],
+    )
+    .await?;
+    assert!(own.contains("bob@example.test"), "{own}");
+    let elsewhere = cli_ok(&nodes[0], &bob, &["sessions", "active"]).await?;
+    assert!(elsewhere.contains("no sessions"), "{elsewhere}");
+
     // alice revokes through node 3; bob's open session on node 2 is ended, saying why.
     let revoked_at = Instant::now();
     let revoked = cli_ok(
@@ -186,6 +206,11 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
         "{ended}\n{log}"
     );
     assert!(waited < Duration::from_secs(5), "ended after {waited:?}");
+    let listed = cli_ok(&nodes[1], &alice, &["sessions", "active"]).await?;
+    assert!(
+        !listed.contains("bob@example.test"),
+        "an ended session is still listed:\n{listed}"
+    );
 
     // And new sessions are refused again, on every node.
     for node in &nodes {

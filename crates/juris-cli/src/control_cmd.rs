@@ -122,6 +122,15 @@ pub enum ApprovalsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Sessions open through the node now (admins see all, others their own).
+    Active {
+        #[arg(long)]
+        connection: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Leader, members, log indexes and lag, as the node sees them.
     Status,
@@ -312,6 +321,41 @@ pub async fn approvals(options: &ControlOptions, command: ApprovalsCommand) -> a
                 })
                 .await?,
         ),
+    }
+    Ok(())
+}
+
+pub async fn sessions(options: &ControlOptions, command: SessionsCommand) -> anyhow::Result<()> {
+    let mut client = options.client().await?;
+    match command {
+        SessionsCommand::Active { connection } => {
+            let sessions = client
+                .list_sessions(pb::ListSessionsRequest {
+                    connection: connection.unwrap_or_default(),
+                })
+                .await?;
+            if sessions.is_empty() {
+                println!("no sessions");
+            }
+            for s in sessions {
+                let grant = if s.grant.is_empty() {
+                    String::new()
+                } else {
+                    format!(" grant {}", s.grant)
+                };
+                println!(
+                    "{}  {} on {} as {}{}  from {}  since {}  node {}",
+                    s.id,
+                    s.principal,
+                    s.connection,
+                    s.role,
+                    grant,
+                    s.client,
+                    time(s.started_ms),
+                    s.node
+                );
+            }
+        }
     }
     Ok(())
 }

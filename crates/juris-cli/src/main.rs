@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use juris_cli::connect::{self, ConnectOptions};
 use juris_cli::control_cmd::{
-    AccessCommand, ApprovalsCommand, ClusterCommand, ControlOptions, GrantsCommand,
+    AccessCommand, ApprovalsCommand, ClusterCommand, ControlOptions, GrantsCommand, SessionsCommand,
 };
 use juris_cli::mask_test::MaskTest;
 use juris_cli::tokens::{self, IdpOptions};
@@ -100,6 +100,13 @@ enum Command {
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
+    /// Sessions through a node.
+    Sessions {
+        #[command(flatten)]
+        control: ControlOptions,
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// The region's Raft group: status and membership.
     Cluster {
         #[command(flatten)]
@@ -191,6 +198,9 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Cluster { control, command } => {
                 juris_cli::control_cmd::cluster(&control, command).await
+            }
+            Command::Sessions { control, command } => {
+                juris_cli::control_cmd::sessions(&control, command).await
             }
             Command::Login { idp } => tokens::login(&idp).await,
             Command::Token {

@@ -137,6 +137,14 @@ impl ControlClient {
             .ok_or(CallError::Empty)
     }
 
+    pub async fn list_sessions(
+        &mut self,
+        m: pb::ListSessionsRequest,
+    ) -> Result<Vec<pb::Session>, CallError> {
+        let r = self.request(m);
+        Ok(self.grpc.list_sessions(r).await?.into_inner().sessions)
+    }
+
     pub async fn list_approvals(
         &mut self,
         m: pb::ListApprovalsRequest,

@@ -18,7 +18,7 @@ pub mod service;
 
 pub use client::ControlClient;
 pub use region::{Region, RegionState};
-pub use service::{CallerAuth, ControlService};
+pub use service::{CallerAuth, ControlService, SessionDirectory};
 
 /// What can go wrong setting up the control API.
 #[derive(Debug, thiserror::Error)]

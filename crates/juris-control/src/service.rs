@@ -37,6 +37,7 @@ pub trait CallerAuth: Send + Sync {
 /// The control API of one node.
 pub struct ControlService {
     region: Region,
+    sessions: Arc<dyn SessionDirectory>,
     deployment: Arc<Deployment>,
     auth: Arc<dyn CallerAuth>,
     /// Groups allowed to manage membership and see everything.
@@ -50,6 +51,7 @@ impl ControlService {
         region: Region,
         deployment: Arc<Deployment>,
         auth: Arc<dyn CallerAuth>,
+        sessions: Arc<dyn SessionDirectory>,
     ) -> ControlService {
         let cluster = deployment.node.cluster.as_ref();
         ControlService {
@@ -65,6 +67,7 @@ impl ControlService {
             region,
             deployment,
             auth,
+            sessions,
         }
     }
 
@@ -450,6 +453,35 @@ impl pb::control_server::Control for ControlService {
         )))
     }
 
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::SessionList>, Status> {
+        let principal = self.caller(&request).await?;
+        let connection = request.into_inner().connection;
+        let admin = self.is_admin(&principal);
+        let node = self.region.raft.id();
+        let sessions = self
+            .sessions
+            .live()
+            .into_iter()
+            .filter(|s| admin || (s.issuer == principal.issuer && s.subject == principal.subject))
+            .filter(|s| connection.is_empty() || s.connection == connection)
+            .map(|s| pb::Session {
+                id: s.session.to_string(),
+                principal: s.principal,
+                subject: s.subject,
+                connection: s.connection,
+                role: s.role,
+                grant: s.grant.unwrap_or_default(),
+                client: s.client,
+                started_ms: s.started_ms,
+                node,
+            })
+            .collect();
+        Ok(Response::new(pb::SessionList { sessions }))
+    }
+
     async fn add_learner(
         &self,
         request: Request<pb::AddLearnerRequest>,
@@ -503,6 +535,11 @@ impl ControlService {
             )))
         }
     }
+}
+
+/// The node's live sessions, as the data plane registers them.
+pub trait SessionDirectory: Send + Sync {
+    fn live(&self) -> Vec<juris_types::LiveSession>;
 }
 
 /// Serve `service` on `listener` with TLS (`cert_pem`/`key_pem`: the

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use juris_config::{ClusterConfig, Deployment};
 use juris_control::region::now_ms;
-use juris_control::{CallerAuth, ControlService, Region, RegionState};
+use juris_control::{CallerAuth, ControlService, Region, RegionState, SessionDirectory};
 use juris_proxy_pg::{
     ActiveGrant, AuditSink, Authenticator, CommandReview, GrantAuthority, GrantLookup,
-    HeldStatement, HoldOutcome,
+    HeldStatement, HoldOutcome, LiveSessions,
 };
 use juris_raft::{PeerTls, RaftConfig, RaftNode};
 use juris_state::{
@@ -111,6 +111,7 @@ pub async fn serve_control(
     deployment: Arc<Deployment>,
     region: Region,
     auth: Arc<dyn Authenticator>,
+    live: Arc<LiveSessions>,
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), NodeError> {
@@ -118,12 +119,25 @@ pub async fn serve_control(
         .map_err(|e| NodeError::Cluster(format!("node.tls.cert_file: {e}")))?;
     let key = std::fs::read(&deployment.node.tls.key_file)
         .map_err(|e| NodeError::Cluster(format!("node.tls.key_file: {e}")))?;
-    let service = ControlService::new(region, deployment, Arc::new(CallerAuthAdapter(auth)));
+    let service = ControlService::new(
+        region,
+        deployment,
+        Arc::new(CallerAuthAdapter(auth)),
+        Arc::new(LiveSessionsAdapter(live)),
+    );
     juris_control::service::serve(service, listener, &cert, &key, async move {
         shutdown.cancelled().await
     })
     .await
     .map_err(|e| NodeError::Cluster(e.to_string()))
+}
+
+struct LiveSessionsAdapter(Arc<LiveSessions>);
+
+impl SessionDirectory for LiveSessionsAdapter {
+    fn live(&self) -> Vec<juris_types::LiveSession> {
+        self.0.snapshot()
+    }
 }
 
 struct CallerAuthAdapter(Arc<dyn Authenticator>);

@@ -187,6 +187,52 @@ impl ConnectionMasking {
     }
 }
 
+/// The node's live sessions: registered once a session is admitted,
+/// removed when it ends (whatever way it ends: the guard's drop).
+#[derive(Debug, Default)]
+pub struct LiveSessions {
+    sessions: std::sync::Mutex<HashMap<juris_types::SessionId, juris_types::LiveSession>>,
+}
+
+impl LiveSessions {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<juris_types::SessionId, juris_types::LiveSession>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every live session, oldest first.
+    pub fn snapshot(&self) -> Vec<juris_types::LiveSession> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by_key(|s| (s.started_ms, s.session.0));
+        all
+    }
+
+    pub(crate) fn register(self: &Arc<Self>, session: juris_types::LiveSession) -> LiveGuard {
+        let id = session.session;
+        self.lock().insert(id, session);
+        LiveGuard {
+            registry: self.clone(),
+            id,
+        }
+    }
+}
+
+/// Keeps a session listed while it lives.
+#[derive(Debug)]
+pub struct LiveGuard {
+    registry: Arc<LiveSessions>,
+    id: juris_types::SessionId,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
 /// Knobs of the data plane.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -223,4 +269,6 @@ pub struct ProxyContext {
     /// Where held statements go for review; `None` without a control plane
     /// (a connection with review then refuses what it would hold).
     pub command_review: Option<Arc<dyn CommandReview>>,
+    /// Sessions open through this node now.
+    pub live: Arc<LiveSessions>,
 }

@@ -72,6 +72,7 @@ pub async fn serve_connection(
         tracing::Span::current().record("connection", accepted.info.connection.as_str());
         info!(role = %accepted.info.role.role, level = %accepted.info.role.level, "session started");
         let traffic = relay::Traffic::default();
+        let _listed = accepted.listed;
         let (ending, statements) = relay::run(
             &ctx,
             accepted.client,
@@ -98,6 +99,8 @@ struct Accepted {
     client: TlsStream<TcpStream>,
     upstream: relay::Upstream,
     info: SessionInfo,
+    /// Lists the session among the node's live sessions until dropped.
+    listed: crate::LiveGuard,
 }
 
 /// Run the handshake. `None` means the connection was dealt with (refused,
@@ -438,8 +441,22 @@ async fn authenticate(
         )
     });
     let catalog = ctx.masking.get(&connection).map(|m| m.catalog.clone());
+    let listed = ctx.live.register(juris_types::LiveSession {
+        session: session_id,
+        principal: principal.name().to_string(),
+        issuer: principal.issuer.clone(),
+        subject: principal.subject.clone(),
+        connection: connection.clone(),
+        role: role.role.clone(),
+        grant: grant.as_ref().map(|g| g.id.clone()),
+        client: peer.to_string(),
+        started_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    });
 
     Some(Accepted {
+        listed,
         client,
         upstream: relay::Upstream {
             stream: upstream.stream,

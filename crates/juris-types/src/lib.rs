@@ -71,6 +71,25 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// A session open through a node right now, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveSession {
+    pub session: SessionId,
+    /// Display name of the principal.
+    pub principal: String,
+    /// `issuer` and `sub` of the principal (who may see the session).
+    pub issuer: String,
+    pub subject: String,
+    pub connection: String,
+    pub role: String,
+    /// The just-in-time grant the session rides on, e.g. `g-7`.
+    pub grant: Option<String>,
+    /// The client's `ip:port`.
+    pub client: String,
+    /// Milliseconds since the Unix epoch.
+    pub started_ms: u64,
+}
+
 /// How much a role may do on a connection. Ordered: `Read < Write < Admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
