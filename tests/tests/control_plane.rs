@@ -8,59 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use common::control::{cli, cli_ok, id_with_prefix, wait_for_leader};
 use common::{CONNECTION, connect, connection_spec, db_error, start_pg};
-use juris_testkit::gateway::{GatewaySpec, RegionNode, RoleSpec, juris_binary, start_region};
+use juris_testkit::gateway::{GatewaySpec, RegionNode, RoleSpec, start_region};
 use juris_testkit::oidc::{AUDIENCE, OidcProvider};
 use juris_testkit::postgres::UpstreamAuth;
-
-/// Run the CLI as the holder of `token` against `node`'s control API.
-async fn cli(node: &RegionNode, token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let output = tokio::process::Command::new(juris_binary()?)
-        .args(args)
-        .env("JURIS_TOKEN", token)
-        .env("JURIS_CONTROL", &node.control)
-        .env("JURIS_CA", &node.gateway.ca_file)
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .context("cannot run juris")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.success(), text))
-}
-
-async fn cli_ok(node: &RegionNode, token: &str, args: &[&str]) -> anyhow::Result<String> {
-    let (ok, text) = cli(node, token, args).await?;
-    if !ok {
-        bail!("juris {args:?} failed:\n{text}");
-    }
-    Ok(text)
-}
-
-/// The first `ar-N` / `g-N` id printed.
-fn id_with_prefix(text: &str, prefix: &str) -> anyhow::Result<String> {
-    text.split_whitespace()
-        .find(|w| w.starts_with(prefix) && w[prefix.len()..].chars().all(|c| c.is_ascii_digit()))
-        .map(str::to_string)
-        .with_context(|| format!("no {prefix}N in:\n{text}"))
-}
-
-async fn wait_for_leader(nodes: &[RegionNode], token: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (ok, text) = cli(&nodes[0], token, &["cluster", "status"]).await?;
-        if ok && text.contains("leader ") && !text.contains("leader none") {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("no leader after 30 s:\n{text}\n{}", nodes[0].gateway.log());
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> anyhow::Result<()> {
@@ -82,7 +34,7 @@ async fn jit_grant_is_requested_reviewed_on_other_nodes_and_ends_sessions() -> a
     let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
     let bob = oidc.user_token("bob").await?;
     let alice = oidc.user_token("alice").await?;
-    wait_for_leader(&nodes, &alice).await?;
+    wait_for_leader(&nodes.iter().collect::<Vec<_>>(), &alice).await?;
     let status = cli_ok(&nodes[1], &bob, &["cluster", "status"]).await?;
     assert!(status.contains("member 3"), "{status}");
 
@@ -245,7 +197,7 @@ async fn a_grant_ends_its_sessions_when_it_expires() -> anyhow::Result<()> {
     let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
     let bob = oidc.user_token("bob").await?;
     let alice = oidc.user_token("alice").await?;
-    wait_for_leader(&nodes, &alice).await?;
+    wait_for_leader(&nodes.iter().collect::<Vec<_>>(), &alice).await?;
 
     let requested = cli_ok(
         &nodes[0],
@@ -336,7 +288,7 @@ async fn a_held_drop_table_runs_once_approved_through_another_node() -> anyhow::
     let nodes = start_region(&spec, 3, dir.path(), "dba").await?;
     let bob = oidc.user_token("bob").await?;
     let alice = oidc.user_token("alice").await?;
-    wait_for_leader(&nodes, &alice).await?;
+    wait_for_leader(&nodes.iter().collect::<Vec<_>>(), &alice).await?;
     let bob_psql = |node: usize, connection: &'static str, sql: &'static str| {
         let conninfo = nodes[node].gateway.conninfo(connection, "bob", &bob);
         async move { common::psql(&conninfo, &["-v", "VERBOSITY=verbose", "-c", sql]).await }

@@ -526,17 +526,17 @@ where
                     if let Some(class) = verdict.held {
                         // What came before the held message goes out first,
                         // so its results reach the client while it waits.
-                        match splice.write(upstream, &buf, position).await {
-                            Ok(written) => count(
-                                &traffic.to_upstream,
-                                &traffic.last_to_upstream,
-                                written,
-                                forwarded_tag,
-                            ),
-                            Err(e) => return Ending::Io(e.to_string()),
-                        }
-                        if let Err(e) = upstream.flush().await {
-                            return Ending::Io(e.to_string());
+                        if let Err(ending) = send_upstream(
+                            &mut splice,
+                            upstream,
+                            &buf,
+                            position,
+                            traffic,
+                            forwarded_tag,
+                        )
+                        .await
+                        {
+                            return ending;
                         }
                         buf.advance(position);
                         position = 0;
@@ -625,20 +625,19 @@ where
             forwarded_tag = tag;
             position += total;
         }
-        match splice.write(upstream, &buf, position).await {
-            Ok(written) => count(
-                &traffic.to_upstream,
-                &traffic.last_to_upstream,
-                written,
-                forwarded_tag,
-            ),
-            Err(e) => return Ending::Io(e.to_string()),
+        if let Err(ending) = send_upstream(
+            &mut splice,
+            upstream,
+            &buf,
+            position,
+            traffic,
+            forwarded_tag,
+        )
+        .await
+        {
+            return ending;
         }
         buf.advance(position);
-        // TLS may hold encrypted bytes back until flushed.
-        if let Err(e) = upstream.flush().await {
-            return Ending::Io(e.to_string());
-        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_CHUNK);
         }
@@ -704,6 +703,32 @@ async fn hold_for_review(
         HoldOutcome::Refused { message, .. } => info!(%message, "held statement not run"),
     }
     outcome
+}
+
+/// Write what the client direction assembled up to `upto`, count it, and
+/// flush (TLS may hold encrypted bytes back until flushed).
+async fn send_upstream<W: AsyncWrite + Unpin + ?Sized>(
+    splice: &mut Splice,
+    upstream: &mut W,
+    buf: &[u8],
+    upto: usize,
+    traffic: &Traffic,
+    last_tag: u8,
+) -> Result<(), Ending> {
+    let written = splice
+        .write(upstream, buf, upto)
+        .await
+        .map_err(|e| Ending::Io(e.to_string()))?;
+    count(
+        &traffic.to_upstream,
+        &traffic.last_to_upstream,
+        written,
+        last_tag,
+    );
+    upstream
+        .flush()
+        .await
+        .map_err(|e| Ending::Io(e.to_string()))
 }
 
 fn count(bytes: &AtomicU64, last: &std::sync::atomic::AtomicU8, written: usize, tag: u8) {

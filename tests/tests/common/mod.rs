@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod control;
+
 use std::sync::Arc;
 use std::time::Duration;
 
