@@ -54,7 +54,10 @@ impl Cluster {
         // Orderly stops should not wait the default 30 s for sessions.
         spec.node_settings.push("shutdown_grace_secs = 2".into());
         let dir = tempfile::tempdir()?;
-        let region = TestRegion::new(3, dir.path(), "dba")?;
+        let mut region = TestRegion::new(3, dir.path(), "dba")?;
+        // Frequent snapshots: restarts recover from a snapshot plus the log
+        // after it, and a node that joins late is sent a snapshot.
+        region.snapshot_every = Some(5);
         let nodes = region.start(&spec).await?;
         Ok(Cluster {
             nodes,
@@ -181,6 +184,16 @@ async fn wait_admitted(node: &RegionNode, bob: &str) -> anyhow::Result<()> {
 
 /// bob requests `ROLE` through node 1 and alice approves it through node 2
 /// (one approval needed); returns (request, grant).
+/// The snapshot index a `juris cluster status` output shows (0: none).
+fn snapshot_in(status: &str) -> u64 {
+    let words: Vec<&str> = status.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == "snapshot")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(0)
+}
+
 async fn granted(cluster: &Cluster, bob: &str, alice: &str) -> anyhow::Result<(String, String)> {
     let request = request_access(cluster.node(1)?, bob, "INC-1").await?;
     let approved = cli_ok(cluster.node(2)?, alice, &["access", "approve", &request]).await?;
@@ -342,6 +355,22 @@ async fn a_learner_catches_up_and_answers_grant_checks() -> anyhow::Result<()> {
     let alice = cluster.oidc.user_token("alice").await?;
     let leader = wait_for_leader(&cluster.all(), &alice).await?;
     let (_, grant) = granted(&cluster, &bob, &alice).await?;
+    // Enough entries for the leader to snapshot and drop the log before
+    // them, so node 4 can only catch up from the snapshot.
+    for i in 0..6 {
+        request_access(cluster.node(1)?, &bob, &format!("INC-s{i}")).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cli_ok(cluster.node(leader)?, &alice, &["cluster", "status"]).await?;
+        if snapshot_in(&status) > 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the leader never took a snapshot:\n{status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Node 4 knows the voters but is not one: it starts with an empty log,
     // forms no group of its own, and cannot vouch for grants yet.
@@ -405,6 +434,11 @@ async fn a_learner_catches_up_and_answers_grant_checks() -> anyhow::Result<()> {
     }
     wait_for_only_grant(&learner, &alice, &grant).await?;
     wait_admitted(&learner, &bob).await?;
+    let status = cli_ok(&learner, &alice, &["cluster", "status"]).await?;
+    assert!(
+        snapshot_in(&status) > 0,
+        "node 4 was not sent a snapshot:\n{status}"
+    );
 
     // It keeps up with new writes too: a request made elsewhere shows up.
     let request = request_access(cluster.node(1)?, &bob, "INC-4").await?;

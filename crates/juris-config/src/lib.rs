@@ -135,6 +135,11 @@ pub struct ClusterConfig {
     /// refuses new sessions that depend on grants, and approvals.
     #[serde(default = "defaults::lease_bound", with = "duration_text")]
     pub lease_bound: std::time::Duration,
+    /// Log entries between snapshots of the region's state; a tenth of
+    /// them stay in the log after each snapshot, so a node further behind
+    /// (or a new learner) is sent the snapshot.
+    #[serde(default = "defaults::snapshot_every")]
+    pub snapshot_every: u64,
 }
 
 /// One initial voter of the region's Raft group.
@@ -474,6 +479,9 @@ mod defaults {
     }
     pub fn algorithms() -> Vec<String> {
         vec!["RS256".into(), "ES256".into()]
+    }
+    pub fn snapshot_every() -> u64 {
+        10_000
     }
     pub fn lease_bound() -> std::time::Duration {
         std::time::Duration::from_secs(10)
@@ -825,6 +833,12 @@ impl Deployment {
                     "must not be empty".into(),
                 );
             }
+        }
+        if cluster.snapshot_every == 0 {
+            problem(
+                "node.cluster.snapshot_every".into(),
+                "must be at least 1".into(),
+            );
         }
         if cluster.lease_bound.is_zero() {
             problem(

@@ -55,6 +55,8 @@ pub async fn start_region(
         .advertise
         .clone()
         .unwrap_or_else(|| cluster.listen.clone());
+    config.snapshot_every_logs = cluster.snapshot_every;
+    config.logs_to_keep_after_snapshot = cluster.snapshot_every / 10;
     let raft = RaftNode::start(config, RegionState::default())
         .await
         .map_err(|e| NodeError::Cluster(e.to_string()))?;

@@ -121,6 +121,9 @@ pub struct TestRegion {
     admin_group: String,
     /// Initial voters: (raft id, Raft port, control port).
     members: Vec<(u64, u16, u16)>,
+    /// `node.cluster.snapshot_every` for every node (the node's default
+    /// when `None`).
+    pub snapshot_every: Option<u64>,
 }
 
 impl TestRegion {
@@ -139,6 +142,7 @@ impl TestRegion {
             dir: dir.to_path_buf(),
             admin_group: admin_group.into(),
             members,
+            snapshot_every: None,
         })
     }
 
@@ -214,8 +218,11 @@ impl TestRegion {
             quote(&data_dir.display().to_string())
         ));
         node_spec.node_settings.push(format!(
-            "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{:?}], lease_bound = \"5s\", tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
+            "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{:?}], lease_bound = \"5s\",{} tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
             self.admin_group,
+            self.snapshot_every
+                .map(|n| format!(" snapshot_every = {n},"))
+                .unwrap_or_default(),
             quote(&cert.display().to_string()),
             quote(&key.display().to_string()),
             quote(&self.ca_file.display().to_string()),
