@@ -3,7 +3,10 @@
 //! committed). Needs `protoc` (`scripts/install-test-deps` installs it).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with `env!`: cargo may reuse this
+    // compiled script for a checkout at another path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [
         root.join("juris/v1/raft.proto"),
         root.join("juris/v1/control.proto"),

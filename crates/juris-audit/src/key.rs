@@ -127,7 +127,8 @@ impl NodeKey {
         hex::encode(self.signing.verifying_key().to_bytes())
     }
 
-    pub(crate) fn sign(&self, message: &[u8]) -> String {
+    /// Ed25519 signature of `message`, 128 lower-case hex digits.
+    pub fn sign(&self, message: &[u8]) -> String {
         hex::encode(self.signing.sign(message).to_bytes())
     }
 }

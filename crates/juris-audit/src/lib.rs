@@ -78,22 +78,28 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
     move |source| AuditError::Io { path, source }
 }
 
-/// Node and region names end up in file names and tar paths, so they are
-/// restricted to a portable, unambiguous alphabet.
-pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
+/// What [`is_portable_name`] allows, in words for error messages.
+pub const PORTABLE_NAME_RULE: &str = "use 1 to 64 of A-Z a-z 0-9 . _ - and do not start with a dot";
+
+/// Node, region and connection names end up in file names, tar paths and
+/// object keys, so they are restricted to a portable, unambiguous alphabet.
+pub fn is_portable_name(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 64
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !value.starts_with('.');
-    if ok {
+        && !value.starts_with('.')
+}
+
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
+    if is_portable_name(value) {
         Ok(())
     } else {
         Err(AuditError::Invalid {
             what,
             value: value.to_string(),
-            reason: "use 1 to 64 of A-Z a-z 0-9 . _ - and do not start with a dot",
+            reason: PORTABLE_NAME_RULE,
         })
     }
 }

@@ -4,21 +4,15 @@
 //! seals (`juris_audit::NodeKey`: 64 hex digits of the secret seed, mode
 //! 0600), so an auditor trusts one public key per node for all evidence.
 //! Creating the file is left to `juris-audit` (one implementation of the
-//! careful create-once dance); this type only loads it, refusing a file
-//! that others can read. The secret never appears in `Debug` or errors.
+//! careful create-once dance, the permission check, the parsing); this
+//! type wraps it. The secret never appears in `Debug` or errors.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use ed25519_dalek::{Signer, SigningKey};
+use crate::{RecordError, Result};
 
-use crate::{RecordError, Result, io_err};
-
-/// A node's signing key for manifests.
-pub struct NodeSigningKey {
-    signing: SigningKey,
-}
+/// A node's signing key for manifests: the audit trail's node key.
+pub struct NodeSigningKey(juris_audit::NodeKey);
 
 impl std::fmt::Debug for NodeSigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,58 +22,50 @@ impl std::fmt::Debug for NodeSigningKey {
     }
 }
 
+fn key_error(path: &Path) -> impl FnOnce(juris_audit::AuditError) -> RecordError + '_ {
+    move |e| RecordError::Key {
+        path: path.into(),
+        reason: e.to_string(),
+    }
+}
+
 impl NodeSigningKey {
     /// A key from a known seed (tests, tooling).
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        NodeSigningKey {
-            signing: SigningKey::from_bytes(&seed),
-        }
+        NodeSigningKey(juris_audit::NodeKey::from_seed(seed))
     }
 
-    /// Load the node key at `path`, creating it first (through
-    /// `juris-audit`, mode 0600 in a 0700 directory) if absent.
+    /// Load the node key at `path`, creating it first (mode 0600 in a 0700
+    /// directory) if absent.
     pub fn load_or_generate(path: &Path) -> Result<Self> {
-        juris_audit::NodeKey::load_or_generate(path).map_err(|e| RecordError::Key {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        Self::load(path)
+        juris_audit::NodeKey::load_or_generate(path)
+            .map(NodeSigningKey)
+            .map_err(key_error(path))
     }
 
-    /// Load an existing node key.
+    /// Load an existing node key; refused when others can read it.
     pub fn load(path: &Path) -> Result<Self> {
-        let meta = fs::metadata(path).map_err(io_err(path))?;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(RecordError::Key {
-                path: path.into(),
-                reason: format!("mode {:o} lets others read it; run chmod 600", mode & 0o777),
-            });
-        }
-        let text = fs::read_to_string(path).map_err(io_err(path))?;
-        let bad = || RecordError::Key {
-            path: path.into(),
-            reason: "expected 64 hex digits".into(),
-        };
-        let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
-        let seed: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
-        Ok(Self::from_seed(seed))
+        juris_audit::NodeKey::load(path)
+            .map(NodeSigningKey)
+            .map_err(key_error(path))
     }
 
     /// The public key as 64 lower-case hex digits.
     pub fn public_key_hex(&self) -> String {
-        hex::encode(self.signing.verifying_key().to_bytes())
+        self.0.public_key_hex()
     }
 
     /// Ed25519 signature of `message`, 128 lower-case hex digits.
     pub(crate) fn sign(&self, message: &[u8]) -> String {
-        hex::encode(self.signing.sign(message).to_bytes())
+        self.0.sign(message)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn same_key_as_the_audit_trail() {

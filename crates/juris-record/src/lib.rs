@@ -105,22 +105,15 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
 }
 
 /// Region, node and connection names end up in object keys and file
-/// names, so they are restricted to a portable, unambiguous alphabet (the
-/// same one the audit trail uses).
+/// names: the audit trail's portable alphabet.
 pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !value.starts_with('.');
-    if ok {
+    if juris_audit::is_portable_name(value) {
         Ok(())
     } else {
         Err(RecordError::Invalid {
             what,
             value: value.to_string(),
-            reason: "use 1 to 64 of A-Z a-z 0-9 . _ - and do not start with a dot",
+            reason: juris_audit::PORTABLE_NAME_RULE,
         })
     }
 }
