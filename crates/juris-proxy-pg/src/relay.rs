@@ -522,7 +522,7 @@ where
                             _ => {}
                         }
                     }
-                    let mut refusal = verdict.refusal.clone();
+                    let mut refusal = verdict.refusal;
                     if let Some(class) = verdict.held {
                         // What came before the held message goes out first,
                         // so its results reach the client while it waits.
@@ -900,11 +900,6 @@ impl DecisionCache {
             copies: Arc::from([]),
             held: None,
         };
-        if verdict.refusal.is_none()
-            && let Some(policy) = review
-        {
-            verdict.held = policy.held(&sql, &statements).map(|s| s.class);
-        }
         if masking && statements.iter().any(|s| s.summary == "COPY TO") {
             let copies = juris_policy::copy_outs(&sql);
             if verdict.refusal.is_none()
@@ -913,6 +908,13 @@ impl DecisionCache {
                 verdict.refusal = Some(Refusal::BinaryCopy);
             }
             verdict.copies = copies.into();
+        }
+        // Only what would otherwise run is held: a refused message is not
+        // worth a reviewer's time.
+        if verdict.refusal.is_none()
+            && let Some(policy) = review
+        {
+            verdict.held = policy.held(&sql, &statements).map(|s| s.class);
         }
         if self.verdicts.len() >= DECISION_CACHE_ENTRIES {
             self.verdicts.clear();
