@@ -138,6 +138,8 @@ pub enum AuditEvent {
     Masking(Masking),
     PolicyRefusal(PolicyRefusal),
     ConnectionRefusal(ConnectionRefusal),
+    /// Part of a session's recording could not be written.
+    RecordingLoss(RecordingLoss),
     /// A change to the region's control-plane state (access requests,
     /// grants, command approvals) that this node committed.
     Control(Control),
@@ -158,6 +160,7 @@ impl AuditEvent {
             AuditEvent::Masking(_) => "masking",
             AuditEvent::PolicyRefusal(_) => "policy_refusal",
             AuditEvent::ConnectionRefusal(_) => "connection_refusal",
+            AuditEvent::RecordingLoss(_) => "recording_loss",
             AuditEvent::Control(_) => "control",
             AuditEvent::Recovery(_) => "recovery",
         }
@@ -286,6 +289,20 @@ pub struct ConnectionRefusal {
     /// The region that owns the connection, when the refusal is because it
     /// is another region's.
     pub owning_region: Option<String>,
+}
+
+/// A session's recording could not be written (the spool was full, or
+/// its disk failed). A `strict` connection's session is refused or ended;
+/// a `best_effort` one continues, and its recording marks the gap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingLoss {
+    pub session: String,
+    pub connection: String,
+    /// `strict` or `best_effort`.
+    pub mode: String,
+    pub reason: String,
+    /// Whether the session was refused or ended because of it.
+    pub session_ended: bool,
 }
 
 /// A chain was reopened after its writer stopped without closing it.

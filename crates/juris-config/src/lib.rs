@@ -105,6 +105,30 @@ pub struct NodeConfig {
     /// work, roles with `access = "jit"` are refused with a clear message.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The local recording spool (`data_dir/spool`): how much disk it may
+    /// use before `strict` sessions are refused.
+    #[serde(default)]
+    pub recording: RecordingSpoolConfig,
+}
+
+/// Limits of the node's recording spool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSpoolConfig {
+    /// Bytes of unsent recording data the spool may hold (events not yet
+    /// sealed, chunks not yet uploaded). When it is full, `strict`
+    /// sessions are refused or ended and `best_effort` sessions lose
+    /// events (and say so).
+    #[serde(default = "defaults::spool_max_bytes")]
+    pub spool_max_bytes: u64,
+}
+
+impl Default for RecordingSpoolConfig {
+    fn default() -> Self {
+        RecordingSpoolConfig {
+            spool_max_bytes: defaults::spool_max_bytes(),
+        }
+    }
 }
 
 /// This node's place in its region's control plane.
@@ -203,6 +227,49 @@ pub struct RegionConfig {
     /// so tokens are stable inside a jurisdiction and useless outside it.
     #[serde(default)]
     pub mask_hash_key: Option<SecretRef>,
+    /// The region's object store: recordings (and, later, sealed audit
+    /// segments) of its connections are written here and nowhere else.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+}
+
+/// A region's object store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A directory on the node's file system, explicitly assigned to the
+    /// region (the demo, single-node deployments, tests).
+    Local { path: PathBuf },
+    /// An S3-compatible bucket.
+    S3 {
+        bucket: String,
+        /// The bucket's cloud region, e.g. `eu-west-1`.
+        region: String,
+        /// Endpoint URL for S3-compatible servers; AWS when absent.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Credentials; the environment's AWS credential chain when absent.
+        #[serde(default)]
+        access_key_id: Option<SecretRef>,
+        #[serde(default)]
+        secret_access_key: Option<SecretRef>,
+        /// Allow a plain-HTTP endpoint (loopback test servers only).
+        #[serde(default)]
+        allow_http: bool,
+    },
+}
+
+/// What happens to a session that cannot be recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingMode {
+    /// The session is refused, or ended with a FATAL, when its recording
+    /// cannot be written (spool full, disk error).
+    #[default]
+    Strict,
+    /// The session continues; the recording marks the gap and an audit
+    /// event says what was lost.
+    BestEffort,
 }
 
 /// The kinds of target Juris fronts.
@@ -229,6 +296,9 @@ pub struct ConnectionConfig {
     /// region's control plane, `[node.cluster]`).
     #[serde(default)]
     pub approvals: Option<CommandApprovalConfig>,
+    /// `strict` (default) or `best_effort`: see [`RecordingMode`].
+    #[serde(default)]
+    pub recording: RecordingMode,
 }
 
 /// Command review of one connection: which statements are held, who
@@ -511,6 +581,9 @@ mod defaults {
     pub fn jwks_refresh_secs() -> u64 {
         60
     }
+    pub fn spool_max_bytes() -> u64 {
+        1 << 30
+    }
 }
 
 /// Algorithms a deployment may allow. Symmetric (HS*) algorithms are excluded:
@@ -520,6 +593,11 @@ pub const SUPPORTED_ALGORITHMS: &[&str] = &[
 ];
 
 impl Deployment {
+    /// The region named `name`.
+    pub fn region(&self, name: &str) -> Option<&RegionConfig> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
     /// Read, parse and validate a deployment file.
     pub fn load(path: &Path) -> Result<Deployment, ConfigError> {
         let file = path.display().to_string();
@@ -623,6 +701,18 @@ impl Deployment {
             }
         }
 
+        if self.node.data_dir.is_none() {
+            problem(
+                "node.data_dir".into(),
+                "required: the node spools session recordings and keeps its audit chain and signing key there".into(),
+            );
+        }
+        if self.node.recording.spool_max_bytes < 1 << 20 {
+            problem(
+                "node.recording.spool_max_bytes".into(),
+                "must be at least 1048576 (1 MiB)".into(),
+            );
+        }
         for (i, r) in self.regions.iter().enumerate() {
             if let Some(secret) = &r.mask_hash_key
                 && (secret.env.is_some() == secret.file.is_some())
@@ -631,6 +721,69 @@ impl Deployment {
                     format!("region[{i}].mask_hash_key"),
                     "set exactly one of `env` or `file` (secrets are never inline)".into(),
                 );
+            }
+            match &r.store {
+                None => problem(
+                    format!("region[{i}].store"),
+                    format!(
+                        "required: region `{}` needs an object store for its recordings, e.g. store = {{ kind = \"s3\", bucket = \"…\", region = \"…\" }} or {{ kind = \"local\", path = \"…\" }}",
+                        r.name
+                    ),
+                ),
+                Some(StoreConfig::Local { path }) => {
+                    if !path.is_absolute() {
+                        problem(
+                            format!("region[{i}].store.path"),
+                            format!("`{}` must be an absolute path", path.display()),
+                        );
+                    }
+                }
+                Some(StoreConfig::S3 {
+                    bucket,
+                    region,
+                    endpoint,
+                    access_key_id,
+                    secret_access_key,
+                    ..
+                }) => {
+                    if bucket.trim().is_empty() {
+                        problem(format!("region[{i}].store.bucket"), "must not be empty".into());
+                    }
+                    if region.trim().is_empty() {
+                        problem(
+                            format!("region[{i}].store.region"),
+                            "must name the bucket's cloud region, e.g. eu-west-1".into(),
+                        );
+                    }
+                    if let Some(endpoint) = endpoint
+                        && url_scheme(endpoint).is_none()
+                    {
+                        problem(
+                            format!("region[{i}].store.endpoint"),
+                            "must be an http(s) URL".into(),
+                        );
+                    }
+                    if access_key_id.is_some() != secret_access_key.is_some() {
+                        problem(
+                            format!("region[{i}].store"),
+                            "set both `access_key_id` and `secret_access_key`, or neither (the environment's credentials)".into(),
+                        );
+                    }
+                    for (key, secret) in [
+                        ("access_key_id", access_key_id),
+                        ("secret_access_key", secret_access_key),
+                    ] {
+                        if let Some(secret) = secret
+                            && (secret.env.is_some() == secret.file.is_some())
+                        {
+                            problem(
+                                format!("region[{i}].store.{key}"),
+                                "set exactly one of `env` or `file` (secrets are never inline)"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
             }
         }
 
@@ -807,12 +960,6 @@ impl Deployment {
                 );
             }
         }
-        if self.node.data_dir.is_none() {
-            problem(
-                "node.data_dir".into(),
-                "is required with [node.cluster] (the Raft log lives there)".into(),
-            );
-        }
         let mut ids = HashSet::new();
         for (i, m) in cluster.members.iter().enumerate() {
             if m.id == 0 {
@@ -964,6 +1111,7 @@ id = "eu-1"
 region = "eu-west"
 listen = "127.0.0.1:0"
 tls = { cert_file = "server.pem", key_file = "server.key" }
+data_dir = "/var/lib/juris"
 
 [identity]
 issuer = "https://idp.example.test/"
@@ -971,6 +1119,7 @@ audience = "urn:juris:gateway"
 
 [[region]]
 name = "eu-west"
+store = { kind = "local", path = "/var/lib/juris-evidence" }
 
 [[connection]]
 name = "billing"
@@ -1041,6 +1190,47 @@ level = "admin"
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn stores_and_recording_settings_are_checked() {
+        let d = Deployment::from_toml("t.toml", GOOD).unwrap();
+        assert_eq!(d.connections[0].recording, RecordingMode::Strict);
+        assert_eq!(d.node.recording.spool_max_bytes, 1 << 30);
+        let s3 = GOOD
+            .replace(
+                "store = { kind = \"local\", path = \"/var/lib/juris-evidence\" }",
+                "store = { kind = \"s3\", bucket = \"\", region = \"\", endpoint = \"ftp://x\", access_key_id = { env = \"K\" } }",
+            )
+            .replace("region = \"eu-west\"\nupstream", "region = \"eu-west\"\nrecording = \"best_effort\"\nupstream");
+        let d = Deployment::from_toml("t.toml", &s3).unwrap();
+        assert_eq!(d.connections[0].recording, RecordingMode::BestEffort);
+        let err = d.validate("t.toml").unwrap_err().to_string();
+        for needle in [
+            "region[0].store.bucket: must not be empty",
+            "region[0].store.region: must name the bucket's cloud region",
+            "region[0].store.endpoint: must be an http(s) URL",
+            "region[0].store: set both `access_key_id` and `secret_access_key`",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        let missing = GOOD
+            .replace("store = { kind = \"local\", path = \"/var/lib/juris-evidence\" }\n", "")
+            .replace("data_dir = \"/var/lib/juris\"\n", "");
+        let err = Deployment::from_toml("t.toml", &missing)
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("region[0].store: required"), "{err}");
+        assert!(err.contains("node.data_dir: required"), "{err}");
+        let relative = GOOD.replace("/var/lib/juris-evidence", "evidence");
+        let err = Deployment::from_toml("t.toml", &relative)
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("region[0].store.path: `evidence` must be an absolute path"), "{err}");
     }
 
     #[test]
@@ -1164,6 +1354,7 @@ level = "admin"
         let text = format!(
             "{GOOD}\n[[role]]\nname = \"w\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\n\n[[role]]\nname = \"z\"\ngroups = [\"analysts\"]\nconnections = [\"billing\"]\nlevel = \"write\"\naccess = \"jit\"\nreview = {{ reviewers = [], approvals = 0 }}\n"
         )
+        .replace("data_dir = \"/var/lib/juris\"\n", "")
         .replace(
             "tls = { cert_file = \"server.pem\", key_file = \"server.key\" }",
             "tls = { cert_file = \"server.pem\", key_file = \"server.key\" }\ncluster = { raft_id = 0, listen = \"nowhere\", control_listen = \"127.0.0.1:7501\", tls = { cert_file = \"a\", key_file = \"b\", ca_file = \"c\" }, member = [{ id = 1, address = \"127.0.0.1:7401\" }, { id = 1, address = \"127.0.0.2:7401\" }] }",

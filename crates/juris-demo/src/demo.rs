@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use juris_config::{
-    ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RegionConfig,
-    RoleConfig, SecretRef, ServerTlsConfig, UpstreamConfig, UpstreamTlsConfig,
+    ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RecordingMode, RegionConfig,
+    RoleConfig, SecretRef, ServerTlsConfig, StoreConfig, UpstreamConfig, UpstreamTlsConfig,
 };
 use juris_mask::{ColumnRule, MaskingPolicy, StrategyName, ValueRule};
 use juris_types::AccessLevel;
@@ -103,6 +103,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             masking_catalog_ttl_ms: 1000,
             data_dir: Some(dir.join("data")),
             cluster: None,
+            recording: Default::default(),
         },
         identity: IdentityConfig {
             issuer: issuer.into(),
@@ -117,6 +118,11 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             mask_hash_key: Some(SecretRef {
                 env: None,
                 file: Some(dir.join("mask.key")),
+            }),
+            // Recordings of the demo's sessions: `juris sessions list` and
+            // `juris replay` read them from here.
+            store: Some(StoreConfig::Local {
+                path: dir.join("evidence"),
             }),
         }],
         connections: vec![ConnectionConfig {
@@ -136,6 +142,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             },
             masking: demo_masking(),
             approvals: None,
+            recording: RecordingMode::Strict,
         }],
         roles: vec![
             role("dba", "dba", AccessLevel::Admin),

@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod control;
+mod evidence;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub enum NodeError {
     Audit(#[from] juris_audit::AuditError),
     #[error("node.cluster: {0}")]
     Cluster(String),
+    /// The recording spool or the region's object store.
+    #[error("{0}")]
+    Evidence(String),
 }
 
 /// A node whose listener is up.
@@ -154,6 +158,7 @@ pub fn build_context(
         reviews,
         command_review: None,
         live: Default::default(),
+        recordings: None,
         targets,
         tls: TlsAcceptor::from(server_tls),
         authenticator: Arc::new(authenticator),
@@ -222,6 +227,11 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         None => (Arc::new(LogAuditSink), None),
     };
     let mut context = build_context(deployment.clone(), audit_sink)?;
+    let evidence = match &deployment.node.data_dir {
+        Some(dir) => Some(evidence::start(&deployment, dir)?),
+        None => None,
+    };
+    context.recordings = evidence.as_ref().map(|e| e.spool.clone());
     let shutdown = CancellationToken::new();
     let mut control_plane = None;
     if let Some(cluster) = &deployment.node.cluster {
@@ -273,6 +283,9 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
                 warn!("control API: {e}");
             }
             control::stop_region(region).await;
+        }
+        if let Some(evidence) = evidence {
+            evidence.stop().await;
         }
     });
     Ok(RunningNode {

@@ -23,6 +23,11 @@
 //!    masked before they reach a client who is not exempt; what was masked
 //!    is reported per statement to an [`AuditSink`].
 //!
+//! 5. **Recording** ([`recording`]): every message the client sent and,
+//!    after masking, every message it received goes to the session's
+//!    recording (`juris-record`); a `strict` connection's session that
+//!    cannot be recorded is refused or ended.
+//!
 //! This crate knows nothing about where tokens, roles or credentials come
 //! from: the node assembles a [`ProxyContext`].
 
@@ -30,6 +35,7 @@ pub mod cancel;
 pub mod catalog;
 mod io;
 pub mod masking;
+pub mod recording;
 pub mod relay;
 pub mod session;
 pub mod upstream;
@@ -271,4 +277,8 @@ pub struct ProxyContext {
     pub command_review: Option<Arc<dyn CommandReview>>,
     /// Sessions open through this node now.
     pub live: Arc<LiveSessions>,
+    /// The node's recording spool. `None` only where nothing is recorded
+    /// (a node without a data directory): then `strict` connections
+    /// refuse every session.
+    pub recordings: Option<Arc<juris_record::Spool>>,
 }

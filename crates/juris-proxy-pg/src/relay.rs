@@ -49,6 +49,7 @@ use crate::cancel::CancelRegistration;
 use crate::catalog::Catalog;
 use crate::io::BoxedStream;
 use crate::masking::SessionMasking;
+use crate::recording::{RecordingFailure, SessionRecording};
 use crate::{HeldStatement, HoldOutcome, ProxyContext};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -78,6 +79,9 @@ pub struct SessionInfo {
     pub catalog: Option<Arc<Catalog>>,
     /// Resolves with the reason once the grant the session rides on ends.
     pub grant_ended: Option<GrantEnded>,
+    /// The session's recording; `None` only for a `best_effort` connection
+    /// whose session could not be recorded at all.
+    pub recording: Option<SessionRecording>,
 }
 
 /// The authenticated upstream half of a session.
@@ -133,6 +137,9 @@ pub enum Ending {
     ProtocolViolation(String),
     /// Masking could not be done safely, so the session was ended.
     MaskingFailed(String),
+    /// The connection requires recording and the session could not be
+    /// recorded any more.
+    RecordingFailed(RecordingFailure),
     Io(String),
 }
 
@@ -147,6 +154,7 @@ impl Ending {
             Ending::GrantEnded(reason) => reason.clone(),
             Ending::ProtocolViolation(reason) => format!("protocol violation: {reason}"),
             Ending::MaskingFailed(reason) => format!("masking failed: {reason}"),
+            Ending::RecordingFailed(failure) => format!("recording failed: {}", failure.message),
             Ending::Io(reason) => format!("I/O error: {reason}"),
         }
     }
@@ -332,6 +340,7 @@ pub async fn run(
         masking,
         catalog,
         grant_ended,
+        recording,
     } = info;
     let expected = Expected::default();
     let statements = AtomicU64::new(0);
@@ -348,6 +357,7 @@ pub async fn run(
         session: session.to_string(),
         statements: &statements,
         traffic,
+        recording: recording.as_ref(),
     };
 
     // The two directions borrow the halves; the block ends those borrows so
@@ -375,6 +385,7 @@ pub async fn run(
                 traffic,
                 grant_ended,
                 notices: notice_rx,
+                recording: recording.as_ref(),
             },
             end_rx,
             &terminate,
@@ -386,6 +397,10 @@ pub async fn run(
                 match &ending {
                     Ending::ProtocolViolation(reason) => {
                         let _ = end_tx.send(("08P01", reason.clone()));
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
+                    }
+                    Ending::RecordingFailed(failure) => {
+                        let _ = end_tx.send((failure.sqlstate, failure.message.clone()));
                         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut to_client).await;
                     }
                     Ending::ClientTerminated => {
@@ -405,6 +420,9 @@ pub async fn run(
     let _ = upstream_wr.write_all(&terminate_message).await;
     let _ = upstream_wr.shutdown().await;
     let _ = client_wr.shutdown().await;
+    if let Some(recording) = recording {
+        recording.finish(&ending.describe()).await;
+    }
     (ending, statements.load(Ordering::Relaxed))
 }
 
@@ -426,6 +444,7 @@ struct ClientSide<'a> {
     /// SQL-carrying messages sent, for the session's audit record.
     statements: &'a AtomicU64,
     traffic: &'a Traffic,
+    recording: Option<&'a SessionRecording>,
 }
 
 /// COPY TO statements by prepared statement and by portal, so that an
@@ -473,6 +492,11 @@ where
             }
             let frame_bytes = &buf[position..position + total];
             let body = &frame_bytes[5..];
+            if let Some(recording) = side.recording
+                && let Err(failure) = recording.client_message(tag, body)
+            {
+                return Ending::RecordingFailed(failure);
+            }
             let just_described = described_portal.take();
             match tag {
                 b'Q' | b'P' | b'F' => {
@@ -968,6 +992,7 @@ struct UpstreamSide<'a> {
     grant_ended: Option<GrantEnded>,
     /// Notices from the client direction (a statement held for review).
     notices: mpsc::UnboundedReceiver<String>,
+    recording: Option<&'a SessionRecording>,
 }
 
 /// What to do with one server frame.
@@ -1021,18 +1046,23 @@ where
                         let message = failure.to_string();
                         tracing::warn!(%message, "masking failed; ending the session");
                         let _ = splice.write(client, &buf, position).await;
-                        let mut out = BytesMut::new();
-                        BackendMessage::ErrorResponse(ErrorFields::new(
-                            "FATAL",
-                            "XX000",
-                            message.clone(),
-                        ))
-                        .encode(&mut out);
-                        let _ = client.write_all(&out).await;
-                        let _ = client.flush().await;
+                        let _ = send_fatal(client, side.recording, "XX000", &message).await;
                         return Ending::MaskingFailed(message);
                     }
                 };
+            if let Some(recording) = side.recording {
+                let recorded = match action {
+                    Action::Forward => recording.server_message(tag, &frame[5..]),
+                    Action::Replace => recording.server_message(scratch[0], &scratch[5..]),
+                    Action::Swallow => Ok(()),
+                };
+                if let Err(failure) = recorded {
+                    // What was recorded goes out; nothing after it does.
+                    let _ = splice.write(client, &buf, position).await;
+                    let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
+                    return Ending::RecordingFailed(failure);
+                }
+            }
             match action {
                 Action::Forward => {}
                 Action::Replace => splice.replace(&buf, position, position + total, &scratch),
@@ -1083,10 +1113,10 @@ where
                 }
             } => {
                 if let Ok((code, message)) = reason {
-                    let mut out = BytesMut::new();
-                    BackendMessage::ErrorResponse(ErrorFields::new("FATAL", code, message.clone())).encode(&mut out);
-                    let _ = client.write_all(&out).await;
-                    let _ = client.flush().await;
+                    // A recording failure was reported by the other
+                    // direction: it cannot be recorded either.
+                    let recording = side.recording.filter(|_| code == "08P01");
+                    let _ = send_fatal(client, recording, code, &message).await;
                     return Ending::ProtocolViolation(message);
                 }
                 // The other direction ended without a reason: keep relaying
@@ -1095,15 +1125,13 @@ where
             }
             _ = terminate.cancelled() => {
                 debug!("terminating session for shutdown");
-                let mut out = BytesMut::new();
-                BackendMessage::ErrorResponse(ErrorFields::new(
-                    "FATAL",
+                let _ = send_fatal(
+                    client,
+                    side.recording,
                     "57P01",
                     "terminating connection because the Juris node is shutting down",
-                ))
-                .encode(&mut out);
-                let _ = client.write_all(&out).await;
-                let _ = client.flush().await;
+                )
+                .await;
                 return Ending::ShutDown;
             }
             reason = async {
@@ -1113,11 +1141,7 @@ where
                 }
             } => {
                 info!(%reason, "ending session: its grant ended");
-                let mut out = BytesMut::new();
-                BackendMessage::ErrorResponse(ErrorFields::new("FATAL", "42501", reason.clone()))
-                    .encode(&mut out);
-                let _ = client.write_all(&out).await;
-                let _ = client.flush().await;
+                let _ = send_fatal(client, side.recording, "42501", &reason).await;
                 return Ending::GrantEnded(reason);
             }
             notice = side.notices.recv(), if notices_open => match notice {
@@ -1127,6 +1151,10 @@ where
                     let mut out = BytesMut::new();
                     BackendMessage::NoticeResponse(ErrorFields::new("NOTICE", "00000", text))
                         .encode(&mut out);
+                    if let Some(recording) = side.recording {
+                        // A failure shows again at the next server message.
+                        let _ = recording.server_message(b'N', &out[5..]);
+                    }
                     if let Err(e) = client.write_all(&out).await {
                         return Ending::Io(e.to_string());
                     }
@@ -1145,6 +1173,23 @@ where
             }
         }
     }
+}
+
+/// Send the client a FATAL the gateway itself decided on, recording it
+/// first (best effort: the session is ending anyway).
+async fn send_fatal<W: AsyncWrite + Unpin + ?Sized>(
+    client: &mut W,
+    recording: Option<&SessionRecording>,
+    code: &str,
+    message: &str,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    BackendMessage::ErrorResponse(ErrorFields::new("FATAL", code, message)).encode(&mut out);
+    if let Some(recording) = recording {
+        let _ = recording.server_message(b'E', &out[5..]);
+    }
+    client.write_all(&out).await?;
+    client.flush().await
 }
 
 /// Decide what happens to one complete server frame (`frame` includes its

@@ -16,12 +16,13 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::io::{read_frame, read_startup, send, send_fatal};
 use crate::masking::{SessionLabels, SessionMasking};
+use crate::recording::{RecordingFailure, SessionRecording};
 use crate::relay::{self, SessionInfo};
 use crate::upstream::UpstreamTarget;
 use crate::{ActiveGrant, GrantLookup, PRE_AUTH_LIMITS, ProxyContext};
 use juris_audit::AuditEvent;
 use juris_audit::event::{AuthFailure, AuthSuccess, ConnectionRefusal, SessionEnd, SessionStart};
-use juris_config::EffectiveRole;
+use juris_config::{EffectiveRole, RecordingMode};
 
 /// Startup parameters passed on to the upstream. Anything else is dropped:
 /// parameters such as `role`, `session_authorization` or `options` would
@@ -389,6 +390,27 @@ async fn authenticate(
         }
     };
 
+    let exempt = ctx
+        .deployment
+        .masking_exempt(&principal.groups, &connection);
+    let connection_masking = ctx.masking.get(&connection).filter(|_| !exempt);
+    let recording = match start_recording(
+        ctx,
+        session_id,
+        &principal,
+        &connection,
+        peer,
+        connection_masking.map(|m| m.masker.clone()),
+    ) {
+        Ok(recording) => recording,
+        Err(failure) => {
+            info!(%connection, reason = %failure.message, "session refused: it cannot be recorded");
+            refuse(failure.message.clone());
+            let _ = send_fatal(&mut client, failure.sqlstate, &failure.message).await;
+            return None;
+        }
+    };
+
     let registration = ctx.cancels.register(crate::cancel::UpstreamKey {
         target: target.clone(),
         process_id: upstream.process_id,
@@ -421,10 +443,6 @@ async fn authenticate(
         role: role.role.clone(),
         grant: grant.as_ref().map(|g| g.id.clone()),
     }));
-    let exempt = ctx
-        .deployment
-        .masking_exempt(&principal.groups, &connection);
-    let connection_masking = ctx.masking.get(&connection).filter(|_| !exempt);
     if exempt && ctx.masking.contains_key(&connection) {
         info!(principal = principal.name(), %connection, "masking exemption applies");
     }
@@ -473,8 +491,51 @@ async fn authenticate(
             catalog,
             grant_ended: grant
                 .and_then(|g| ctx.grants.as_ref().map(|a| relay::GrantEnded(a.ended(&g)))),
+            recording,
         },
     })
+}
+
+/// Start the session's recording under the connection's mode.
+fn start_recording(
+    ctx: &ProxyContext,
+    session_id: SessionId,
+    principal: &Principal,
+    connection: &str,
+    peer: SocketAddr,
+    masker: Option<Arc<juris_mask::Masker>>,
+) -> Result<Option<SessionRecording>, RecordingFailure> {
+    let config = ctx.deployment.connection(connection);
+    let mode = config.map(|c| c.recording).unwrap_or_default();
+    let region = config.map_or(ctx.deployment.node.region.as_str(), |c| c.region.as_str());
+    let Some(spool) = &ctx.recordings else {
+        return match mode {
+            RecordingMode::BestEffort => Ok(None),
+            RecordingMode::Strict => Err(RecordingFailure {
+                sqlstate: "58030",
+                message: format!(
+                    "connection \"{connection}\" requires recording and this node has no recording spool"
+                ),
+            }),
+        };
+    };
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    SessionRecording::start(
+        spool,
+        juris_record::SessionInfo::new(
+            session_id,
+            principal,
+            connection,
+            region,
+            Some(peer),
+            started_ms,
+        ),
+        mode,
+        masker,
+        ctx.audit.clone(),
+    )
 }
 
 /// Why a principal may not open a session, in the client's and the audit's words.

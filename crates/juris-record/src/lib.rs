@@ -48,7 +48,7 @@ pub use reader::{
 pub use object_store;
 pub use render::{AsciicastOptions, render_asciicast, render_json, render_text};
 pub use spool::{Recorder, Recovered, Spool, SpoolConfig, SpoolLimits, recover};
-pub use store::{install_crypto_provider, s3_store};
+pub use store::{install_crypto_provider, open_store, s3_store};
 pub use uploader::{Uploader, UploaderConfig, UploaderHandle, UploaderStats};
 
 /// Everything that can go wrong in this crate. Verification findings are
@@ -94,6 +94,9 @@ pub enum RecordError {
     },
     #[error("cannot encode recording data: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A region's `store` settings cannot be used.
+    #[error("{key}: {reason}")]
+    StoreConfig { key: String, reason: String },
 }
 
 pub type Result<T, E = RecordError> = std::result::Result<T, E>;

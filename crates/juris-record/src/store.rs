@@ -107,6 +107,67 @@ pub fn s3_store(builder: AmazonS3Builder) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(builder.build()?))
 }
 
+/// Open a region's object store from its `store` settings; `key` names
+/// them in errors (`region[0].store`). A local directory is created
+/// (mode 0700) if missing; S3 credentials come from the settings' secret
+/// references, else from the environment's AWS variables.
+pub fn open_store(config: &juris_config::StoreConfig, key: &str) -> Result<Arc<dyn ObjectStore>> {
+    use juris_config::StoreConfig;
+    let fail = |reason: String| crate::RecordError::StoreConfig {
+        key: key.to_string(),
+        reason,
+    };
+    match config {
+        StoreConfig::Local { path } => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| fail(format!("cannot create {}: {e}", path.display())))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::S3 {
+            bucket,
+            region,
+            endpoint,
+            access_key_id,
+            secret_access_key,
+            allow_http,
+        } => {
+            // The uploader retries with its own backoff and quarantine;
+            // the client's retries only cover a blip, so that a node
+            // stopping during an outage is not held up for minutes.
+            let retry = object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(10),
+                ..object_store::RetryConfig::default()
+            };
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_region(region)
+                .with_allow_http(*allow_http)
+                .with_retry(retry);
+            if let Some(endpoint) = endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let (Some(id), Some(secret)) = (access_key_id, secret_access_key) {
+                let resolve = |name: &str, secret: &juris_config::SecretRef| {
+                    secret
+                        .resolve(&format!("{key}.{name}"))
+                        .map_err(|e| fail(e.to_string()))
+                };
+                builder = builder
+                    .with_access_key_id(resolve("access_key_id", id)?)
+                    .with_secret_access_key(resolve("secret_access_key", secret)?);
+            }
+            s3_store(builder).map_err(|e| fail(e.to_string()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -443,6 +443,15 @@ impl UploaderHandle {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+
+    /// Stop, then make one last pass (files whose retry is due), so that
+    /// what the last sessions sealed leaves before a node stops. Returns
+    /// the counters after it.
+    pub async fn finish(self) -> UploaderStats {
+        let uploader = self.uploader.clone();
+        self.shutdown().await;
+        uploader.run_once().await
+    }
 }
 
 /// Exponential backoff with jitter: a delay drawn from the upper half of

@@ -217,6 +217,13 @@ impl TestRegion {
             "data_dir = {}",
             quote(&data_dir.display().to_string())
         ));
+        // One object store for the whole region.
+        if !spec.region_settings.iter().any(|l| l.starts_with("store")) {
+            node_spec.region_settings.push(format!(
+                "store = {{ kind = \"local\", path = {} }}",
+                quote(&self.dir.join("store").display().to_string())
+            ));
+        }
         node_spec.node_settings.push(format!(
             "cluster = {{ raft_id = {id}, listen = \"127.0.0.1:{raft}\", control_listen = \"127.0.0.1:{control}\", admin_groups = [{:?}], lease_bound = \"5s\",{} tls = {{ cert_file = {}, key_file = {}, ca_file = {} }}, member = [{member_list}] }}",
             self.admin_group,
@@ -340,6 +347,12 @@ impl GatewaySpec {
             toml.push_str(line);
             toml.push('\n');
         }
+        if !self.node_settings.iter().any(|l| l.starts_with("data_dir")) {
+            toml.push_str(&format!(
+                "data_dir = {}\n",
+                quote(&dir.join("data").display().to_string())
+            ));
+        }
         toml.push_str(&format!(
             "\n[identity]\nissuer = {}\naudience = {}\nleeway_secs = 5\njwks_refresh_secs = 1\n\n[[region]]\nname = \"test\"\n",
             quote(&self.issuer),
@@ -356,6 +369,12 @@ impl GatewaySpec {
         for line in &self.region_settings {
             toml.push_str(line);
             toml.push('\n');
+        }
+        if !self.region_settings.iter().any(|l| l.starts_with("store")) {
+            toml.push_str(&format!(
+                "store = {{ kind = \"local\", path = {} }}\n",
+                quote(&dir.join("store").display().to_string())
+            ));
         }
         for c in &self.connections {
             toml.push_str(&format!(

@@ -1,0 +1,344 @@
+//! Session recording on the data path: each message the client sent and,
+//! after masking, each message it received becomes a `juris-record` event.
+//!
+//! Recording never waits for the disk: [`juris_record::Recorder::record`]
+//! only queues. What happens when it cannot (the spool is full, its disk
+//! failed) is the connection's [`RecordingMode`]: `strict` sessions end
+//! with a FATAL before the client receives anything that was not recorded;
+//! `best_effort` sessions continue, the loss is reported once to the audit
+//! trail, and the recording itself carries a `gap` event.
+//!
+//! What the client sent is recorded with the connection's value detectors
+//! applied (a literal SSN in a WHERE clause or a bind value is masked), so
+//! a recording of a masked session never holds a value the policy covers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use juris_config::RecordingMode;
+use juris_mask::{Findings, Masker};
+use juris_pgwire::{BackendMessage, Frame, FrontendMessage};
+use juris_record::event::Column;
+use juris_record::{Direction, EventKind, RecordError, Recorder, Spool};
+use tracing::{error, warn};
+
+use crate::AuditSink;
+
+/// Why a session cannot go on being recorded, as the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingFailure {
+    pub sqlstate: &'static str,
+    pub message: String,
+}
+
+/// The recording of one session.
+pub struct SessionRecording {
+    /// `None` once a `best_effort` recording has failed for good.
+    recorder: Mutex<Option<Recorder>>,
+    mode: RecordingMode,
+    /// The connection's value detectors, for what the client sent; `None`
+    /// when the session is not masked.
+    masker: Option<Arc<Masker>>,
+    audit: Arc<dyn AuditSink>,
+    session: String,
+    connection: String,
+    loss_reported: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionRecording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecording")
+            .field("session", &self.session)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionRecording {
+    /// Start recording a session. `Ok(None)`: a `best_effort` session that
+    /// could not be recorded at all (reported to the audit trail); `Err`: a
+    /// `strict` session that must be refused.
+    pub fn start(
+        spool: &Spool,
+        info: juris_record::SessionInfo,
+        mode: RecordingMode,
+        masker: Option<Arc<Masker>>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Option<SessionRecording>, RecordingFailure> {
+        let session = info.session_id.clone();
+        let connection = info.connection.clone();
+        let loss = |e: &RecordError| {
+            report_loss(&*audit, &session, &connection, mode, e);
+            failure(e)
+        };
+        match spool.start_session(info) {
+            Ok(recorder) => Ok(Some(SessionRecording {
+                recorder: Mutex::new(Some(recorder)),
+                mode,
+                masker,
+                audit: audit.clone(),
+                session: session.clone(),
+                connection: connection.clone(),
+                loss_reported: AtomicBool::new(false),
+            })),
+            Err(e) => match mode {
+                RecordingMode::Strict => Err(loss(&e)),
+                RecordingMode::BestEffort => {
+                    loss(&e);
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Recorder>> {
+        self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record a message the client sent (`body` without its 5-byte header).
+    pub fn client_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
+        let Some(kind) = self.client_event(tag, body) else {
+            return Ok(());
+        };
+        self.record(Direction::ClientToServer, kind)
+    }
+
+    /// Record a message as the client receives it (`body` without its
+    /// header, after masking).
+    pub fn server_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
+        let Some(kind) = server_event(tag, body) else {
+            return Ok(());
+        };
+        self.record(Direction::ServerToClient, kind)
+    }
+
+    fn record(&self, direction: Direction, kind: EventKind) -> Result<(), RecordingFailure> {
+        let mut recorder = self.lock();
+        let Some(active) = recorder.as_mut() else {
+            return Ok(());
+        };
+        let Err(e) = active.record(direction, kind) else {
+            return Ok(());
+        };
+        let first = !self.loss_reported.swap(true, Ordering::Relaxed);
+        if first || self.mode == RecordingMode::Strict {
+            report_loss(&*self.audit, &self.session, &self.connection, self.mode, &e);
+        }
+        match (self.mode, &e) {
+            (RecordingMode::Strict, _) => Err(failure(&e)),
+            // Lost events are counted and a gap is written once the spool
+            // has room again.
+            (RecordingMode::BestEffort, RecordError::SpoolFull { .. }) => Ok(()),
+            (RecordingMode::BestEffort, _) => {
+                if let Some(failed) = recorder.take() {
+                    failed.abandon();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Seal the recording with the reason the session ended.
+    pub async fn finish(self, reason: &str) {
+        let recorder = self.lock().take();
+        if let Some(recorder) = recorder
+            && let Err(e) = recorder.finish_async(reason).await
+        {
+            error!(session = %self.session, "recording could not be finished: {e}");
+        }
+    }
+
+    fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.masker {
+            Some(masker) if masker.has_value_rules() => {
+                masker.mask_text(text, &mut Findings::default())
+            }
+            _ => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
+    fn client_event(&self, tag: u8, body: &[u8]) -> Option<EventKind> {
+        if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'd' | b'F') {
+            return None;
+        }
+        let decoded = FrontendMessage::decode(&Frame {
+            tag,
+            body: Bytes::copy_from_slice(body),
+        });
+        Some(match decoded {
+            Ok(FrontendMessage::Query { sql }) => EventKind::Query {
+                text: self.mask(&sql).into_owned(),
+            },
+            Ok(FrontendMessage::Parse { name, sql, .. }) => EventKind::Parse {
+                statement: name,
+                text: self.mask(&sql).into_owned(),
+            },
+            Ok(FrontendMessage::Bind {
+                portal,
+                statement,
+                params,
+                ..
+            }) => EventKind::Bind {
+                portal,
+                statement,
+                params: params
+                    .iter()
+                    .map(|p| {
+                        p.as_ref()
+                            .map(|v| self.mask(&String::from_utf8_lossy(v)).into_owned())
+                    })
+                    .collect(),
+            },
+            Ok(FrontendMessage::Execute { portal, max_rows }) => EventKind::Execute {
+                portal,
+                max_rows: u32::try_from(max_rows).unwrap_or(0),
+            },
+            Ok(FrontendMessage::CopyData(data)) => EventKind::CopyData {
+                text: self.mask(&String::from_utf8_lossy(&data)).into_owned(),
+            },
+            // A fast-path call's arguments may be anything; keep them only
+            // when nothing is masked on this session.
+            Ok(_) | Err(_) if self.masker.is_none() => EventKind::raw(body),
+            Ok(_) | Err(_) => EventKind::Gap {
+                reason: format!("message '{}' not recorded on a masked session", tag as char),
+                lost_events: 1,
+            },
+        })
+    }
+}
+
+fn failure(e: &RecordError) -> RecordingFailure {
+    match e {
+        RecordError::SpoolFull { .. } => RecordingFailure {
+            sqlstate: "53100",
+            message: format!(
+                "this session cannot be recorded: {e}; the connection requires recording (strict mode)"
+            ),
+        },
+        _ => RecordingFailure {
+            sqlstate: "58030",
+            message: "this session cannot be recorded (the node's recording spool failed); the connection requires recording (strict mode)".into(),
+        },
+    }
+}
+
+fn report_loss(
+    audit: &dyn AuditSink,
+    session: &str,
+    connection: &str,
+    mode: RecordingMode,
+    e: &RecordError,
+) {
+    let mode_name = match mode {
+        RecordingMode::Strict => "strict",
+        RecordingMode::BestEffort => "best_effort",
+    };
+    warn!(%session, %connection, mode = mode_name, "recording loss: {e}");
+    audit.record(juris_audit::AuditEvent::RecordingLoss(
+        juris_audit::event::RecordingLoss {
+            session: session.to_string(),
+            connection: connection.to_string(),
+            mode: mode_name.into(),
+            reason: e.to_string(),
+            session_ended: mode == RecordingMode::Strict,
+        },
+    ));
+}
+
+/// The event for a message the client receives; `None` for protocol
+/// bookkeeping (ReadyForQuery, ParseComplete, …) that a replay has no use for.
+fn server_event(tag: u8, body: &[u8]) -> Option<EventKind> {
+    match tag {
+        b'D' => data_row(body).map(|values| EventKind::DataRow { values }),
+        b'T' | b'C' | b'E' | b'N' | b'd' => {
+            let decoded = BackendMessage::decode(&Frame {
+                tag,
+                body: Bytes::copy_from_slice(body),
+            })
+            .ok()?;
+            match decoded {
+                BackendMessage::RowDescription { fields } => Some(EventKind::RowDescription {
+                    columns: fields
+                        .into_iter()
+                        .map(|f| Column {
+                            name: f.name,
+                            type_oid: f.type_oid,
+                        })
+                        .collect(),
+                }),
+                BackendMessage::CommandComplete { tag } => Some(EventKind::CommandComplete { tag }),
+                BackendMessage::ErrorResponse(fields) => Some(EventKind::Error {
+                    sqlstate: fields.get(b'C').unwrap_or_default().to_string(),
+                    message: fields.get(b'M').unwrap_or_default().to_string(),
+                }),
+                BackendMessage::NoticeResponse(fields) => Some(EventKind::Notice {
+                    sqlstate: fields.get(b'C').unwrap_or_default().to_string(),
+                    message: fields.get(b'M').unwrap_or_default().to_string(),
+                }),
+                BackendMessage::CopyData(data) => Some(EventKind::CopyData {
+                    text: String::from_utf8_lossy(&data).into_owned(),
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A DataRow's values as text (binary values lossily). Bounded by the
+/// body: a count or length that overruns it yields `None`.
+fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let count = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
+    let mut position = 2;
+    let mut values = Vec::with_capacity(count.min(body.len() / 4 + 1));
+    for _ in 0..count {
+        let length = i32::from_be_bytes(body.get(position..position + 4)?.try_into().ok()?);
+        position += 4;
+        if length < 0 {
+            values.push(None);
+            continue;
+        }
+        let end = position.checked_add(usize::try_from(length).ok()?)?;
+        values.push(Some(
+            String::from_utf8_lossy(body.get(position..end)?).into_owned(),
+        ));
+        position = end;
+    }
+    Some(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_rows_decode_and_malformed_ones_do_not() {
+        let mut body = vec![0, 3];
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"hi");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            data_row(&body),
+            Some(vec![Some("hi".into()), None, Some(String::new())])
+        );
+        assert_eq!(data_row(&body[..body.len() - 1]), None);
+        let mut overrun = vec![0, 1];
+        overrun.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(data_row(&overrun), None);
+        assert_eq!(data_row(&[0]), None);
+    }
+
+    #[test]
+    fn bookkeeping_messages_are_not_recorded() {
+        assert_eq!(server_event(b'Z', b"I"), None);
+        assert_eq!(server_event(b'1', b""), None);
+        assert_eq!(
+            server_event(b'C', b"SELECT 1\0"),
+            Some(EventKind::CommandComplete {
+                tag: "SELECT 1".into()
+            })
+        );
+    }
+}
