@@ -182,6 +182,7 @@ async fn an_unreachable_upstream_gives_08006_within_the_timeout() -> anyhow::Res
         user: "postgres".into(),
         password: Some("irrelevant".into()),
         tls_ca_pem: None,
+        settings: Vec::new(),
     };
     let env = Env::start_with(
         juris_testkit::postgres::UpstreamAuth::ScramSha256,

@@ -1436,6 +1436,7 @@ async fn juris_check_names_the_file_and_key_of_bad_masking_config() -> anyhow::R
             user: "postgres".into(),
             password: Some("not-used".into()),
             tls_ca_pem: None,
+            settings: Vec::new(),
         });
         spec.roles = common::standard_roles();
         spec.mask_hash_key = key.map(str::to_string);

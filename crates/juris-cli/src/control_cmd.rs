@@ -128,6 +128,9 @@ pub enum SessionsCommand {
         #[arg(long)]
         connection: Option<String>,
     },
+    /// Recorded sessions in a region's object store (and in this machine's
+    /// node spool: not yet uploaded, quarantined).
+    List(crate::recordings_cmd::ListOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,7 +150,8 @@ pub enum ClusterCommand {
     },
 }
 
-fn time(ms: u64) -> String {
+/// Unix milliseconds as RFC 3339 (to the second); `-` for 0 (unset).
+pub(crate) fn time(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
@@ -326,9 +330,10 @@ pub async fn approvals(options: &ControlOptions, command: ApprovalsCommand) -> a
 }
 
 pub async fn sessions(options: &ControlOptions, command: SessionsCommand) -> anyhow::Result<()> {
-    let mut client = options.client().await?;
     match command {
+        SessionsCommand::List(list) => crate::recordings_cmd::list(&list).await?,
         SessionsCommand::Active { connection } => {
+            let mut client = options.client().await?;
             let sessions = client
                 .list_sessions(pb::ListSessionsRequest {
                     connection: connection.unwrap_or_default(),

@@ -5,4 +5,5 @@ pub mod audit_cmd;
 pub mod connect;
 pub mod control_cmd;
 pub mod mask_test;
+pub mod recordings_cmd;
 pub mod tokens;

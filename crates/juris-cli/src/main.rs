@@ -107,6 +107,8 @@ enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Show a recorded session: verify its chain and signature, render it.
+    Replay(juris_cli::recordings_cmd::ReplayOptions),
     /// The region's Raft group: status and membership.
     Cluster {
         #[command(flatten)]
@@ -199,6 +201,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster { control, command } => {
                 juris_cli::control_cmd::cluster(&control, command).await
             }
+            Command::Replay(options) => juris_cli::recordings_cmd::replay(&options).await,
             Command::Sessions { control, command } => {
                 juris_cli::control_cmd::sessions(&control, command).await
             }

@@ -121,12 +121,26 @@ pub struct RecordingSpoolConfig {
     /// events (and say so).
     #[serde(default = "defaults::spool_max_bytes")]
     pub spool_max_bytes: u64,
+    /// Failed uploads of a file before it is quarantined (moved aside,
+    /// counted, shown by `juris sessions list`, and still retried).
+    #[serde(default = "defaults::upload_attempts")]
+    pub upload_attempts: u32,
+    /// Longest wait between two upload attempts of a file (the wait
+    /// doubles from 0.5 s up to this).
+    #[serde(default = "defaults::upload_max_backoff", with = "duration_text")]
+    pub upload_max_backoff: std::time::Duration,
+    /// How often quarantined files are tried again.
+    #[serde(default = "defaults::quarantine_retry", with = "duration_text")]
+    pub quarantine_retry: std::time::Duration,
 }
 
 impl Default for RecordingSpoolConfig {
     fn default() -> Self {
         RecordingSpoolConfig {
             spool_max_bytes: defaults::spool_max_bytes(),
+            upload_attempts: defaults::upload_attempts(),
+            upload_max_backoff: defaults::upload_max_backoff(),
+            quarantine_retry: defaults::quarantine_retry(),
         }
     }
 }
@@ -584,6 +598,15 @@ mod defaults {
     pub fn spool_max_bytes() -> u64 {
         1 << 30
     }
+    pub fn upload_attempts() -> u32 {
+        8
+    }
+    pub fn upload_max_backoff() -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
+    pub fn quarantine_retry() -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
 }
 
 /// Algorithms a deployment may allow. Symmetric (HS*) algorithms are excluded:
@@ -596,6 +619,17 @@ impl Deployment {
     /// The region named `name`.
     pub fn region(&self, name: &str) -> Option<&RegionConfig> {
         self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The store of region `name`, with its config key (`region[1].store`)
+    /// for error messages; `None` if the region or its store is missing.
+    pub fn region_store(&self, name: &str) -> Option<(String, &StoreConfig)> {
+        let (index, region) = self
+            .regions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == name)?;
+        Some((format!("region[{index}].store"), region.store.as_ref()?))
     }
 
     /// Read, parse and validate a deployment file.
@@ -705,6 +739,12 @@ impl Deployment {
             problem(
                 "node.data_dir".into(),
                 "required: the node spools session recordings and keeps its audit chain and signing key there".into(),
+            );
+        }
+        if self.node.recording.upload_attempts == 0 {
+            problem(
+                "node.recording.upload_attempts".into(),
+                "must be at least 1".into(),
             );
         }
         if self.node.recording.spool_max_bytes < 1 << 20 {

@@ -23,17 +23,12 @@ pub struct Evidence {
 /// Open the spool (recovering what a crash left) and start uploading.
 pub fn start(deployment: &Deployment, data_dir: &Path) -> Result<Evidence, NodeError> {
     let node = &deployment.node;
-    let (index, region) = deployment
-        .regions
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.name == node.region)
-        .ok_or_else(|| NodeError::Evidence(format!("node.region: `{}` is not declared", node.region)))?;
-    let key = format!("region[{index}].store");
-    let store_config = region
-        .store
-        .as_ref()
-        .ok_or_else(|| NodeError::Evidence(format!("{key}: required")))?;
+    let (key, store_config) = deployment.region_store(&node.region).ok_or_else(|| {
+        NodeError::Evidence(format!(
+            "region `{}` (node.region) has no `store`",
+            node.region
+        ))
+    })?;
     let store = juris_record::open_store(store_config, &key)
         .map_err(|e| NodeError::Evidence(e.to_string()))?;
     let signing_key = NodeSigningKey::load_or_generate(&data_dir.join("node.key"))
@@ -50,7 +45,13 @@ pub fn start(deployment: &Deployment, data_dir: &Path) -> Result<Evidence, NodeE
         store = %store,
         "recording spool open"
     );
-    let uploader = Uploader::new(&spool, store, UploaderConfig::default()).spawn();
+    let uploads = UploaderConfig {
+        max_attempts: node.recording.upload_attempts,
+        max_backoff: node.recording.upload_max_backoff,
+        quarantine_retry: node.recording.quarantine_retry,
+        ..UploaderConfig::default()
+    };
+    let uploader = Uploader::new(&spool, store, uploads).spawn();
     Ok(Evidence {
         spool: Arc::new(spool),
         uploader,

@@ -138,6 +138,30 @@ fn transcript(events: &[RecordEvent]) -> Vec<Block> {
     let mut statement_started: Option<u64> = None;
     let mut copy = String::new();
     for event in events {
+        // Rows (or COPY data) the client received for a statement that
+        // never completed (an error mid-stream, the session or the node
+        // ending) are shown before what cut them short.
+        if matches!(
+            event.kind,
+            EventKind::Error { .. }
+                | EventKind::SessionEnd { .. }
+                | EventKind::Query { .. }
+                | EventKind::Execute { .. }
+        ) && (!rows.is_empty() || !copy.is_empty())
+        {
+            let text = if rows.is_empty() {
+                visible_multiline(copy.trim_end_matches('\n'))
+            } else {
+                table(&columns, &rows)
+            };
+            blocks.push(Block {
+                elapsed_us: event.elapsed_us,
+                label: format!("result received before the statement was cut short:\n{text}"),
+                text: format!("{text}\n-- (result cut short)"),
+            });
+            rows.clear();
+            copy.clear();
+        }
         let mut push = |text: String, label: String| {
             blocks.push(Block {
                 elapsed_us: event.elapsed_us,
@@ -477,5 +501,77 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("DELETE 3 (2.500 ms)"), "{text}");
+    }
+
+    #[test]
+    fn rows_of_a_statement_cut_short_are_shown() {
+        let row = |seq, v: &str| {
+            event(
+                seq,
+                seq * 100,
+                Direction::ServerToClient,
+                EventKind::DataRow {
+                    values: vec![Some(v.into())],
+                },
+            )
+        };
+        let events = vec![
+            event(
+                1,
+                0,
+                Direction::ClientToServer,
+                EventKind::Query {
+                    text: "select 1/(3-x) from t".into(),
+                },
+            ),
+            event(
+                2,
+                50,
+                Direction::ServerToClient,
+                EventKind::RowDescription {
+                    columns: vec![Column {
+                        name: "q".into(),
+                        type_oid: 23,
+                    }],
+                },
+            ),
+            row(3, "first-row"),
+            row(4, "second-row"),
+            event(
+                5,
+                900,
+                Direction::ServerToClient,
+                EventKind::Error {
+                    sqlstate: "22012".into(),
+                    message: "division by zero".into(),
+                },
+            ),
+            event(
+                6,
+                1000,
+                Direction::ClientToServer,
+                EventKind::Query {
+                    text: "select 2".into(),
+                },
+            ),
+            row(7, "interrupted-row"),
+            event(
+                8,
+                2000,
+                Direction::Meta,
+                EventKind::SessionEnd {
+                    reason: "recording interrupted".into(),
+                },
+            ),
+        ];
+        let text = render_text(&events);
+        let first = text.find("first-row").expect(&text);
+        let error = text.find("division by zero").expect(&text);
+        assert!(first < error, "{text}");
+        assert!(text.contains("second-row"), "{text}");
+        let last = text.find("interrupted-row").expect(&text);
+        assert!(last < text.find("recording interrupted").unwrap(), "{text}");
+        let cast = render_asciicast(&events, &AsciicastOptions::default());
+        assert!(cast.contains("interrupted-row"), "{cast}");
     }
 }

@@ -61,7 +61,7 @@ async fn record_sessions(spool: Arc<Spool>, sessions: Vec<String>) -> Vec<juris_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_upload_and_replay_over_s3() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = S3Server::start(&tmp.path().join("s3"), "127.0.0.1:0".parse().unwrap()).await;
+    let server = start_s3(&tmp.path().join("s3"), "127.0.0.1:0".parse().unwrap()).await;
     let store = s3_store(server.addr, SECRET_KEY);
     let key = node_key();
     let spool =
@@ -115,7 +115,7 @@ async fn records_upload_and_replay_over_s3() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("object store"), "{err}");
-    server.stop();
+    server.stop().await;
 }
 
 /// (c) the store is down while sessions finish; once it is up everything
@@ -149,7 +149,7 @@ async fn uploads_wait_for_the_store_then_complete_exactly_once() {
         "nothing deleted while failing"
     );
 
-    let server = S3Server::start(&tmp.path().join("s3"), addr).await;
+    let server = start_s3(&tmp.path().join("s3"), addr).await;
     let files: u64 = manifests.iter().map(|m| m.chunks.len() as u64 + 1).sum();
     let stats = wait_for(
         "uploads",
@@ -177,7 +177,7 @@ async fn uploads_wait_for_the_store_then_complete_exactly_once() {
         );
         assert_eq!(&recording.manifest, manifest);
     }
-    server.stop();
+    server.stop().await;
 }
 
 /// (c) a chunk the store keeps refusing goes to quarantine (never
@@ -187,7 +187,7 @@ async fn uploads_wait_for_the_store_then_complete_exactly_once() {
 async fn a_chunk_that_keeps_failing_is_quarantined_and_retried() {
     let tmp = tempfile::tempdir().unwrap();
     let s3_root = tmp.path().join("s3");
-    let server = S3Server::start(&s3_root, "127.0.0.1:0".parse().unwrap()).await;
+    let server = start_s3(&s3_root, "127.0.0.1:0".parse().unwrap()).await;
     let store = s3_store(server.addr, SECRET_KEY);
     let key = node_key();
     let spool =
@@ -276,5 +276,5 @@ async fn a_chunk_that_keeps_failing_is_quarantined_and_retried() {
         "{:?}",
         recording.verification.problems
     );
-    server.stop();
+    server.stop().await;
 }

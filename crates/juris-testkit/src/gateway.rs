@@ -24,6 +24,9 @@ pub struct ConnectionSpec {
     pub password: Option<String>,
     /// CA for upstream verify-full TLS; the name verified is `host`.
     pub tls_ca_pem: Option<String>,
+    /// Extra `key = value` lines of the `[[connection]]` entry itself
+    /// (before its sub-tables), e.g. `recording = "best_effort"`.
+    pub settings: Vec<String>,
 }
 
 /// A role binding in a test deployment.
@@ -378,8 +381,12 @@ impl GatewaySpec {
         }
         for c in &self.connections {
             toml.push_str(&format!(
-                "\n[[connection]]\nname = {}\nkind = \"postgres\"\nregion = \"test\"\n[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
+                "\n[[connection]]\nname = {}\nkind = \"postgres\"\nregion = \"test\"\n{}[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
                 quote(&c.name),
+                c.settings
+                    .iter()
+                    .map(|line| format!("{line}\n"))
+                    .collect::<String>(),
                 quote(&c.host),
                 c.port,
                 quote(&c.database),

@@ -1,7 +1,8 @@
-//! Test support for Juris: real PostgreSQL servers, PgBouncer, an OIDC
+//! Test support for Juris: real PostgreSQL servers, PgBouncer, an S3 server, an OIDC
 //! issuer, and real `juris node` processes on loopback.
 
 pub mod gateway;
 pub mod oidc;
 pub mod pgbouncer;
 pub mod postgres;
+pub mod s3;

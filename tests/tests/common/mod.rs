@@ -44,6 +44,7 @@ pub fn connection_spec(pg: &TempPostgres, auth: &UpstreamAuth) -> ConnectionSpec
         user: pg.superuser.clone(),
         password: (!matches!(auth, UpstreamAuth::Trust)).then(|| pg.password.clone()),
         tls_ca_pem: None,
+        settings: Vec::new(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Shared fixtures: a node key, spool configs, a realistic PostgreSQL
-//! session, and an in-process S3 server (s3s-fs, SigV4 checked).
+//! session, and the in-process S3 server from juris-testkit.
 
 #![allow(dead_code)]
 
@@ -18,8 +18,8 @@ use juris_record::{
 
 pub const REGION: &str = "eu-west";
 pub const START_MS: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-pub const ACCESS_KEY: &str = "juris-test-access";
-pub const SECRET_KEY: &str = "juris-test-secret-0123456789";
+#[allow(unused_imports)]
+pub use juris_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 pub const BUCKET: &str = "recordings-eu-west";
 
 pub fn node_key() -> Arc<NodeSigningKey> {
@@ -225,47 +225,9 @@ pub fn assert_events(read: &[RecordEvent], expected: &[RecordEvent], end_reason:
     );
 }
 
-/// A running in-process S3 server (s3s + s3s-fs) that checks SigV4 with
-/// one access key.
-pub struct S3Server {
-    pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl S3Server {
-    /// Serve `root` (the bucket is a directory under it) on `addr`
-    /// (`127.0.0.1:0` for an ephemeral port).
-    pub async fn start(root: &Path, addr: SocketAddr) -> S3Server {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        use hyper_util::server::conn::auto::Builder;
-        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let fs = s3s_fs::FileSystem::new(root).unwrap();
-        let service = {
-            let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-            builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-            builder.build()
-        };
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let service = service.clone();
-                tokio::spawn(async move {
-                    let _ = Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
-        S3Server { addr, task }
-    }
-
-    pub fn stop(self) {
-        self.task.abort();
-    }
+/// The in-process S3 server, with this suite's bucket.
+pub async fn start_s3(root: &Path, addr: SocketAddr) -> S3Server {
+    S3Server::start(root, addr, &[BUCKET]).await.unwrap()
 }
 
 /// An S3 store for `addr`, path-style over plain HTTP, with object_store's

@@ -243,6 +243,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             user: pg.superuser.clone(),
             password: Some(pg.password.clone()),
             tls_ca_pem: Some(ca.ca_cert_pem.clone()),
+            settings: Vec::new(),
         });
         spec.roles.push(RoleSpec::new(name, "dba", name, "admin"));
     }
