@@ -41,7 +41,9 @@ strategy = "redact"
 /// Customers seeded by `common::start_pg`.
 const CUSTOMERS: usize = 1000;
 
-async fn masked_env(customise: impl FnOnce(&mut juris_testkit::gateway::GatewaySpec)) -> anyhow::Result<Env> {
+async fn masked_env(
+    customise: impl FnOnce(&mut juris_testkit::gateway::GatewaySpec),
+) -> anyhow::Result<Env> {
     Env::start_with(UpstreamAuth::ScramSha256, |spec| {
         spec.connection_settings
             .push((CONNECTION.into(), MASKING.into()));
@@ -77,15 +79,16 @@ fn gateway_dir(gateway: &GatewayProcess) -> PathBuf {
 }
 
 /// `juris sessions list --json` rows.
-async fn listing(gateway: &GatewayProcess, extra: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+async fn listing(
+    gateway: &GatewayProcess,
+    extra: &[&str],
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let config = config(gateway);
     let mut args = vec!["sessions", "list", "--config", &config, "--json"];
     args.extend_from_slice(extra);
     let (ok, out, err) = juris(&args).await?;
     anyhow::ensure!(ok, "juris sessions list failed: {err}");
-    out.lines()
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect()
+    out.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
 }
 
 /// Poll the listing until `done` holds (30 s at most).
@@ -163,7 +166,11 @@ fn evidence_text(dirs: &[&Path]) -> String {
 fn assert_no_seeded_pii(what: &str, text: &str) {
     for i in 0..CUSTOMERS {
         let c = fake_customer(i);
-        assert!(!text.contains(&c.ssn), "{what} holds customer {i}'s SSN {}", c.ssn);
+        assert!(
+            !text.contains(&c.ssn),
+            "{what} holds customer {i}'s SSN {}",
+            c.ssn
+        );
         assert!(
             !text.contains(&c.card_number),
             "{what} holds customer {i}'s card number {}",
@@ -197,7 +204,10 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
     )
     .await?;
     assert!(ok, "psql failed: {err}");
-    assert!(out.contains(&format!("1|***-**-{}", last4(&first.ssn))), "{out}");
+    assert!(
+        out.contains(&format!("1|***-**-{}", last4(&first.ssn))),
+        "{out}"
+    );
 
     // Extended protocol, binary results, an SSN as a bind value.
     {
@@ -209,8 +219,12 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
         assert_eq!(rows[0].get::<_, i32>(0), 7);
     }
 
-    let rows = wait_for_listing(&env.gateway, "two complete recordings", |rows| {
-        rows.len() == 2 && rows.iter().all(|r| uploaded(r, "complete"))
+    // A statement beyond bob's role is refused (and recorded as such).
+    let (ok, _, err) = psql(&conninfo, &["-c", "delete from customers where id = 1"]).await?;
+    assert!(!ok && err.contains("permission denied"), "{err}");
+
+    let rows = wait_for_listing(&env.gateway, "three complete recordings", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| uploaded(r, "complete"))
     })
     .await?;
     for row in &rows {
@@ -218,12 +232,16 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
         assert_eq!(row["region"], "test");
         assert_eq!(row["node"], "test-1");
     }
-    assert!(listing(&env.gateway, &["--user", "nobody"]).await?.is_empty());
+    assert!(
+        listing(&env.gateway, &["--user", "nobody"])
+            .await?
+            .is_empty()
+    );
     assert_eq!(
         listing(&env.gateway, &["--connection", CONNECTION, "--since", "1h"])
             .await?
             .len(),
-        2
+        3
     );
     assert!(
         listing(&env.gateway, &["--until", "2000-01-01T00:00:00Z"])
@@ -244,22 +262,44 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
         assert!(verdict.contains("hash chain intact"), "{verdict}");
         if text.contains("select id, ssn, card_number") {
             psql_replay = Some((id.to_string(), text));
-        } else {
+        } else if text.contains("$1") {
             bind_replay = Some((id.to_string(), text));
+        } else {
+            assert!(text.contains("delete from customers"), "{text}");
+            assert!(text.contains("permission denied"), "{text}");
         }
     }
     let (psql_id, psql_text) = psql_replay.expect("the psql session was recorded");
     let (_, bind_text) = bind_replay.expect("the tokio-postgres session was recorded");
     // Results as the client saw them, masked; the statement's literal SSN masked.
-    assert!(psql_text.contains(&format!("***-**-{}", last4(&first.ssn))), "{psql_text}");
-    assert!(psql_text.contains(&format!("************{}", last4(&first.card_number))), "{psql_text}");
-    assert!(psql_text.contains("select count(*) from customers where ssn = '"), "{psql_text}");
+    assert!(
+        psql_text.contains(&format!("***-**-{}", last4(&first.ssn))),
+        "{psql_text}"
+    );
+    assert!(
+        psql_text.contains(&format!("************{}", last4(&first.card_number))),
+        "{psql_text}"
+    );
+    assert!(
+        psql_text.contains("select count(*) from customers where ssn = '"),
+        "{psql_text}"
+    );
     assert!(psql_text.contains("SELECT 3"), "{psql_text}");
-    assert!(bind_text.contains("select id from customers where ssn = $1"), "{bind_text}");
+    assert!(
+        bind_text.contains("select id from customers where ssn = $1"),
+        "{bind_text}"
+    );
 
     // JSON Lines and asciicast renderings of the same recording.
-    let (ok, json, _) =
-        juris(&["replay", &psql_id, "--config", &config(&env.gateway), "--format", "json"]).await?;
+    let (ok, json, _) = juris(&[
+        "replay",
+        &psql_id,
+        "--config",
+        &config(&env.gateway),
+        "--format",
+        "json",
+    ])
+    .await?;
     assert!(ok);
     let events: Vec<serde_json::Value> = json
         .lines()
@@ -284,9 +324,43 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
     // Nothing the node spooled, uploaded or logged holds a seeded SSN or card.
     let dir = gateway_dir(&env.gateway);
     let evidence = evidence_text(&[&dir.join("store"), &dir.join("data")]);
-    assert!(evidence.contains("select count(*) from customers"), "the scan saw the recordings");
+    assert!(
+        evidence.contains("select count(*) from customers"),
+        "the scan saw the recordings"
+    );
     assert_no_seeded_pii("the evidence", &evidence);
     assert_no_seeded_pii("the node log", &env.gateway.log());
+
+    // One audit record per statement: text (value-masked), class,
+    // fingerprint, duration, rows, outcome.
+    let statements: Vec<serde_json::Value> = evidence_text(&[&dir.join("data/audit")])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["event"]["type"] == "statement")
+        .map(|r| r["event"].clone())
+        .collect();
+    let find = |prefix: &str| {
+        statements
+            .iter()
+            .find(|s| s["text"].as_str().unwrap_or("").starts_with(prefix))
+            .unwrap_or_else(|| panic!("no statement record for {prefix:?} in {statements:#?}"))
+            .clone()
+    };
+    let select = find("select id, ssn, card_number");
+    assert_eq!(select["rows"], 3);
+    assert_eq!(select["outcome"], "ok");
+    assert_eq!(select["class"], "read");
+    assert_eq!(select["fingerprint"].as_str().unwrap().len(), 16);
+    assert!(select["duration_us"].as_u64().unwrap() > 0);
+    let literal = find("select count(*) from customers where ssn = ");
+    assert_eq!(literal["rows"], 1);
+    let bound = find("select id from customers where ssn = $1");
+    assert_eq!(bound["rows"], 1);
+    assert_eq!(bound["outcome"], "ok");
+    let refused = find("delete from customers");
+    assert_eq!(refused["outcome"], "refused");
+    assert_eq!(refused["sqlstate"], "42501");
+    assert_eq!(refused["class"], "write");
 
     // An unknown session is a clear error.
     let (ok, _, err) = juris(&[
@@ -301,7 +375,8 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() -> anyhow::Result<()> {
+async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() -> anyhow::Result<()>
+{
     let mut env = masked_env(|_| {}).await?;
     let token = env.oidc.user_token("bob").await?;
     let conninfo = env.gateway.conninfo(CONNECTION, "bob", &token);
@@ -310,7 +385,10 @@ async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() 
     let stream = tokio::spawn(async move {
         psql(
             &conninfo,
-            &["-c", "select id, ssn, repeat('x', 500), pg_sleep(0.01) from customers"],
+            &[
+                "-c",
+                "select id, ssn, repeat('x', 500), pg_sleep(0.01) from customers",
+            ],
         )
         .await
     });
@@ -332,11 +410,24 @@ async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() 
     assert!(text.contains("select id, ssn, repeat('x', 500)"), "{text}");
     // Rows up to the kill, masked.
     let first = fake_customer(0);
-    assert!(text.contains(&format!("***-**-{}", last4(&first.ssn))), "{text}");
-    let (_, json, _) =
-        juris(&["replay", &id, "--config", &config(&env.gateway), "--format", "json"]).await?;
+    assert!(
+        text.contains(&format!("***-**-{}", last4(&first.ssn))),
+        "{text}"
+    );
+    let (_, json, _) = juris(&[
+        "replay",
+        &id,
+        "--config",
+        &config(&env.gateway),
+        "--format",
+        "json",
+    ])
+    .await?;
     let data_rows = json.lines().filter(|l| l.contains("\"data_row\"")).count();
-    assert!(data_rows >= 16, "only {data_rows} rows recorded before the kill");
+    assert!(
+        data_rows >= 16,
+        "only {data_rows} rows recorded before the kill"
+    );
     assert!(data_rows < CUSTOMERS, "the kill came after the last row");
 
     // The audit chain survived the kill without a gap.
@@ -365,7 +456,8 @@ async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full() -> anyhow::Result<()> {
+async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full()
+-> anyhow::Result<()> {
     let s3_dir = tempfile::tempdir()?;
     let bucket = "juris-test-recordings";
     let s3 = S3Server::start(&s3_dir.path().join("s3"), "127.0.0.1:0".parse()?, &[bucket]).await?;
@@ -405,11 +497,18 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
     // S3 goes away. A small strict session still fits in the spool.
     s3.stop().await;
     let (ok, _, err) = psql(&billing, &["-c", "select 2"]).await?;
-    assert!(ok, "a strict session must run while the spool has room: {err}");
+    assert!(
+        ok,
+        "a strict session must run while the spool has room: {err}"
+    );
     // A best-effort session that records more than the spool holds runs to the end.
     let (ok, out, err) = psql(&reports, &["-c", BIG_RESULT]).await?;
     assert!(ok, "the best-effort session must not fail: {err}");
-    assert_eq!(out.lines().count(), BIG_ROWS, "every row reached the client");
+    assert_eq!(
+        out.lines().count(),
+        BIG_ROWS,
+        "every row reached the client"
+    );
     // A strict session doing the same is ended (or refused) once the spool is full.
     let (ok, out, err) = psql(&billing, &["-c", BIG_RESULT]).await?;
     assert!(!ok, "a strict session must not outrun its recording");
@@ -417,7 +516,10 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
     assert!(out.lines().count() < BIG_ROWS);
     // Uploads waiting (or quarantined) are visible, and so is the outage.
     let (ok, table, err) = juris(&["sessions", "list", "--config", &config(&env.gateway)]).await?;
-    assert!(!ok && err.contains("cannot read region test's store"), "{err}");
+    assert!(
+        !ok && err.contains("cannot read region test's store"),
+        "{err}"
+    );
     assert!(
         table.contains("not uploaded yet") || table.contains("QUARANTINED"),
         "{table}"
@@ -429,7 +531,10 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
         rows.len() >= 3 && rows.iter().all(all_uploaded)
     })
     .await?;
-    let mut ids: Vec<&str> = rows.iter().map(|r| r["session_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
     let listed = ids.len();
     ids.sort();
     ids.dedup();
@@ -451,9 +556,15 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
     assert!(saw_gap, "the best-effort recording says what it lost");
     // The audit trail says what was lost and what was refused.
     let audit = evidence_text(&[&gateway_dir(&env.gateway).join("data/audit")]);
-    assert!(audit.contains("\"recording_loss\""), "no recording_loss event");
+    assert!(
+        audit.contains("\"recording_loss\""),
+        "no recording_loss event"
+    );
     assert!(audit.contains("\"best_effort\""), "{audit}");
-    assert!(!env.gateway.log().contains(SECRET_KEY), "the S3 secret reached the log");
+    assert!(
+        !env.gateway.log().contains(SECRET_KEY),
+        "the S3 secret reached the log"
+    );
     s3.stop().await;
     Ok(())
 }

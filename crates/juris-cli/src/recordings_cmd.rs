@@ -26,7 +26,13 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    fn open(&self) -> anyhow::Result<(Deployment, String, std::sync::Arc<dyn object_store::ObjectStore>)> {
+    fn open(
+        &self,
+    ) -> anyhow::Result<(
+        Deployment,
+        String,
+        std::sync::Arc<dyn object_store::ObjectStore>,
+    )> {
         let deployment = Deployment::load(&self.config)?;
         let region = self
             .region
@@ -127,17 +133,19 @@ pub async fn list(options: &ListOptions) -> anyhow::Result<()> {
     };
     // An unreachable store does not hide what the spool knows: the
     // listing shows it, and the command still fails at the end.
-    let (mut sessions, store_error) = match juris_record::list_sessions(&*store, &region, &filter).await {
-        Ok(sessions) => (sessions, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
+    let (mut sessions, store_error) =
+        match juris_record::list_sessions(&*store, &region, &filter).await {
+            Ok(sessions) => (sessions, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
     if let Some(dir) = &deployment.node.data_dir {
         let spool = dir.join("spool");
         if spool.is_dir() && deployment.node.region == region {
             merge_spool(&mut sessions, &spool, &filter)?;
         }
     }
-    sessions.sort_by(|a, b| (a.started_at_ms, &a.session_id).cmp(&(b.started_at_ms, &b.session_id)));
+    sessions
+        .sort_by(|a, b| (a.started_at_ms, &a.session_id).cmp(&(b.started_at_ms, &b.session_id)));
     if sessions.is_empty() && !options.json && store_error.is_none() {
         println!("no recordings in region {region}");
     }
@@ -163,12 +171,16 @@ pub async fn list(options: &ListOptions) -> anyhow::Result<()> {
             line.push_str(&format!("  {pending} file(s) not uploaded yet"));
         }
         if let Some(quarantined) = s.quarantined_files.filter(|n| *n > 0) {
-            line.push_str(&format!("  {quarantined} file(s) QUARANTINED (upload keeps failing; retried)"));
+            line.push_str(&format!(
+                "  {quarantined} file(s) QUARANTINED (upload keeps failing; retried)"
+            ));
         }
         println!("{line}");
     }
     match store_error {
-        Some(e) => bail!("cannot read region {region}'s store (only the local spool is listed above): {e}"),
+        Some(e) => {
+            bail!("cannot read region {region}'s store (only the local spool is listed above): {e}")
+        }
         None => Ok(()),
     }
 }
@@ -223,7 +235,11 @@ pub async fn replay(options: &ReplayOptions) -> anyhow::Result<()> {
             m.event_count,
             m.chunks.len(),
             m.node,
-            if v.key_was_given { "given" } else { "manifest's" },
+            if v.key_was_given {
+                "given"
+            } else {
+                "manifest's"
+            },
             v.checked_key,
             m.status.as_str(),
         );

@@ -787,7 +787,10 @@ impl Deployment {
                     ..
                 }) => {
                     if bucket.trim().is_empty() {
-                        problem(format!("region[{i}].store.bucket"), "must not be empty".into());
+                        problem(
+                            format!("region[{i}].store.bucket"),
+                            "must not be empty".into(),
+                        );
                     }
                     if region.trim().is_empty() {
                         problem(
@@ -1255,7 +1258,10 @@ level = "admin"
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
         let missing = GOOD
-            .replace("store = { kind = \"local\", path = \"/var/lib/juris-evidence\" }\n", "")
+            .replace(
+                "store = { kind = \"local\", path = \"/var/lib/juris-evidence\" }\n",
+                "",
+            )
             .replace("data_dir = \"/var/lib/juris\"\n", "");
         let err = Deployment::from_toml("t.toml", &missing)
             .unwrap()
@@ -1270,7 +1276,10 @@ level = "admin"
             .validate("t.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("region[0].store.path: `evidence` must be an absolute path"), "{err}");
+        assert!(
+            err.contains("region[0].store.path: `evidence` must be an absolute path"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use juris_config::{
-    ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RecordingMode, RegionConfig,
-    RoleConfig, SecretRef, ServerTlsConfig, StoreConfig, UpstreamConfig, UpstreamTlsConfig,
+    ConnectionConfig, ConnectionKind, Deployment, IdentityConfig, NodeConfig, RecordingMode,
+    RegionConfig, RoleConfig, SecretRef, ServerTlsConfig, StoreConfig, UpstreamConfig,
+    UpstreamTlsConfig,
 };
 use juris_mask::{ColumnRule, MaskingPolicy, StrategyName, ValueRule};
 use juris_types::AccessLevel;

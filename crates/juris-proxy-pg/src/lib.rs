@@ -38,6 +38,7 @@ pub mod masking;
 pub mod recording;
 pub mod relay;
 pub mod session;
+mod statements;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -200,6 +200,11 @@ impl SessionMasking {
         }
     }
 
+    /// The connection's compiled policy.
+    pub fn masker(&self) -> &Arc<Masker> {
+        &self.masker
+    }
+
     pub fn has_value_rules(&self) -> bool {
         self.masker.has_value_rules()
     }

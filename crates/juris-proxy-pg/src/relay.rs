@@ -50,6 +50,7 @@ use crate::catalog::Catalog;
 use crate::io::BoxedStream;
 use crate::masking::SessionMasking;
 use crate::recording::{RecordingFailure, SessionRecording};
+use crate::statements::{Described, StatementLog};
 use crate::{HeldStatement, HoldOutcome, ProxyContext};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -344,6 +345,11 @@ pub async fn run(
     } = info;
     let expected = Expected::default();
     let statements = AtomicU64::new(0);
+    let log = StatementLog::new(
+        session.to_string(),
+        ctx.audit.clone(),
+        masking.as_ref().map(|m| m.masker().clone()),
+    );
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let client_side = ClientSide {
         role: &role,
@@ -358,6 +364,7 @@ pub async fn run(
         statements: &statements,
         traffic,
         recording: recording.as_ref(),
+        log: &log,
     };
 
     // The two directions borrow the halves; the block ends those borrows so
@@ -386,6 +393,7 @@ pub async fn run(
                 grant_ended,
                 notices: notice_rx,
                 recording: recording.as_ref(),
+                log: &log,
             },
             end_rx,
             &terminate,
@@ -445,6 +453,8 @@ struct ClientSide<'a> {
     statements: &'a AtomicU64,
     traffic: &'a Traffic,
     recording: Option<&'a SessionRecording>,
+    /// Per-statement audit records.
+    log: &'a StatementLog,
 }
 
 /// COPY TO statements by prepared statement and by portal, so that an
@@ -474,6 +484,10 @@ where
     let mut next_sequence: u64 = 0;
     let mut cache = DecisionCache::default();
     let mut copies = CopyTracking::default();
+    // What each prepared statement and bound portal is, for the audit
+    // record of its Executes (and whether the relay refused it).
+    let mut prepared: HashMap<String, (Described, bool)> = HashMap::new();
+    let mut portals: HashMap<String, (Described, bool)> = HashMap::new();
     // The portal the client's last message described, if that was a Describe.
     let mut described_portal: Option<String> = None;
     let mut splice = Splice::default();
@@ -505,14 +519,14 @@ where
                         tag,
                         body: bytes::Bytes::copy_from_slice(body),
                     };
-                    let verdict = match inspect(
+                    let (verdict, sql) = match inspect(
                         &frame,
                         side.role.level,
                         side.masking,
                         side.review,
                         &mut cache,
                     ) {
-                        Ok(verdict) => verdict,
+                        Ok(inspected) => inspected,
                         Err(reason) => return Ending::ProtocolViolation(reason),
                     };
                     if verdict.ddl
@@ -598,6 +612,21 @@ where
                         }
                         splice.replace(&buf, position, position + total, &replacement);
                     }
+                    if let Some(class) = verdict.class {
+                        let described = side.log.describe(&sql, class, verdict.fingerprint.clone());
+                        match tag {
+                            b'Q' => side
+                                .log
+                                .sent(batches_sent, true, described, refusal.is_some()),
+                            b'P' => {
+                                prepared.insert(
+                                    statement_name(&frame.body),
+                                    (described, refusal.is_some()),
+                                );
+                            }
+                            _ => {}
+                        }
+                    }
                     if tag != b'P' {
                         batches_sent += 1;
                     }
@@ -610,20 +639,34 @@ where
                         }
                     }
                 }
-                b'B' if side.masking => {
+                b'B' => {
                     let (portal, statement) = bind_names(body);
-                    match copies.statements.get(&statement) {
-                        Some(copy) => {
-                            copies.portals.insert(portal, copy.clone());
+                    match prepared.get(&statement) {
+                        Some(described) => {
+                            portals.insert(portal.clone(), described.clone());
                         }
                         None => {
-                            copies.portals.remove(&portal);
+                            portals.remove(&portal);
+                        }
+                    }
+                    if side.masking {
+                        match copies.statements.get(&statement) {
+                            Some(copy) => {
+                                copies.portals.insert(portal, copy.clone());
+                            }
+                            None => {
+                                copies.portals.remove(&portal);
+                            }
                         }
                     }
                 }
-                b'E' if side.masking => {
+                b'E' => {
                     let portal = statement_name(body);
-                    if just_described.as_deref() != Some(portal.as_str()) {
+                    if let Some((described, refused)) = portals.get(&portal) {
+                        side.log
+                            .sent(batches_sent, false, described.clone(), *refused);
+                    }
+                    if side.masking && just_described.as_deref() != Some(portal.as_str()) {
                         // Ask for the portal's columns (formats included),
                         // and hide the answer from the client.
                         let mut describe = BytesMut::new();
@@ -635,7 +678,9 @@ where
                         splice.insert(&buf, position, &describe);
                         Expected::push(&expected.describes, batches_sent, true);
                     }
-                    if let Some(copy) = copies.portals.get(&portal) {
+                    if side.masking
+                        && let Some(copy) = copies.portals.get(&portal)
+                    {
                         Expected::push(&expected.copies, batches_sent, Some(copy.clone()));
                     }
                 }
@@ -891,6 +936,11 @@ struct Verdict {
     /// The connection's command review holds it: the class of the held
     /// statement.
     held: Option<StatementClass>,
+    /// The most privileged class among its statements (for the audit
+    /// record); `None` for messages that carry no SQL text.
+    class: Option<StatementClass>,
+    /// `pg_query` fingerprint of the text (empty if it does not parse).
+    fingerprint: Arc<str>,
 }
 
 /// Verdicts by SQL text, so a statement parsed again and again (an unnamed
@@ -923,6 +973,16 @@ impl DecisionCache {
             ddl: statements.iter().any(|s| s.class == StatementClass::Ddl),
             copies: Arc::from([]),
             held: None,
+            class: statements.iter().map(|s| s.class).reduce(|a, b| {
+                if b.required_level() > a.required_level() {
+                    b
+                } else {
+                    a
+                }
+            }),
+            fingerprint: juris_policy::fingerprint(&sql)
+                .map(Arc::from)
+                .unwrap_or_else(|| Arc::from("")),
         };
         if masking && statements.iter().any(|s| s.summary == "COPY TO") {
             let copies = juris_policy::copy_outs(&sql);
@@ -955,7 +1015,7 @@ fn inspect(
     masking: bool,
     review: Option<&ReviewPolicy>,
     cache: &mut DecisionCache,
-) -> Result<Verdict, String> {
+) -> Result<(Verdict, String), String> {
     let sql = match FrontendMessage::decode(frame).map_err(|e| format!("invalid message: {e}"))? {
         FrontendMessage::Query { sql } | FrontendMessage::Parse { sql, .. } => sql,
         // The fast-path interface calls any function by OID, bypassing SQL:
@@ -971,14 +1031,17 @@ fn inspect(
                 // to plan masking with, so not on a masked session.
                 masking.then_some(Refusal::FastPathMasked)
             };
-            return Ok(Verdict {
-                refusal,
-                ..Verdict::default()
-            });
+            return Ok((
+                Verdict {
+                    refusal,
+                    ..Verdict::default()
+                },
+                String::new(),
+            ));
         }
-        _ => return Ok(Verdict::default()),
+        _ => return Ok((Verdict::default(), String::new())),
     };
-    Ok(cache.decide(sql, level, masking, review))
+    Ok((cache.decide(sql.clone(), level, masking, review), sql))
 }
 
 /// What the upstream direction works with.
@@ -993,6 +1056,7 @@ struct UpstreamSide<'a> {
     /// Notices from the client direction (a statement held for review).
     notices: mpsc::UnboundedReceiver<String>,
     recording: Option<&'a SessionRecording>,
+    log: &'a StatementLog,
 }
 
 /// What to do with one server frame.
@@ -1062,6 +1126,13 @@ where
                     let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
                     return Ending::RecordingFailed(failure);
                 }
+            }
+            match action {
+                Action::Forward => side.log.answered(batches_completed, tag, &frame[5..]),
+                Action::Replace => side
+                    .log
+                    .answered(batches_completed, scratch[0], &scratch[5..]),
+                Action::Swallow => {}
             }
             match action {
                 Action::Forward => {}

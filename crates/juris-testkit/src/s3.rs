@@ -21,7 +21,11 @@ pub struct S3Server {
 impl S3Server {
     /// Serve `root` on `addr` (`127.0.0.1:0` for an ephemeral port); each
     /// of `buckets` is created as a directory under `root` if missing.
-    pub async fn start(root: &Path, addr: SocketAddr, buckets: &[&str]) -> anyhow::Result<S3Server> {
+    pub async fn start(
+        root: &Path,
+        addr: SocketAddr,
+        buckets: &[&str],
+    ) -> anyhow::Result<S3Server> {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         use hyper_util::server::conn::auto::Builder;
         for bucket in buckets {
