@@ -120,11 +120,7 @@ impl StatementLog {
                             front.rows = Some(front.rows.unwrap_or(0) + rows);
                         }
                     }
-                    b'E' => {
-                        if front.error.is_none() {
-                            front.error = Some(sqlstate(body));
-                        }
-                    }
+                    b'E' if front.error.is_none() => front.error = Some(sqlstate(body)),
                     _ => {}
                 }
                 if !front.simple
