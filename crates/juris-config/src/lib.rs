@@ -284,6 +284,9 @@ pub enum RecordingMode {
     /// The session continues; the recording marks the gap and an audit
     /// event says what was lost.
     BestEffort,
+    /// Sessions are not recorded (the audit trail still has every
+    /// statement). For connections whose sessions need no replay.
+    Off,
 }
 
 /// The kinds of target Juris fronts.
@@ -310,7 +313,7 @@ pub struct ConnectionConfig {
     /// region's control plane, `[node.cluster]`).
     #[serde(default)]
     pub approvals: Option<CommandApprovalConfig>,
-    /// `strict` (default) or `best_effort`: see [`RecordingMode`].
+    /// `strict` (default), `best_effort` or `off`: see [`RecordingMode`].
     #[serde(default)]
     pub recording: RecordingMode,
 }
@@ -1337,7 +1340,7 @@ level = "admin"
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("never inline") && err.contains("line 19"),
+            err.contains("never inline") && err.contains("line 21"),
             "{err}"
         );
         assert!(!err.contains("hunter2"), "the secret was echoed: {err}");

@@ -233,6 +233,18 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     );
     println!("         then: delete from customers;  (refused with 42501)");
     println!("Try as dora: the same select shows cleartext (pii-readers is exempt from masking).");
+    let juris = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "juris".into());
+    let config = dir.path().join("juris.toml");
+    println!(
+        "Every session is recorded (masked, as the client saw it); once it ends, list and replay it:"
+    );
+    println!("  {juris} sessions list --config {}", config.display());
+    println!(
+        "  {juris} replay <session id> --config {}   (add --format asciicast for asciinema)",
+        config.display()
+    );
     println!("Press Ctrl-C to stop; everything started here is cleaned up.");
 
     juris_node::wait_for_signal().await;

@@ -84,7 +84,7 @@ impl SessionRecording {
             })),
             Err(e) => match mode {
                 RecordingMode::Strict => Err(loss(&e)),
-                RecordingMode::BestEffort => {
+                RecordingMode::BestEffort | RecordingMode::Off => {
                     loss(&e);
                     Ok(None)
                 }
@@ -129,8 +129,8 @@ impl SessionRecording {
             (RecordingMode::Strict, _) => Err(failure(&e)),
             // Lost events are counted and a gap is written once the spool
             // has room again.
-            (RecordingMode::BestEffort, RecordError::SpoolFull { .. }) => Ok(()),
-            (RecordingMode::BestEffort, _) => {
+            (_, RecordError::SpoolFull { .. }) => Ok(()),
+            _ => {
                 if let Some(failed) = recorder.take() {
                     failed.abandon();
                 }
@@ -233,6 +233,7 @@ fn report_loss(
     let mode_name = match mode {
         RecordingMode::Strict => "strict",
         RecordingMode::BestEffort => "best_effort",
+        RecordingMode::Off => "off",
     };
     warn!(%session, %connection, mode = mode_name, "recording loss: {e}");
     audit.record(juris_audit::AuditEvent::RecordingLoss(

@@ -508,9 +508,12 @@ fn start_recording(
     let config = ctx.deployment.connection(connection);
     let mode = config.map(|c| c.recording).unwrap_or_default();
     let region = config.map_or(ctx.deployment.node.region.as_str(), |c| c.region.as_str());
+    if mode == RecordingMode::Off {
+        return Ok(None);
+    }
     let Some(spool) = &ctx.recordings else {
         return match mode {
-            RecordingMode::BestEffort => Ok(None),
+            RecordingMode::BestEffort | RecordingMode::Off => Ok(None),
             RecordingMode::Strict => Err(RecordingFailure {
                 sqlstate: "58030",
                 message: format!(

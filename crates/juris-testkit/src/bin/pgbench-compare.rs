@@ -2,7 +2,9 @@
 //! through PgBouncer (session mode), through a release `juris node`, and
 //! through the same node on a connection that masks every column of
 //! `pgbench_accounts` (column rules on its four columns plus the ssn, card
-//! and email detectors on every text value), all over TLS on this machine,
+//! and email detectors on every text value), and through the same node on
+//! a connection that is not recorded (`recording = "off"`: what recording
+//! costs), all over TLS on this machine,
 //! interleaved round by round. Prints a markdown
 //! table of median TPS, the ratios, and the proxies' CPU time per
 //! transaction (from /proc/<pid>/stat).
@@ -23,6 +25,7 @@ use juris_testkit::postgres::{ServerTls, TempPostgres, TempPostgresOptions, Upst
 const AUDIENCE: &str = "urn:juris:gateway";
 const CONNECTION: &str = "bench";
 const MASKED_CONNECTION: &str = "bench_masked";
+const UNRECORDED_CONNECTION: &str = "bench_unrecorded";
 /// Four masked columns: every column of `pgbench_accounts`, with each strategy.
 const MASKING: &str = r#"
 [connection.masking]
@@ -115,14 +118,17 @@ enum Target {
     PgBouncer,
     Juris,
     JurisMasking,
+    JurisUnrecorded,
 }
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 5] = [
     Target::Direct,
     Target::PgBouncer,
     Target::Juris,
     Target::JurisMasking,
+    Target::JurisUnrecorded,
 ];
+const N: usize = TARGETS.len();
 
 /// How pgbench reaches one target, and which process to charge CPU to.
 #[derive(Clone)]
@@ -234,7 +240,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         Duration::from_secs(7200),
     )?;
     let mut spec = GatewaySpec::new(issuer.issuer(), AUDIENCE);
-    for name in [CONNECTION, MASKED_CONNECTION] {
+    for name in [CONNECTION, MASKED_CONNECTION, UNRECORDED_CONNECTION] {
         spec.connections.push(ConnectionSpec {
             name: name.into(),
             host: pg.host.clone(),
@@ -243,7 +249,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
             user: pg.superuser.clone(),
             password: Some(pg.password.clone()),
             tls_ca_pem: Some(ca.ca_cert_pem.clone()),
-            settings: Vec::new(),
+            settings: if name == UNRECORDED_CONNECTION {
+                vec!["recording = \"off\"".into()]
+            } else {
+                Vec::new()
+            },
         });
         spec.roles.push(RoleSpec::new(name, "dba", name, "admin"));
     }
@@ -260,6 +270,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
     };
     let juris_masking = Endpoint {
         dbname: MASKED_CONNECTION.into(),
+        password: token.clone(),
+        ..juris.clone()
+    };
+    let juris_unrecorded = Endpoint {
+        dbname: UNRECORDED_CONNECTION.into(),
         password: token,
         ..juris.clone()
     };
@@ -282,8 +297,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let ticks = clock_ticks()?;
 
     // results[workload][target] = one entry per round.
-    let mut failures: Vec<[usize; 4]> = vec![[0; 4]; workloads.len()];
-    let mut results: Vec<[Vec<RunResult>; 4]> =
+    let mut failures: Vec<[usize; N]> = vec![[0; N]; workloads.len()];
+    let mut results: Vec<[Vec<RunResult>; N]> =
         workloads.iter().map(|_| Default::default()).collect();
     let seconds = options.seconds.to_string();
     for round in 0..options.rounds {
@@ -296,6 +311,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     Target::PgBouncer => &pgbouncer,
                     Target::Juris => &juris,
                     Target::JurisMasking => &juris_masking,
+                    Target::JurisUnrecorded => &juris_unrecorded,
                 };
                 let mut args: Vec<&str> = vec!["-n", "-T", &seconds];
                 args.extend(workload.args.iter().map(String::as_str));
@@ -448,8 +464,8 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 
 fn table(
     workloads: &[Workload],
-    results: &[[Vec<RunResult>; 4]],
-    failures: &[[usize; 4]],
+    results: &[[Vec<RunResult>; N]],
+    failures: &[[usize; N]],
     options: &Options,
 ) -> String {
     let fmt = |v: Option<f64>, digits: usize| match v {
@@ -462,9 +478,10 @@ fn table(
     };
     let mut out = format!(
         "Median of {} rounds, {} s each, TLS on every hop. \"Masking\" is the same node on a \
-         connection that masks all four columns of pgbench_accounts.\n\n\
-         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris CPU µs/txn | Masking CPU µs/txn | PgBouncer CPU µs/txn |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         connection that masks all four columns of pgbench_accounts; \"Unrecorded\" the same node \
+         on a connection with `recording = \"off\"` (Juris and Masking record every session).\n\n\
+         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Unrecorded TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris/Unrecorded | Juris CPU µs/txn | Masking CPU µs/txn | Unrecorded CPU µs/txn | PgBouncer CPU µs/txn |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         options.rounds, options.seconds
     );
     let mut notes = String::new();
@@ -482,21 +499,25 @@ fn table(
         }
         let tps = |t: usize| median(runs[t].iter().map(|r| r.tps).collect());
         let cpu = |t: usize| median(runs[t].iter().filter_map(|r| r.cpu_us_per_txn).collect());
-        let (direct, bouncer, juris, masking) = (tps(0), tps(1), tps(2), tps(3));
+        let (direct, bouncer, juris, masking, unrecorded) =
+            (tps(0), tps(1), tps(2), tps(3), tps(4));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             workload.name,
             fmt(direct, 0),
             fmt(bouncer, 0),
             fmt(juris, 0),
             fmt(masking, 0),
+            fmt(unrecorded, 0),
             fmt(ratio(juris, direct), 2),
             fmt(ratio(bouncer, direct), 2),
             fmt(ratio(juris, bouncer), 2),
             fmt(ratio(masking, direct), 2),
             fmt(ratio(masking, bouncer), 2),
+            fmt(ratio(juris, unrecorded), 2),
             fmt(cpu(2), 1),
             fmt(cpu(3), 1),
+            fmt(cpu(4), 1),
             fmt(cpu(1), 1),
         ));
     }
