@@ -126,6 +126,23 @@ fn all_uploaded(row: &serde_json::Value) -> bool {
 const BIG_RESULT: &str = "select g, (select string_agg(md5(random()::text || g || s), '') from generate_series(1, 30) s) from generate_series(1, 6000) g";
 const BIG_ROWS: usize = 6000;
 
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk_files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Every byte the node keeps or stored as evidence, with recording chunks
 /// decompressed (a compressed SSN would not be found by a byte search).
 fn evidence_text(dirs: &[&Path]) -> String {
@@ -185,7 +202,7 @@ fn last4(value: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> anyhow::Result<()> {
-    let env = masked_env(|_| {}).await?;
+    let mut env = masked_env(|_| {}).await?;
     let token = env.oidc.user_token("bob").await?;
     let first = fake_customer(0);
     let fifth = fake_customer(4);
@@ -361,6 +378,68 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
     assert_eq!(refused["outcome"], "refused");
     assert_eq!(refused["sqlstate"], "42501");
     assert_eq!(refused["class"], "write");
+
+    // An audit bundle from the region's store: the sealed (and uploaded)
+    // segments, the recording manifests and, on request, their chunks.
+    env.gateway.signal(15)?;
+    env.gateway.wait(Duration::from_secs(30)).await?;
+    let bundle = dir.join("bundle.tar.zst");
+    let export = |recordings: bool| {
+        let bundle = bundle.display().to_string();
+        let config = config(&env.gateway);
+        async move {
+            let mut args = vec![
+                "audit", "export", "--config", &config, "--region", "test", "-o", &bundle,
+            ];
+            if recordings {
+                args.push("--recordings");
+            }
+            juris(&args).await
+        }
+    };
+    let bundle_arg = bundle.display().to_string();
+    let verify = || {
+        let bundle = bundle_arg.clone();
+        async move { juris(&["audit", "verify", &bundle]).await }
+    };
+    let (ok, out, err) = export(true).await?;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("3 recording manifests with their chunks"),
+        "{out}"
+    );
+    let (ok, out, err) = verify().await?;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("recordings: 3 manifests (3 with their chunks): VERIFIED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("test-1"),
+        "the node's segments are in the bundle: {out}"
+    );
+    let (ok, _, err) = export(false).await?;
+    assert!(ok, "{err}");
+    let (ok, out, _) = verify().await?;
+    assert!(
+        ok && out.contains("(0 with their chunks): VERIFIED"),
+        "{out}"
+    );
+    // A recording chunk replaced in the store by another session's is caught.
+    let chunks: Vec<PathBuf> = walk_files(&dir.join("store/recordings"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "chunk-000001.zst"))
+        .collect();
+    assert!(chunks.len() >= 2, "{chunks:?}");
+    std::fs::copy(&chunks[0], &chunks[1])?;
+    let (ok, _, err) = export(true).await?;
+    assert!(ok, "{err}");
+    let (ok, out, _) = verify().await?;
+    assert!(!ok, "a replaced chunk must fail verification: {out}");
+    assert!(
+        out.contains("NOT VERIFIED") && out.contains("chunk"),
+        "{out}"
+    );
 
     // An unknown session is a clear error.
     let (ok, _, err) = juris(&[

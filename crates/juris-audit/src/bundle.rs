@@ -5,7 +5,12 @@
 //! * `manifest.json` — [`Manifest`], canonical JSON;
 //! * for each segment, by node then seq: `segments/<segment>.jsonl`,
 //!   `segments/<segment>.jsonl.seal.json`, and any
-//!   `segments/<segment>.jsonl.torn*` the writer set aside.
+//!   `segments/<segment>.jsonl.torn*` the writer set aside;
+//! * other evidence of the region under `recordings/…` (recording
+//!   manifests, and chunks when asked for), named by their object-store
+//!   keys. This crate checks their hashes against the manifest; their own
+//!   signatures and chains are checked by `juris-record` (the CLI does
+//!   both).
 //!
 //! The manifest is an index, not a source of trust: [`verify`] recomputes
 //! every hash, link and range from the segments themselves and checks
@@ -31,6 +36,8 @@ use crate::{AuditError, Result, check_name, io_err};
 pub const BUNDLE_FORMAT: &str = "juris.audit.bundle/1";
 const MANIFEST: &str = "manifest.json";
 const SEGMENTS: &str = "segments/";
+/// Prefix of the recording entries (store keys start with it too).
+pub const RECORDINGS: &str = "recordings/";
 /// Largest archive entry the verifier reads (segments are 16 MiB by
 /// default); bigger entries are reported instead of exhausting memory.
 const MAX_ENTRY_BYTES: u64 = 256 << 20;
@@ -95,6 +102,9 @@ pub struct ExportOptions {
     /// The bundle's creation time (an input, like every time here).
     pub created: Timestamp,
     pub out: PathBuf,
+    /// More evidence to include, by archive path (each under
+    /// [`RECORDINGS`]).
+    pub extra: Vec<(String, Vec<u8>)>,
 }
 
 /// What an export wrote, and what it left out and why.
@@ -268,6 +278,19 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
             add(format!("{SEGMENTS}{name}"), bytes);
         }
     }
+    for (name, bytes) in &options.extra {
+        if !is_recording_entry(name) {
+            return Err(AuditError::Export(format!(
+                "{name}: extra bundle entries live under {RECORDINGS} and have plain path segments"
+            )));
+        }
+        files.push(ManifestFile {
+            name: name.clone(),
+            sha256: sha256_hex(bytes),
+            size: bytes.len() as u64,
+        });
+        entries.push((name.clone(), bytes.clone()));
+    }
     summary.segments = segments.len();
     summary.nodes = nodes.iter().map(|n| n.node.clone()).collect();
     let manifest = Manifest {
@@ -294,6 +317,43 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         .map_err(io_err(&partial))?;
     fs::rename(&partial, &options.out).map_err(io_err(&options.out))?;
     Ok(summary)
+}
+
+/// `recordings/` followed by plain path segments (no empty, `.`, `..` or
+/// hidden ones).
+fn is_recording_entry(name: &str) -> bool {
+    name.strip_prefix(RECORDINGS).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split('/')
+                .all(|part| !part.is_empty() && !part.starts_with('.'))
+    })
+}
+
+/// The `recordings/…` entries of a bundle, each at most the verifier's
+/// entry limit, for the recording checks `juris-record` does.
+pub fn recording_entries(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut archive = tar::Archive::new(zstd::Decoder::new(file).map_err(io_err(path))?);
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(io_err(path))? {
+        let mut entry = entry.map_err(io_err(path))?;
+        let name = entry
+            .path()
+            .map_err(io_err(path))?
+            .to_string_lossy()
+            .into_owned();
+        if !is_recording_entry(&name) || entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        (&mut entry)
+            .take(MAX_ENTRY_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(path))?;
+        out.push((name, bytes));
+    }
+    Ok(out)
 }
 
 /// Write `entries` as a zstd-compressed tar archive (with zstd's content
@@ -531,6 +591,7 @@ pub fn verify_reader(reader: impl Read, trusted: &BTreeMap<String, String>) -> R
         }
         let inner = name.strip_prefix(SEGMENTS);
         let well_named = name == MANIFEST
+            || is_recording_entry(&name)
             || inner.is_some_and(|i| !i.is_empty() && !i.contains('/') && !i.starts_with('.'));
         if !well_named {
             report.problem(Some(&name), None, None, "unexpected entry".into());
@@ -599,6 +660,10 @@ pub fn verify_reader(reader: impl Read, trusted: &BTreeMap<String, String>) -> R
             .is_some()
         {
             report.problem(Some(&name), None, None, "appears more than once".into());
+        }
+        if is_recording_entry(&name) {
+            // Hash checked against the manifest below; content by juris-record.
+            continue;
         }
         let inner = inner.unwrap_or_default();
         if let Some((node, first_seq)) = segment::parse_name(inner) {
@@ -1075,6 +1140,7 @@ mod tests {
             until: None,
             created: t(1000),
             out: out.to_path_buf(),
+            extra: Vec::new(),
         })
         .unwrap()
     }
@@ -1159,6 +1225,44 @@ mod tests {
         // The untampered rebuild used by the tamper tests also verifies.
         let rebuilt = tamper(&bundle, |_, _| {});
         assert!(rebuilt.is_ok(), "{rebuilt}");
+    }
+
+    #[test]
+    fn recording_entries_are_hashed_listed_and_given_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d1 = tmp.path().join("n1");
+        write_chain(&d1, "n1", "eu-west", 1, 4, 3);
+        let out = tmp.path().join("bundle.tar.zst");
+        let manifest_key = "recordings/eu-west/2026/01/01/0123/manifest.json";
+        let mut options = ExportOptions {
+            dirs: vec![d1],
+            region: "eu-west".into(),
+            since: None,
+            until: None,
+            created: t(1000),
+            out: out.clone(),
+            extra: vec![(manifest_key.into(), b"{\"signed\":true}".to_vec())],
+        };
+        export(&options).unwrap();
+        let bundle = fs::read(&out).unwrap();
+        assert!(check(&bundle).is_ok(), "{}", check(&bundle));
+        assert_eq!(
+            recording_entries(&out).unwrap(),
+            vec![(manifest_key.to_string(), b"{\"signed\":true}".to_vec())]
+        );
+        // A replaced recording file is caught by its hash.
+        let mut entries = read_archive(&bundle).unwrap();
+        *entry(&mut entries, manifest_key) = b"{\"signed\":false}".to_vec();
+        let text = messages(&check(&write_archive(Vec::new(), &entries, 0).unwrap()));
+        assert!(
+            text.contains(manifest_key) && text.contains("does not match"),
+            "{text}"
+        );
+        // Only plain paths under recordings/ are accepted.
+        options.extra = vec![("recordings/../x".into(), Vec::new())];
+        assert!(export(&options).is_err());
+        options.extra = vec![("elsewhere/x".into(), Vec::new())];
+        assert!(export(&options).is_err());
     }
 
     #[test]
@@ -1471,6 +1575,7 @@ mod tests {
             until: Some(t(6)),
             created: t(1000),
             out: out.clone(),
+            extra: Vec::new(),
         })
         .unwrap();
         assert_eq!(summary.nodes, ["n1"]);

@@ -31,11 +31,13 @@ mod testing;
 use std::path::PathBuf;
 
 pub use bundle::{
-    ExportOptions, ExportSummary, Problem, Report, export, verify, verify_reader, verify_with_keys,
+    ExportOptions, ExportSummary, Problem, RECORDINGS, Report, export, recording_entries, verify,
+    verify_reader, verify_with_keys,
 };
 pub use event::{AuditEvent, AuditRecord, GENESIS_HASH, Timestamp};
 pub use key::NodeKey;
 pub use seal::Seal;
+pub use segment::{SealedSegment, sealed_segments};
 pub use writer::{ChainWriter, Recovery, WriterConfig};
 
 /// Everything that can go wrong in this crate. Verification findings are

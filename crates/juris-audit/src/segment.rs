@@ -24,6 +24,47 @@ pub(crate) fn parse_name(name: &str) -> Option<(&str, u64)> {
     Some((node, seq.parse().ok()?))
 }
 
+/// The files of one sealed segment in a chain directory: the segment, its
+/// seal, and any torn tails the writer set aside next to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    pub node: String,
+    pub first_seq: u64,
+    /// Every file name, the segment first and its seal last (so a copier
+    /// that goes in order makes the seal appear only after what it seals).
+    pub files: Vec<String>,
+}
+
+/// The sealed segments in `dir`, in node and seq order. Open segments (no
+/// seal yet) are left out.
+pub fn sealed_segments(dir: &std::path::Path) -> std::io::Result<Vec<SealedSegment>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in &names {
+        let Some((node, first_seq)) = parse_name(name) else {
+            continue;
+        };
+        let seal = format!("{name}{SEAL_SUFFIX}");
+        if !names.contains(&seal) {
+            continue;
+        }
+        let mut files = vec![name.clone()];
+        let torn = format!("{name}{TORN_SUFFIX}");
+        files.extend(names.iter().filter(|n| n.starts_with(&torn)).cloned());
+        files.push(seal);
+        out.push(SealedSegment {
+            node: node.to_string(),
+            first_seq,
+            files,
+        });
+    }
+    out.sort_by(|a, b| (&a.node, a.first_seq).cmp(&(&b.node, b.first_seq)));
+    Ok(out)
+}
+
 /// The chain-relevant facts of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Link {

@@ -1,24 +1,39 @@
 //! `juris audit export` and `juris audit verify`: build a region's audit
-//! bundle from nodes' segment directories, and check one offline.
+//! bundle (from the region's object store, or from nodes' segment
+//! directories), with the region's recording manifests (and chunks, on
+//! request), and check one offline.
 //!
-//! Both are thin: the work and the formats live in `juris-audit`. The
-//! clock is read here (the bundle's creation time) and nowhere below.
+//! Both are thin: the formats and checks live in `juris-audit` (segments,
+//! seals, the bundle) and `juris-record` (recordings). The clock is read
+//! here (the bundle's creation time) and nowhere below.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use futures_util::StreamExt;
 use juris_audit::{ExportOptions, Timestamp};
+use juris_config::Deployment;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Bundle a region's sealed audit segments for a time range.
     Export {
-        /// Directory of audit segments (repeat for several nodes).
-        #[arg(long = "dir", required = true)]
+        /// Deployment file whose `[[region]] store` holds the region's
+        /// uploaded audit segments and recordings.
+        #[arg(long, short, required_unless_present = "dirs")]
+        config: Option<PathBuf>,
+        /// Directory of audit segments (repeat for several nodes); with
+        /// `--config`, added to what the store holds.
+        #[arg(long = "dir")]
         dirs: Vec<PathBuf>,
+        /// Include the recordings' chunks, not only their signed manifests.
+        #[arg(long)]
+        recordings: bool,
         /// Region whose segments to bundle; segments of other regions are left out.
         #[arg(long)]
         region: String,
@@ -43,10 +58,12 @@ pub enum AuditCommand {
 }
 
 /// Run an audit subcommand; what it prints goes to stdout.
-pub fn run(command: AuditCommand) -> anyhow::Result<()> {
+pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Export {
-            dirs,
+            config,
+            mut dirs,
+            recordings,
             region,
             since,
             until,
@@ -64,6 +81,17 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
             {
                 bail!("--since {s} is after --until {u}");
             }
+            let downloads = tempfile::tempdir()?;
+            let mut extra = Vec::new();
+            if let Some(config) = &config {
+                let store = region_store(config, &region)?;
+                dirs.extend(download_segments(&*store, &region, downloads.path()).await?);
+                extra = recording_files(&*store, &region, since, until, recordings).await?;
+            }
+            let manifests = extra
+                .iter()
+                .filter(|(name, _)| name.ends_with("/manifest.json"))
+                .count();
             let summary = juris_audit::export(&ExportOptions {
                 dirs,
                 region: region.clone(),
@@ -71,8 +99,15 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
                 until,
                 created: Timestamp::from_system_time(SystemTime::now())?,
                 out: out.clone(),
+                extra,
             })?;
             print!("{}: region {region}, {summary}", out.display());
+            if config.is_some() {
+                println!(
+                    "{manifests} recording manifests{}",
+                    if recordings { " with their chunks" } else { "" }
+                );
+            }
             Ok(())
         }
         AuditCommand::Verify { bundle, keys } => {
@@ -85,14 +120,194 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
             }
             let report = juris_audit::verify_with_keys(&bundle, &trusted)?;
             print!("{report}");
-            if !report.is_ok() {
+            let entries = juris_audit::recording_entries(&bundle)?;
+            let recordings = verify_recordings(entries, &report, &trusted).await?;
+            print!("{recordings}");
+            let problems = report.problems.len() + recordings.problems.len();
+            if problems > 0 {
                 bail!(
-                    "{}: verification failed with {} problems",
-                    bundle.display(),
-                    report.problems.len()
+                    "{}: verification failed with {problems} problems",
+                    bundle.display()
                 );
             }
             Ok(())
         }
     }
+}
+
+fn region_store(config: &Path, region: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let deployment = Deployment::load(config)?;
+    let (key, store) = deployment.region_store(region).with_context(|| {
+        format!(
+            "{}: region `{region}` is not declared under [[region]] with a `store`",
+            config.display()
+        )
+    })?;
+    Ok(juris_record::open_store(store, &key)?)
+}
+
+/// Fetch the region's uploaded segments into `dir/<node>/`; returns the
+/// node directories.
+async fn download_segments(
+    store: &dyn ObjectStore,
+    region: &str,
+    dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let prefix = object_store::path::Path::from(juris_record::audit_prefix(region));
+    let mut listing = store.list(Some(&prefix));
+    let mut nodes = BTreeMap::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        let parts: Vec<_> = meta.location.parts().collect();
+        // audit/<region>/<node>/<file>
+        let [_, _, node, file] = parts.as_slice() else {
+            continue;
+        };
+        let node_dir = dir.join(node.as_ref());
+        std::fs::create_dir_all(&node_dir)?;
+        let bytes = store.get(&meta.location).await?.bytes().await?;
+        std::fs::write(node_dir.join(file.as_ref()), &bytes)?;
+        nodes.insert(node.as_ref().to_string(), node_dir);
+    }
+    Ok(nodes.into_values().collect())
+}
+
+/// The region's recording manifests (and chunks when asked) of sessions
+/// that overlap the range, as bundle entries named by their store keys.
+async fn recording_files(
+    store: &dyn ObjectStore,
+    region: &str,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    chunks: bool,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let ms = |t: Option<Timestamp>| t.map(|t| u64::try_from(t.unix_micros() / 1000).unwrap_or(0));
+    let filter = juris_record::ListFilter {
+        since_ms: ms(since),
+        until_ms: ms(until),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for session in juris_record::list_sessions(store, region, &filter).await? {
+        let Some(prefix) = session.manifest_key.strip_suffix("manifest.json") else {
+            continue;
+        };
+        let mut listing = store.list(Some(&object_store::path::Path::from(prefix)));
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let key = meta.location.to_string();
+            if key == session.manifest_key || chunks {
+                let bytes = store.get(&meta.location).await?.bytes().await?;
+                out.push((key, bytes.to_vec()));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// What the recording checks of a bundle found.
+#[derive(Debug, Default)]
+struct RecordingsReport {
+    manifests: usize,
+    with_chunks: usize,
+    problems: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl std::fmt::Display for RecordingsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.manifests == 0 {
+            return writeln!(f, "recordings: none in this bundle");
+        }
+        writeln!(
+            f,
+            "recordings: {} manifests ({} with their chunks): {}",
+            self.manifests,
+            self.with_chunks,
+            if self.problems.is_empty() {
+                "VERIFIED"
+            } else {
+                "NOT VERIFIED"
+            }
+        )?;
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
+        }
+        for problem in &self.problems {
+            writeln!(f, "  problem: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Check every recording manifest in a bundle: its signature against the
+/// recording node's key (pinned, else the key the bundle's audit chain
+/// has for that node), and, when its chunks are in the bundle, every
+/// chunk's hash and chain link.
+async fn verify_recordings(
+    entries: Vec<(String, Vec<u8>)>,
+    audit: &juris_audit::Report,
+    trusted: &BTreeMap<String, String>,
+) -> anyhow::Result<RecordingsReport> {
+    let mut report = RecordingsReport::default();
+    let store = object_store::memory::InMemory::new();
+    let mut manifests = Vec::new();
+    let names: std::collections::BTreeSet<String> =
+        entries.iter().map(|(name, _)| name.clone()).collect();
+    for (name, bytes) in entries {
+        if name.ends_with("/manifest.json") {
+            manifests.push((name.clone(), bytes.clone()));
+        }
+        store
+            .put(&object_store::path::Path::from(name.as_str()), bytes.into())
+            .await?;
+    }
+    let limits = juris_record::DecodeLimits::default();
+    for (name, bytes) in manifests {
+        report.manifests += 1;
+        let manifest =
+            match juris_record::Manifest::from_file_bytes(&bytes, limits.max_manifest_bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("{name}: unreadable manifest: {e}"));
+                    continue;
+                }
+            };
+        let chain_key = audit
+            .nodes
+            .iter()
+            .find(|n| n.node == manifest.node)
+            .and_then(|n| n.public_key.clone());
+        let key = match (trusted.get(&manifest.node), &chain_key) {
+            (Some(pinned), _) => pinned.clone(),
+            (None, Some(chain)) => chain.clone(),
+            (None, None) => {
+                report.notes.push(format!(
+                    "{name}: node {} has no audit segments in this bundle; its signature is checked against the key the manifest names",
+                    manifest.node
+                ));
+                manifest.public_key.clone()
+            }
+        };
+        if manifest.public_key != key {
+            report.problems.push(format!(
+                "{name}: signed with key {}, but node {}'s key is {key}",
+                manifest.public_key, manifest.node
+            ));
+        }
+        let has_chunks = manifest.chunks.iter().any(|c| names.contains(&c.key));
+        if has_chunks {
+            report.with_chunks += 1;
+            let recording = juris_record::open_recording_at(&store, &name, Some(&key)).await?;
+            for problem in recording.verification.problems {
+                report.problems.push(format!("{name}: {problem}"));
+            }
+        } else if let Err(e) = manifest.verify(&key) {
+            report.problems.push(format!("{name}: {e}"));
+        }
+    }
+    Ok(report)
 }

@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Demo { port } => Ok(juris_demo::run(port).await?),
-            Command::Audit { command } => juris_cli::audit_cmd::run(command),
+            Command::Audit { command } => juris_cli::audit_cmd::run(command).await,
             Command::Mask {
                 command:
                     MaskCommand::Test {

@@ -109,6 +109,28 @@ pub struct NodeConfig {
     /// use before `strict` sessions are refused.
     #[serde(default)]
     pub recording: RecordingSpoolConfig,
+    /// The node's audit chain.
+    #[serde(default)]
+    pub audit: AuditChainConfig,
+}
+
+/// How the node's audit chain is sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditChainConfig {
+    /// Seal the open segment at least this often (if it has records), so
+    /// that recent records reach the region's store and audit bundles
+    /// without waiting for the segment to fill.
+    #[serde(default = "defaults::seal_every", with = "duration_text")]
+    pub seal_every: std::time::Duration,
+}
+
+impl Default for AuditChainConfig {
+    fn default() -> Self {
+        AuditChainConfig {
+            seal_every: defaults::seal_every(),
+        }
+    }
 }
 
 /// Limits of the node's recording spool.
@@ -607,6 +629,9 @@ mod defaults {
     pub fn upload_max_backoff() -> std::time::Duration {
         std::time::Duration::from_secs(60)
     }
+    pub fn seal_every() -> std::time::Duration {
+        std::time::Duration::from_secs(300)
+    }
     pub fn quarantine_retry() -> std::time::Duration {
         std::time::Duration::from_secs(600)
     }
@@ -743,6 +768,9 @@ impl Deployment {
                 "node.data_dir".into(),
                 "required: the node spools session recordings and keeps its audit chain and signing key there".into(),
             );
+        }
+        if self.node.audit.seal_every < std::time::Duration::from_secs(1) {
+            problem("node.audit.seal_every".into(), "must be at least 1s".into());
         }
         if self.node.recording.upload_attempts == 0 {
             problem(

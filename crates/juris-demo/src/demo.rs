@@ -105,6 +105,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             data_dir: Some(dir.join("data")),
             cluster: None,
             recording: Default::default(),
+            audit: Default::default(),
         },
         identity: IdentityConfig {
             issuer: issuer.into(),

@@ -12,8 +12,9 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use juris_audit::{AuditEvent, ChainWriter, NodeKey, Timestamp, WriterConfig};
 use juris_proxy_pg::{AuditSink, LogAuditSink};
@@ -57,6 +58,7 @@ pub fn start(
     data_dir: &Path,
     node: &str,
     region: &str,
+    seal_every: Duration,
 ) -> Result<(Arc<ChainAuditSink>, JoinHandle<()>), juris_audit::AuditError> {
     let key = NodeKey::load_or_generate(&data_dir.join("node.key"))?;
     let now = Timestamp::from_system_time(std::time::SystemTime::now())?;
@@ -74,7 +76,7 @@ pub fn start(
     let (queue, events) = std::sync::mpsc::sync_channel(QUEUE);
     let thread = std::thread::Builder::new()
         .name("juris-audit".into())
-        .spawn(move || write_events(writer, events))
+        .spawn(move || write_events(writer, events, seal_every))
         .map_err(|e| juris_audit::AuditError::Io {
             path: data_dir.to_path_buf(),
             source: e,
@@ -91,10 +93,28 @@ pub fn start(
 /// Most events appended with one fsync.
 const GROUP_COMMIT: usize = 1024;
 
-fn write_events(mut writer: ChainWriter, events: Receiver<AuditEvent>) {
-    // Block for one event, then take whatever else is queued: under load
-    // many records share one fsync; when quiet each is synced at once.
-    while let Ok(first) = events.recv() {
+fn write_events(mut writer: ChainWriter, events: Receiver<AuditEvent>, seal_every: Duration) {
+    let mut next_seal = Instant::now() + seal_every;
+    loop {
+        // Block for one event (or until the segment is due to be sealed),
+        // then take whatever else is queued: under load many records share
+        // one fsync; when quiet each is synced at once.
+        let first = match events.recv_timeout(next_seal.saturating_duration_since(Instant::now())) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if Instant::now() >= next_seal {
+            next_seal = Instant::now() + seal_every;
+            match writer.rotate() {
+                Ok(Some(seal)) => info!(segment = %seal.segment, "audit segment sealed"),
+                Ok(None) => {}
+                Err(e) => error!("audit segment could not be sealed: {e}"),
+            }
+        }
+        let Some(first) = first else {
+            continue;
+        };
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT {
             match events.try_recv() {

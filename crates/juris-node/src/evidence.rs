@@ -3,21 +3,31 @@
 //! and sealed chunks and manifests move from there to the node's region
 //! object store in the background. Whatever the spool still holds from a
 //! previous run (a crash) is recovered when it opens and uploaded like the
-//! rest.
+//! rest. Sealed audit segments (`node.data_dir/audit`) are copied to the
+//! same store.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use juris_config::Deployment;
-use juris_record::{NodeSigningKey, Spool, SpoolConfig, SpoolLimits, Uploader, UploaderConfig};
-use tracing::info;
+use std::time::Duration;
+
+use juris_record::{
+    AuditUploader, NodeSigningKey, Spool, SpoolConfig, SpoolLimits, Uploader, UploaderConfig,
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::NodeError;
 
-/// The recording half of a node's evidence.
+/// How often sealed audit segments are looked for.
+const AUDIT_UPLOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The node's evidence on its way to the region's store.
 pub struct Evidence {
     pub spool: Arc<Spool>,
     uploader: juris_record::UploaderHandle,
+    audit_uploads: (watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
 
 /// Open the spool (recovering what a crash left) and start uploading.
@@ -51,18 +61,50 @@ pub fn start(deployment: &Deployment, data_dir: &Path) -> Result<Evidence, NodeE
         quarantine_retry: node.recording.quarantine_retry,
         ..UploaderConfig::default()
     };
-    let uploader = Uploader::new(&spool, store, uploads).spawn();
+    let uploader = Uploader::new(&spool, store.clone(), uploads).spawn();
+    let audit = AuditUploader::new(&data_dir.join("audit"), store, &node.region)
+        .map_err(|e| NodeError::Evidence(e.to_string()))?;
     Ok(Evidence {
         spool: Arc::new(spool),
         uploader,
+        audit_uploads: spawn_audit_uploads(audit),
     })
+}
+
+/// Copy sealed audit segments to the store every few seconds, and once
+/// more when told to stop (the chain's last segment is sealed at shutdown).
+fn spawn_audit_uploads(
+    mut audit: AuditUploader,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(AUDIT_UPLOAD_INTERVAL) => false,
+                _ = stopped.changed() => true,
+            };
+            match audit.run_once().await {
+                Ok(0) => {}
+                Ok(n) => info!(segments = n, "audit segments uploaded"),
+                Err(e) => warn!("audit segment upload failed (retried): {e}"),
+            }
+            if stopping {
+                break;
+            }
+        }
+    });
+    (stop, task)
 }
 
 impl Evidence {
     /// After the last session has finished: one more upload pass, then
     /// stop. What could not be uploaded stays in the spool for the next
     /// start.
+    /// Call after the audit chain is closed, so its last segment goes too.
     pub async fn stop(self) {
+        let (stop, task) = self.audit_uploads;
+        let _ = stop.send(true);
+        let _ = task.await;
         let stats = self.uploader.finish().await;
         info!(
             uploaded = stats.uploaded,

@@ -73,6 +73,9 @@ pub struct RunningNode {
     /// The audit writer thread; it ends (sealing its segment) once the
     /// last session has dropped the sink.
     audit: Option<std::thread::JoinHandle<()>>,
+    /// Recording spool and uploads; stopped last, after the audit chain's
+    /// final seal, so that segment is uploaded too.
+    evidence: Option<evidence::Evidence>,
 }
 
 impl RunningNode {
@@ -86,6 +89,9 @@ impl RunningNode {
         let _ = self.done.await;
         if let Some(thread) = self.audit {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(evidence) = self.evidence {
+            evidence.stop().await;
         }
     }
 }
@@ -221,7 +227,12 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     let deployment = Arc::new(deployment);
     let (audit_sink, audit): (Arc<dyn AuditSink>, _) = match &deployment.node.data_dir {
         Some(dir) => {
-            let (sink, thread) = audit::start(dir, &deployment.node.id, &deployment.node.region)?;
+            let (sink, thread) = audit::start(
+                dir,
+                &deployment.node.id,
+                &deployment.node.region,
+                deployment.node.audit.seal_every,
+            )?;
             (sink, Some(thread))
         }
         None => (Arc::new(LogAuditSink), None),
@@ -284,15 +295,13 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
             }
             control::stop_region(region).await;
         }
-        if let Some(evidence) = evidence {
-            evidence.stop().await;
-        }
     });
     Ok(RunningNode {
         postgres_address,
         shutdown,
         done,
         audit,
+        evidence,
     })
 }
 

@@ -17,10 +17,13 @@
 //! * [`reader`]: fetches a recording back, verifies every hash, link and
 //!   signature and says where a chain breaks; [`list_sessions`].
 //! * [`render`]: text, JSON Lines and asciicast v2 renderings for replay.
+//! * [`audit_upload`]: the node's sealed audit segments, copied to the
+//!   same store.
 //!
 //! The byte-level formats are specified in `docs/formats/recording.md`;
 //! this crate and that document change together.
 
+pub mod audit_upload;
 pub mod chunk;
 pub mod event;
 pub mod key;
@@ -35,6 +38,7 @@ mod fsutil;
 
 use std::path::PathBuf;
 
+pub use audit_upload::{AuditUploader, audit_prefix};
 pub use chunk::{DecodeLimits, DecodedChunk, GENESIS_HASH, decode_chunk, decode_chunk_with};
 pub use event::{Direction, EventKind, RecordEvent, RecordedPrincipal, SessionInfo};
 pub use key::NodeSigningKey;
