@@ -263,10 +263,16 @@ pub struct RegionConfig {
     /// so tokens are stable inside a jurisdiction and useless outside it.
     #[serde(default)]
     pub mask_hash_key: Option<SecretRef>,
-    /// The region's object store: recordings (and, later, sealed audit
-    /// segments) of its connections are written here and nowhere else.
+    /// The region's object store: recordings and sealed audit segments of
+    /// its connections are written here and nowhere else.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// The cloud regions this jurisdiction allows evidence to be stored in
+    /// (e.g. `["eu-west-1", "eu-central-1"]`); an S3 store in any other
+    /// cloud region is refused. Empty: not constrained (single-region
+    /// deployments, local stores).
+    #[serde(default)]
+    pub cloud_regions: Vec<String>,
 }
 
 /// A region's object store.
@@ -817,6 +823,16 @@ impl Deployment {
                     secret_access_key,
                     ..
                 }) => {
+                    if !r.cloud_regions.is_empty() && !r.cloud_regions.contains(region) {
+                        problem(
+                            format!("region[{i}].store.region"),
+                            format!(
+                                "`{region}` is outside region `{}`'s jurisdiction (cloud_regions: {})",
+                                r.name,
+                                r.cloud_regions.join(", ")
+                            ),
+                        );
+                    }
                     if bucket.trim().is_empty() {
                         problem(
                             format!("region[{i}].store.bucket"),
@@ -1301,6 +1317,19 @@ level = "admin"
             .to_string();
         assert!(err.contains("region[0].store: required"), "{err}");
         assert!(err.contains("node.data_dir: required"), "{err}");
+        let foreign = GOOD.replace(
+            "store = { kind = \"local\", path = \"/var/lib/juris-evidence\" }",
+            "cloud_regions = [\"eu-west-1\", \"eu-central-1\"]\nstore = { kind = \"s3\", bucket = \"b\", region = \"us-east-1\" }",
+        );
+        let err = Deployment::from_toml("t.toml", &foreign)
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("region[0].store.region: `us-east-1` is outside region `eu-west`'s jurisdiction (cloud_regions: eu-west-1, eu-central-1)"),
+            "{err}"
+        );
         let relative = GOOD.replace("/var/lib/juris-evidence", "evidence");
         let err = Deployment::from_toml("t.toml", &relative)
             .unwrap()

@@ -126,6 +126,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             store: Some(StoreConfig::Local {
                 path: dir.join("evidence"),
             }),
+            cloud_regions: Vec::new(),
         }],
         connections: vec![ConnectionConfig {
             name: CONNECTION.into(),
