@@ -161,6 +161,62 @@ async fn unknown_connection_plaintext_and_garbage_are_refused_and_others_keep_wo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_regions_connection_is_refused_naming_its_region_and_endpoint() -> anyhow::Result<()>
+{
+    let store = tempfile::tempdir()?;
+    let mut foreign = None;
+    let env = Env::start_with(
+        juris_testkit::postgres::UpstreamAuth::ScramSha256,
+        |spec: &mut GatewaySpec| {
+            // The same real PostgreSQL, so that relaying it would work: only
+            // residency stops this node. Its credential is an environment
+            // variable this node does not have: a node never resolves
+            // another region's secrets.
+            let pg = &spec.connections[0];
+            foreign = Some((pg.host.clone(), pg.port));
+            spec.extra_tables.push(format!(
+                "[[region]]\nname = \"us-east\"\nendpoint = \"us-east.juris.test:5432\"\nstore = {{ kind = \"local\", path = {:?} }}\n\n[[connection]]\nname = \"billing-us\"\nkind = \"postgres\"\nregion = \"us-east\"\nupstream = {{ host = {:?}, port = {}, database = \"postgres\", user = \"postgres\", password = {{ env = \"JURIS_TEST_US_EAST_PASSWORD_NOT_HERE\" }} }}",
+                store.path().display().to_string(),
+                pg.host,
+                pg.port,
+            ));
+            spec.roles.push(juris_testkit::gateway::RoleSpec::new(
+                "dba-us", "dba", "billing-us", "admin",
+            ));
+        },
+    )
+    .await?;
+    assert!(foreign.is_some());
+    let token = env.oidc.user_token("alice").await?;
+    let (code, message) = refused(&env, "billing-us", &token).await;
+    assert_eq!(code, "08004", "{message}");
+    assert!(
+        message.contains("belongs to region us-east")
+            && message.contains("serves region test")
+            && message.contains("connect to us-east.juris.test:5432"),
+        "{message}"
+    );
+    // The node's own connection still works, and the refusal is audited
+    // with the owning region.
+    let client = env.client(&token).await?;
+    client.simple_query("select 1").await?;
+    let dir = env.gateway.config_file.parent().unwrap().join("data/audit");
+    let mut audit = String::new();
+    for entry in std::fs::read_dir(&dir)? {
+        audit.push_str(&std::fs::read_to_string(entry?.path()).unwrap_or_default());
+    }
+    assert!(
+        audit.contains("\"owning_region\":\"us-east\""),
+        "no connection_refusal naming us-east in the audit chain"
+    );
+    assert!(
+        std::fs::read_dir(store.path())?.next().is_none(),
+        "nothing may be written to the other region's store"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_upstream_gives_08006_within_the_timeout() -> anyhow::Result<()> {
     // One connection to a closed port, one to a server that accepts but never answers.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

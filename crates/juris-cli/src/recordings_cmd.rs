@@ -156,9 +156,8 @@ pub async fn list(options: &ListOptions) -> anyhow::Result<()> {
         }
         let status = s.status.map_or("recording", |st| st.as_str());
         let mut line = format!(
-            "{}  {}  {} on {}  {} → {}  {}  {} events  node {}",
+            "{}  {} on {}  {} → {}  {}  {} events  node {}",
             s.session_id,
-            time(s.started_at_ms),
             s.user,
             s.connection,
             time(s.started_at_ms),

@@ -273,6 +273,11 @@ pub struct RegionConfig {
     /// deployments, local stores).
     #[serde(default)]
     pub cloud_regions: Vec<String>,
+    /// Where clients reach this region's nodes (`host:port`), named to a
+    /// client that asked a node of another region for one of this
+    /// region's connections.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// A region's object store.

@@ -127,6 +127,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
                 path: dir.join("evidence"),
             }),
             cloud_regions: Vec::new(),
+            endpoint: None,
         }],
         connections: vec![ConnectionConfig {
             name: CONNECTION.into(),

@@ -108,6 +108,11 @@ pub fn build_context(
     )?;
     let mut targets = HashMap::new();
     for (index, connection) in deployment.connections.iter().enumerate() {
+        if connection.region != deployment.node.region {
+            // Another region's: never reached from here (its credential
+            // need not even exist on this node).
+            continue;
+        }
         let upstream = &connection.upstream;
         let password = upstream
             .password
@@ -188,6 +193,10 @@ fn build_masking(
 ) -> Result<HashMap<String, ConnectionMasking>, NodeError> {
     let mut keys: HashMap<&str, Option<String>> = HashMap::new();
     for (index, region) in deployment.regions.iter().enumerate() {
+        // Only this node's own region's key: another region's stays there.
+        if region.name != deployment.node.region {
+            continue;
+        }
         let key = region
             .mask_hash_key
             .as_ref()
@@ -197,6 +206,9 @@ fn build_masking(
     }
     let mut out = HashMap::new();
     for (index, connection) in deployment.connections.iter().enumerate() {
+        if !targets.contains_key(&connection.name) {
+            continue;
+        }
         let key = keys.get(connection.region.as_str()).cloned().flatten();
         let masker = Masker::compile(&connection.masking, key.as_deref().map(str::as_bytes))
             .map_err(|e| NodeError::Masking {

@@ -330,6 +330,41 @@ async fn authenticate(
     };
     drop(token);
 
+    if let Some(foreign) = ctx
+        .deployment
+        .connection(&connection)
+        .filter(|c| c.region != ctx.deployment.node.region)
+    {
+        // Residency: this node never decrypts, records or relays another
+        // region's sessions; it says where the connection lives.
+        let region = foreign.region.clone();
+        let endpoint = ctx
+            .deployment
+            .region(&region)
+            .and_then(|r| r.endpoint.clone());
+        info!(principal = principal.name(), %connection, owning_region = %region, "connection belongs to another region");
+        ctx.audit
+            .record(AuditEvent::ConnectionRefusal(ConnectionRefusal {
+                session: session.clone(),
+                connection: connection.clone(),
+                client: peer.to_string(),
+                reason: format!("connection belongs to region {region}"),
+                owning_region: Some(region.clone()),
+            }));
+        let to = endpoint
+            .map(|e| format!("; connect to {e}"))
+            .unwrap_or_default();
+        let _ = send_fatal(
+            &mut client,
+            "08004",
+            &format!(
+                "connection \"{connection}\" belongs to region {region}, and this node serves region {}{to}",
+                ctx.deployment.node.region
+            ),
+        )
+        .await;
+        return None;
+    }
     let Some(target) = ctx.targets.get(&connection).cloned() else {
         info!(principal = principal.name(), %connection, "unknown connection");
         refuse("unknown connection".into());

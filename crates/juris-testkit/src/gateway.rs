@@ -81,6 +81,9 @@ pub struct GatewaySpec {
     /// connection, after its upstream, e.g. a `[connection.masking]` table
     /// with `[[connection.masking.column]]` entries.
     pub connection_settings: Vec<(String, String)>,
+    /// Whole top-level entries appended to the file (e.g. another
+    /// `[[region]]` and its `[[connection]]`s).
+    pub extra_tables: Vec<String>,
 }
 
 /// One node of a test region: its process, Raft id and control API.
@@ -328,6 +331,7 @@ impl GatewaySpec {
             region_settings: Vec::new(),
             mask_hash_key: None,
             connection_settings: Vec::new(),
+            extra_tables: Vec::new(),
         }
     }
 
@@ -381,8 +385,13 @@ impl GatewaySpec {
         }
         for c in &self.connections {
             toml.push_str(&format!(
-                "\n[[connection]]\nname = {}\nkind = \"postgres\"\nregion = \"test\"\n{}[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
+                "\n[[connection]]\nname = {}\nkind = \"postgres\"\n{}{}[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
                 quote(&c.name),
+                if c.settings.iter().any(|l| l.starts_with("region")) {
+                    ""
+                } else {
+                    "region = \"test\"\n"
+                },
                 c.settings
                     .iter()
                     .map(|line| format!("{line}\n"))
@@ -415,6 +424,11 @@ impl GatewaySpec {
                     toml.push('\n');
                 }
             }
+        }
+        for table in &self.extra_tables {
+            toml.push('\n');
+            toml.push_str(table.trim());
+            toml.push('\n');
         }
         for r in &self.roles {
             toml.push_str(&format!(
