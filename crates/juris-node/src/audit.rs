@@ -92,13 +92,13 @@ pub fn start(
 
 /// Most events appended with one fsync.
 const GROUP_COMMIT: usize = 1024;
+/// How long the writer gathers events before it writes and syncs them.
+const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(5);
 
 fn write_events(mut writer: ChainWriter, events: Receiver<AuditEvent>, seal_every: Duration) {
     let mut next_seal = Instant::now() + seal_every;
     loop {
-        // Block for one event (or until the segment is due to be sealed),
-        // then take whatever else is queued: under load many records share
-        // one fsync; when quiet each is synced at once.
+        // Block for one event (or until the segment is due to be sealed).
         let first = match events.recv_timeout(next_seal.saturating_duration_since(Instant::now())) {
             Ok(event) => Some(event),
             Err(RecvTimeoutError::Timeout) => None,
@@ -115,9 +115,13 @@ fn write_events(mut writer: ChainWriter, events: Receiver<AuditEvent>, seal_ever
         let Some(first) = first else {
             continue;
         };
+        // Gather what arrives within a short window: under load many
+        // records share one fsync instead of one each (the data plane never
+        // waits for the disk, so the window costs no session any time).
         let mut batch = vec![first];
+        let window_ends = Instant::now() + GROUP_COMMIT_WINDOW;
         while batch.len() < GROUP_COMMIT {
-            match events.try_recv() {
+            match events.recv_timeout(window_ends.saturating_duration_since(Instant::now())) {
                 Ok(event) => batch.push(event),
                 Err(_) => break,
             }

@@ -14,6 +14,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use juris_config::RecordingMode;
@@ -24,6 +25,11 @@ use juris_record::{Direction, EventKind, RecordError, Recorder, Spool};
 use tracing::{error, warn};
 
 use crate::AuditSink;
+
+/// How long a session waits between tries while the spool writer is behind.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
+/// A writer behind for this long counts as failed.
+const BUSY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why a session cannot go on being recorded, as the client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +65,7 @@ impl SessionRecording {
     /// Start recording a session. `Ok(None)`: a `best_effort` session that
     /// could not be recorded at all (reported to the audit trail); `Err`: a
     /// `strict` session that must be refused.
-    pub fn start(
+    pub async fn start(
         spool: &Spool,
         info: juris_record::SessionInfo,
         mode: RecordingMode,
@@ -72,7 +78,16 @@ impl SessionRecording {
             report_loss(&*audit, &session, &connection, mode, e);
             failure(e)
         };
-        match spool.start_session(info) {
+        let deadline = Instant::now() + BUSY_LIMIT;
+        let started = loop {
+            match spool.start_session(info.clone()) {
+                Err(RecordError::Busy) if Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                other => break other,
+            }
+        };
+        match started {
             Ok(recorder) => Ok(Some(SessionRecording {
                 recorder: Mutex::new(Some(recorder)),
                 mode,
@@ -97,30 +112,75 @@ impl SessionRecording {
     }
 
     /// Record a message the client sent (`body` without its 5-byte header).
-    pub fn client_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
+    pub async fn client_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
         let Some(kind) = self.client_event(tag, body) else {
             return Ok(());
         };
-        self.record(Direction::ClientToServer, kind)
+        self.record(Direction::ClientToServer, kind).await
     }
 
     /// Record a message as the client receives it (`body` without its
     /// header, after masking).
-    pub fn server_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
+    pub async fn server_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
         let Some(kind) = server_event(tag, body) else {
             return Ok(());
         };
-        self.record(Direction::ServerToClient, kind)
+        self.record(Direction::ServerToClient, kind).await
     }
 
-    fn record(&self, direction: Direction, kind: EventKind) -> Result<(), RecordingFailure> {
+    /// Queue one event. While the spool's writer is behind (its queue is
+    /// full, the disk budget is not) the session waits for it, a
+    /// millisecond at a time, rather than losing the event: backpressure,
+    /// like a slow client. Only a writer stuck for [`BUSY_LIMIT`] counts
+    /// as a failure.
+    async fn record(&self, direction: Direction, kind: EventKind) -> Result<(), RecordingFailure> {
+        let deadline = Instant::now() + BUSY_LIMIT;
+        loop {
+            let outcome = {
+                let mut recorder = self.lock();
+                let Some(active) = recorder.as_mut() else {
+                    return Ok(());
+                };
+                match active.record_ref(direction, &kind) {
+                    Err(RecordError::Busy) if Instant::now() < deadline => None,
+                    Err(RecordError::Busy) => {
+                        active.skip();
+                        Some(Err(RecordError::Busy))
+                    }
+                    other => Some(other.map(|_| ())),
+                }
+            };
+            match outcome {
+                None => tokio::time::sleep(BUSY_RETRY).await,
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return self.failed(e),
+            }
+        }
+    }
+
+    /// Hand what was recorded to the spool's writer. The relay calls it
+    /// once per network read in each direction, before what it read is
+    /// passed on: one hand-over per read instead of one per message.
+    pub async fn ship(&self) -> Result<(), RecordingFailure> {
+        let deadline = Instant::now() + BUSY_LIMIT;
+        loop {
+            let shipped = match self.lock().as_ref() {
+                Some(active) => active.ship(),
+                None => return Ok(()),
+            };
+            match shipped {
+                Ok(()) => return Ok(()),
+                Err(RecordError::Busy) if Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Err(e) => return self.failed(e),
+            }
+        }
+    }
+
+    /// Apply the connection's mode to an event that could not be recorded.
+    fn failed(&self, e: RecordError) -> Result<(), RecordingFailure> {
         let mut recorder = self.lock();
-        let Some(active) = recorder.as_mut() else {
-            return Ok(());
-        };
-        let Err(e) = active.record(direction, kind) else {
-            return Ok(());
-        };
         let first = !self.loss_reported.swap(true, Ordering::Relaxed);
         if first || self.mode == RecordingMode::Strict {
             report_loss(&*self.audit, &self.session, &self.connection, self.mode, &e);
@@ -129,7 +189,7 @@ impl SessionRecording {
             (RecordingMode::Strict, _) => Err(failure(&e)),
             // Lost events are counted and a gap is written once the spool
             // has room again.
-            (_, RecordError::SpoolFull { .. }) => Ok(()),
+            (_, RecordError::SpoolFull { .. } | RecordError::Busy) => Ok(()),
             _ => {
                 if let Some(failed) = recorder.take() {
                     failed.abandon();
@@ -210,7 +270,7 @@ impl SessionRecording {
 
 fn failure(e: &RecordError) -> RecordingFailure {
     match e {
-        RecordError::SpoolFull { .. } => RecordingFailure {
+        RecordError::SpoolFull { .. } | RecordError::Busy => RecordingFailure {
             sqlstate: "53100",
             message: format!(
                 "this session cannot be recorded: {e}; the connection requires recording (strict mode)"

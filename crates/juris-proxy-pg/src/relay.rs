@@ -507,7 +507,7 @@ where
             let frame_bytes = &buf[position..position + total];
             let body = &frame_bytes[5..];
             if let Some(recording) = side.recording
-                && let Err(failure) = recording.client_message(tag, body)
+                && let Err(failure) = recording.client_message(tag, body).await
             {
                 return Ending::RecordingFailed(failure);
             }
@@ -693,6 +693,11 @@ where
             }
             forwarded_tag = tag;
             position += total;
+        }
+        if let Some(recording) = side.recording
+            && let Err(failure) = recording.ship().await
+        {
+            return Ending::RecordingFailed(failure);
         }
         if let Err(ending) = send_upstream(
             &mut splice,
@@ -1116,8 +1121,8 @@ where
                 };
             if let Some(recording) = side.recording {
                 let recorded = match action {
-                    Action::Forward => recording.server_message(tag, &frame[5..]),
-                    Action::Replace => recording.server_message(scratch[0], &scratch[5..]),
+                    Action::Forward => recording.server_message(tag, &frame[5..]).await,
+                    Action::Replace => recording.server_message(scratch[0], &scratch[5..]).await,
                     Action::Swallow => Ok(()),
                 };
                 if let Err(failure) = recorded {
@@ -1158,6 +1163,12 @@ where
             }
             forwarded_tag = tag;
             position += total;
+        }
+        if let Some(recording) = side.recording
+            && let Err(failure) = recording.ship().await
+        {
+            let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
+            return Ending::RecordingFailed(failure);
         }
         match splice.write(client, &buf, position).await {
             Ok(written) => count(
@@ -1224,7 +1235,7 @@ where
                         .encode(&mut out);
                     if let Some(recording) = side.recording {
                         // A failure shows again at the next server message.
-                        let _ = recording.server_message(b'N', &out[5..]);
+                        let _ = recording.server_message(b'N', &out[5..]).await;
                     }
                     if let Err(e) = client.write_all(&out).await {
                         return Ending::Io(e.to_string());
@@ -1257,7 +1268,7 @@ async fn send_fatal<W: AsyncWrite + Unpin + ?Sized>(
     let mut out = BytesMut::new();
     BackendMessage::ErrorResponse(ErrorFields::new("FATAL", code, message)).encode(&mut out);
     if let Some(recording) = recording {
-        let _ = recording.server_message(b'E', &out[5..]);
+        let _ = recording.server_message(b'E', &out[5..]).await;
     }
     client.write_all(&out).await?;
     client.flush().await

@@ -436,7 +436,9 @@ async fn authenticate(
         &connection,
         peer,
         connection_masking.map(|m| m.masker.clone()),
-    ) {
+    )
+    .await
+    {
         Ok(recording) => recording,
         Err(failure) => {
             info!(%connection, reason = %failure.message, "session refused: it cannot be recorded");
@@ -532,7 +534,7 @@ async fn authenticate(
 }
 
 /// Start the session's recording under the connection's mode.
-fn start_recording(
+async fn start_recording(
     ctx: &ProxyContext,
     session_id: SessionId,
     principal: &Principal,
@@ -574,6 +576,7 @@ fn start_recording(
         masker,
         ctx.audit.clone(),
     )
+    .await
 }
 
 /// Why a principal may not open a session, in the client's and the audit's words.

@@ -66,6 +66,11 @@ pub enum RecordError {
     /// events were lost before the next event it accepts).
     #[error("the recording spool is full ({used} of {max} bytes used)")]
     SpoolFull { used: u64, max: u64 },
+    /// The spool writer is behind (its queue is full) though the byte
+    /// budget has room. Nothing was recorded and nothing counted as lost:
+    /// the caller retries shortly (backpressure), or skips the event.
+    #[error("the recording spool writer is behind")]
+    Busy,
     /// The spool writer failed for this session (disk error) or stopped;
     /// nothing more can be recorded for it.
     #[error("the recording of session {session} failed: {reason}")]

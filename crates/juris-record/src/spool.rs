@@ -16,11 +16,15 @@
 //!
 //! Back-pressure is explicit, never blocking: the spool has a byte budget
 //! ([`SpoolLimits::max_bytes`], covering events in flight, unsealed lines
-//! and sealed chunks not yet uploaded) and the channel a capacity; when
-//! either is exhausted `record` returns [`RecordError::SpoolFull`] at
-//! once. The caller applies its mode: `strict` ends the session, and
+//! and sealed chunks not yet uploaded) and the channel a capacity. When
+//! the budget is exhausted `record` returns [`RecordError::SpoolFull`] at
+//! once: the caller applies its mode (`strict` ends the session, and
 //! `best_effort` carries on, in which case the recorder writes a `Gap`
-//! with the number of lost events before the next event it accepts.
+//! with the number of lost events before the next event it accepts). When
+//! only the channel is full (the writer is behind, the disk has room) it
+//! returns [`RecordError::Busy`]: nothing was recorded or lost, and the
+//! caller waits a moment and tries again, which slows the session to the
+//! writer's pace instead of ending it.
 //!
 //! An event counts as written once [`Recorder::durable_seq`] has reached
 //! it; [`Recorder::flush`] waits for that. Sealing: when a session's open
@@ -43,6 +47,7 @@
 //! <spool>/quarantine/<object key>     uploads that kept failing
 //! ```
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -64,6 +69,10 @@ use crate::store::{MANIFEST_NAME, chunk_file_name, session_prefix};
 use crate::{RecordError, Result, io_err};
 
 pub(crate) const SESSION_FILE: &str = "session.json";
+/// A recorder ships its gathered events once this many have gathered...
+const SHIP_AT: usize = 256;
+/// ... and gathers at most this many while the writer is behind.
+const MAX_BATCH: usize = 4096;
 pub(crate) const EVENTS_FILE: &str = "events.jsonl";
 pub(crate) const CHUNKS_FILE: &str = "chunks.jsonl";
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
@@ -419,6 +428,9 @@ impl<T> Ack<T> {
 }
 
 enum Command {
+    /// Several commands of one recorder, handled in order: one hand-over
+    /// (and one wake-up of the writer) per batch instead of per event.
+    Batch(Vec<Command>),
     Start {
         handle: u64,
         file: Box<SpoolSessionFile>,
@@ -525,7 +537,8 @@ impl Spool {
 
     /// Start recording a session. Non-blocking: the session's directory
     /// is created by the writer thread, and the first event
-    /// (`SessionStart`, seq 1) is queued. A failure to create it shows as
+    /// (`SessionStart`, seq 1) is queued. [`RecordError::Busy`] when the
+    /// writer is behind: nothing was started, try again. A failure to create it shows as
     /// [`RecordError::RecorderFailed`] on a later call; call
     /// [`Recorder::flush`] to wait for it to be durable.
     pub fn start_session(&self, info: SessionInfo) -> Result<Recorder> {
@@ -555,10 +568,7 @@ impl Spool {
                 shared: shared.clone(),
             })
             .map_err(|e| match e {
-                TrySendError::Full(_) => RecordError::SpoolFull {
-                    used: self.budget.used(),
-                    max: self.budget.max,
-                },
+                TrySendError::Full(_) => RecordError::Busy,
                 TrySendError::Disconnected(_) => RecordError::RecorderFailed {
                     session: session_id.clone(),
                     reason: "the spool writer has stopped".into(),
@@ -567,6 +577,7 @@ impl Spool {
         let mut recorder = Recorder {
             session_id,
             handle,
+            batch: RefCell::new(Vec::new()),
             sender: self.sender.clone(),
             budget: self.budget.clone(),
             shared,
@@ -577,7 +588,10 @@ impl Spool {
             lost_total: 0,
             done: false,
         };
-        recorder.record_at(started_at_ms, 0, Direction::Meta, start_kind)?;
+        // The session exists for the writer now: its first event must not
+        // be refused (a retry would start it twice), so it waits for room
+        // in the queue like `finish` does.
+        recorder.send(started_at_ms, 0, Direction::Meta, &start_kind, true)?;
         Ok(recorder)
     }
 }
@@ -657,6 +671,10 @@ fn spool_bytes(dir: &Path) -> u64 {
 pub struct Recorder {
     session_id: String,
     handle: u64,
+    /// Events recorded but not yet handed to the writer: shipped as one
+    /// command by [`Recorder::ship`] (the caller's natural boundary, e.g.
+    /// the end of a network read), or when [`SHIP_AT`] have gathered.
+    batch: RefCell<Vec<Command>>,
     sender: SyncSender<Command>,
     budget: Arc<Budget>,
     shared: Arc<SessionShared>,
@@ -685,12 +703,20 @@ impl Recorder {
 
     /// Record an event now. Never blocks: on [`RecordError::SpoolFull`]
     /// the event is counted as lost (see the module doc); on
-    /// [`RecordError::RecorderFailed`] nothing more can be recorded.
+    /// [`RecordError::Busy`] nothing was recorded or counted (try again,
+    /// or [`Recorder::skip`] it); on [`RecordError::RecorderFailed`]
+    /// nothing more can be recorded.
     /// Returns the event's seq.
     pub fn record(&mut self, direction: Direction, kind: EventKind) -> Result<u64> {
+        self.record_ref(direction, &kind)
+    }
+
+    /// [`Recorder::record`] by reference, so that a caller can try again
+    /// after [`RecordError::Busy`] without copying the event.
+    pub fn record_ref(&mut self, direction: Direction, kind: &EventKind) -> Result<u64> {
         let at_ms = now_ms();
         let elapsed_us = self.started.elapsed().as_micros() as u64;
-        self.record_at(at_ms, elapsed_us, direction, kind)
+        self.record_at_ref(at_ms, elapsed_us, direction, kind)
     }
 
     /// Record an event with a given time (replays, tests).
@@ -701,6 +727,16 @@ impl Recorder {
         direction: Direction,
         kind: EventKind,
     ) -> Result<u64> {
+        self.record_at_ref(at_ms, elapsed_us, direction, &kind)
+    }
+
+    fn record_at_ref(
+        &mut self,
+        at_ms: u64,
+        elapsed_us: u64,
+        direction: Direction,
+        kind: &EventKind,
+    ) -> Result<u64> {
         if let Some(reason) = self.shared.failure() {
             return Err(self.failed(reason));
         }
@@ -709,7 +745,7 @@ impl Recorder {
                 reason: "spool full".into(),
                 lost_events: self.lost_since_gap,
             };
-            if let Err(e) = self.send(at_ms, elapsed_us, Direction::Meta, gap, false) {
+            if let Err(e) = self.send(at_ms, elapsed_us, Direction::Meta, &gap, false) {
                 if matches!(e, RecordError::SpoolFull { .. }) {
                     self.lost_since_gap += 1;
                     self.lost_total += 1;
@@ -736,15 +772,25 @@ impl Recorder {
         at_ms: u64,
         elapsed_us: u64,
         direction: Direction,
-        kind: EventKind,
+        kind: &EventKind,
         force: bool,
     ) -> Result<u64> {
+        /// [`RecordEvent`]'s serialised form (same members, same order)
+        /// over a borrowed kind.
+        #[derive(serde::Serialize)]
+        struct EventLine<'a> {
+            seq: u64,
+            at_ms: u64,
+            elapsed_us: u64,
+            direction: Direction,
+            kind: &'a EventKind,
+        }
         let seq = self.next_seq;
-        let mut lost = match &kind {
+        let mut lost = match kind {
             EventKind::Gap { lost_events, .. } => *lost_events,
             _ => 0,
         };
-        let mut event = RecordEvent {
+        let mut event = EventLine {
             seq,
             at_ms,
             elapsed_us,
@@ -754,15 +800,16 @@ impl Recorder {
         let mut line = serde_json::to_vec(&event)?;
         line.push(b'\n');
         if line.len() > self.max_event_bytes {
-            event.kind = EventKind::Gap {
+            let gap = EventKind::Gap {
                 reason: format!(
                     "{} event of {} bytes exceeds the {}-byte event limit",
-                    event.kind.name(),
+                    kind.name(),
                     line.len(),
                     self.max_event_bytes
                 ),
                 lost_events: 1,
             };
+            event.kind = &gap;
             lost = 1;
             line.clear();
             serde_json::to_writer(&mut line, &event)?;
@@ -782,30 +829,68 @@ impl Recorder {
             lost,
             line,
         };
-        let sent = if force {
-            self.sender.send(command).map_err(|_| None)
-        } else {
-            self.sender.try_send(command).map_err(|e| match e {
-                TrySendError::Full(_) => Some(()),
-                TrySendError::Disconnected(_) => None,
-            })
-        };
-        match sent {
-            Ok(()) => {
-                self.next_seq += 1;
-                Ok(seq)
-            }
-            Err(full) => {
+        if force {
+            let sent = self.ship_blocking().and_then(|()| {
+                self.sender
+                    .send(command)
+                    .map_err(|_| self.failed("the spool writer has stopped".into()))
+            });
+            if let Err(e) = sent {
                 self.budget.release(size);
-                Err(match full {
-                    Some(()) => RecordError::SpoolFull {
-                        used: self.budget.used(),
-                        max: self.budget.max,
-                    },
-                    None => self.failed("the spool writer has stopped".into()),
-                })
+                return Err(e);
+            }
+            self.next_seq += 1;
+            return Ok(seq);
+        }
+        if self.batch.borrow().len() >= MAX_BATCH
+            && let Err(e) = self.ship()
+        {
+            // Busy: the writer is behind and this recorder holds all it
+            // may; the caller waits and tries again.
+            self.budget.release(size);
+            return Err(e);
+        }
+        let gathered = {
+            let mut batch = self.batch.borrow_mut();
+            batch.push(command);
+            batch.len()
+        };
+        self.next_seq += 1;
+        if gathered >= SHIP_AT {
+            match self.ship() {
+                Ok(()) | Err(RecordError::Busy) => {}
+                Err(e) => return Err(e),
             }
         }
+        Ok(seq)
+    }
+
+    /// Hand the gathered events to the writer. [`RecordError::Busy`] when
+    /// its queue is full: they stay gathered; try again shortly.
+    pub fn ship(&self) -> Result<()> {
+        let events = std::mem::take(&mut *self.batch.borrow_mut());
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self.sender.try_send(Command::Batch(events)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Command::Batch(events))) => {
+                *self.batch.borrow_mut() = events;
+                Err(RecordError::Busy)
+            }
+            Err(_) => Err(self.failed("the spool writer has stopped".into())),
+        }
+    }
+
+    /// [`Recorder::ship`], waiting for room in the queue.
+    fn ship_blocking(&self) -> Result<()> {
+        let events = std::mem::take(&mut *self.batch.borrow_mut());
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.sender
+            .send(Command::Batch(events))
+            .map_err(|_| self.failed("the spool writer has stopped".into()))
     }
 
     fn failed(&self, reason: String) -> RecordError {
@@ -815,7 +900,15 @@ impl Recorder {
         }
     }
 
-    /// Events lost so far (refused with `SpoolFull`).
+    /// Give up on one event that was refused with [`RecordError::Busy`]:
+    /// it counts as lost, and the next event recorded is preceded by a
+    /// `Gap` saying so.
+    pub fn skip(&mut self) {
+        self.lost_since_gap += 1;
+        self.lost_total += 1;
+    }
+
+    /// Events lost so far (refused with `SpoolFull`, or skipped).
     pub fn lost_events(&self) -> u64 {
         self.lost_total
     }
@@ -828,6 +921,7 @@ impl Recorder {
     /// Block until every event recorded so far is fsync'd. Not from
     /// inside an async runtime (use [`Recorder::flush_async`]).
     pub fn flush(&self) -> Result<()> {
+        self.ship_blocking()?;
         let (ack, done) = Ack::blocking();
         self.sender
             .send(Command::Flush {
@@ -841,6 +935,7 @@ impl Recorder {
 
     /// [`Recorder::flush`] for async callers.
     pub async fn flush_async(&self) -> Result<()> {
+        self.ship()?;
         let (ack, done) = Ack::async_();
         self.sender
             .try_send(Command::Flush {
@@ -848,10 +943,7 @@ impl Recorder {
                 ack,
             })
             .map_err(|e| match e {
-                TrySendError::Full(_) => RecordError::SpoolFull {
-                    used: self.budget.used(),
-                    max: self.budget.max,
-                },
+                TrySendError::Full(_) => RecordError::Busy,
                 TrySendError::Disconnected(_) => self.failed("the spool writer has stopped".into()),
             })?;
         done.await
@@ -906,13 +998,13 @@ impl Recorder {
                 reason: "spool full".into(),
                 lost_events: self.lost_since_gap,
             };
-            self.send(at_ms, elapsed_us, Direction::Meta, gap, true)?;
+            self.send(at_ms, elapsed_us, Direction::Meta, &gap, true)?;
             self.lost_since_gap = 0;
         }
         let end = EventKind::SessionEnd {
             reason: reason.to_string(),
         };
-        self.send(at_ms, elapsed_us, Direction::Meta, end, true)?;
+        self.send(at_ms, elapsed_us, Direction::Meta, &end, true)?;
         self.sender
             .send(Command::Finish {
                 handle: self.handle,
@@ -929,6 +1021,7 @@ impl Recorder {
     /// writer has synced and closed the session's file.
     pub fn abandon(mut self) {
         self.done = true;
+        let _ = self.ship_blocking();
         let (ack, done) = Ack::blocking();
         if self
             .sender
@@ -957,7 +1050,8 @@ impl Drop for Recorder {
             reason: reason.to_string(),
         };
         if self
-            .send(at_ms, elapsed_us, Direction::Meta, end, false)
+            .send(at_ms, elapsed_us, Direction::Meta, &end, false)
+            .and_then(|_| self.ship())
             .is_ok()
         {
             let (ack, _done) = Ack::async_();
@@ -1109,6 +1203,13 @@ impl Writer {
     /// Handle one command; false to stop.
     fn handle(&mut self, command: Command) -> bool {
         match command {
+            Command::Batch(commands) => {
+                for command in commands {
+                    if !self.handle(command) {
+                        return false;
+                    }
+                }
+            }
             Command::Start {
                 handle,
                 file,
