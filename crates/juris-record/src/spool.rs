@@ -73,6 +73,9 @@ pub(crate) const SESSION_FILE: &str = "session.json";
 const SHIP_AT: usize = 256;
 /// ... and gathers at most this many while the writer is behind.
 const MAX_BATCH: usize = 4096;
+/// After a wake-up the writer waits this long for more before it drains
+/// the queue.
+const WRITER_LINGER: Duration = Duration::from_millis(2);
 pub(crate) const EVENTS_FILE: &str = "events.jsonl";
 pub(crate) const CHUNKS_FILE: &str = "chunks.jsonl";
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
@@ -1109,7 +1112,11 @@ impl Writer {
                     if !self.handle(command) {
                         break 'outer;
                     }
-                    // Drain what is queued before syncing: group commit.
+                    // Let more arrive without waking this thread for each
+                    // (a wake-up per hand-over cost busy nodes more CPU
+                    // than the recording itself), then drain what is
+                    // queued before syncing: group commit.
+                    std::thread::sleep(WRITER_LINGER);
                     for _ in 0..4096 {
                         match receiver.try_recv() {
                             Ok(command) => {
