@@ -684,6 +684,17 @@ where
                         Expected::push(&expected.copies, batches_sent, Some(copy.clone()));
                     }
                 }
+                // Close: forget what the client closed (Close has the
+                // same body as Describe).
+                b'C' => match describe_target(body) {
+                    Some((Target::Statement, name)) => {
+                        prepared.remove(&name);
+                    }
+                    Some((Target::Portal, name)) => {
+                        portals.remove(&name);
+                    }
+                    None => {}
+                },
                 b'S' => batches_sent += 1,
                 b'X' => {
                     let _ = splice.write(upstream, &buf, position + total).await;
