@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
@@ -84,7 +83,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             let downloads = tempfile::tempdir()?;
             let mut extra = Vec::new();
             if let Some(config) = &config {
-                let store = region_store(config, &region)?;
+                let deployment = Deployment::load(config)?;
+                let store = crate::recordings_cmd::open_region_store(config, &deployment, &region)?;
                 dirs.extend(download_segments(&*store, &region, downloads.path()).await?);
                 extra = recording_files(&*store, &region, since, until, recordings).await?;
             }
@@ -133,17 +133,6 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn region_store(config: &Path, region: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let deployment = Deployment::load(config)?;
-    let (key, store) = deployment.region_store(region).with_context(|| {
-        format!(
-            "{}: region `{region}` is not declared under [[region]] with a `store`",
-            config.display()
-        )
-    })?;
-    Ok(juris_record::open_store(store, &key)?)
 }
 
 /// Fetch the region's uploaded segments into `dir/<node>/`; returns the

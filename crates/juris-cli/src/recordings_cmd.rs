@@ -38,15 +38,25 @@ impl StoreOptions {
             .region
             .clone()
             .unwrap_or_else(|| deployment.node.region.clone());
-        let (key, store_config) = deployment.region_store(&region).with_context(|| {
-            format!(
-                "{}: region `{region}` is not declared under [[region]] with a `store`",
-                self.config.display()
-            )
-        })?;
-        let store = juris_record::open_store(store_config, &key)?;
+        let store = open_region_store(&self.config, &deployment, &region)?;
         Ok((deployment, region, store))
     }
+}
+
+/// The object store of `region` as `deployment` (read from `config`)
+/// declares it.
+pub(crate) fn open_region_store(
+    config: &Path,
+    deployment: &Deployment,
+    region: &str,
+) -> anyhow::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+    let (key, store_config) = deployment.region_store(region).with_context(|| {
+        format!(
+            "{}: region `{region}` is not declared under [[region]] with a `store`",
+            config.display()
+        )
+    })?;
+    Ok(juris_record::open_store(store_config, &key)?)
 }
 
 /// `juris sessions list` filters.

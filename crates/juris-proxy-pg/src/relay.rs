@@ -972,15 +972,15 @@ const DECISION_CACHE_ENTRIES: usize = 512;
 impl DecisionCache {
     fn decide(
         &mut self,
-        sql: String,
+        sql: &str,
         level: AccessLevel,
         masking: bool,
         review: Option<&ReviewPolicy>,
     ) -> Verdict {
-        if let Some(verdict) = self.verdicts.get(&sql) {
+        if let Some(verdict) = self.verdicts.get(sql) {
             return verdict.clone();
         }
-        let statements = juris_policy::classify(&sql);
+        let statements = juris_policy::classify(sql);
         let mut verdict = Verdict {
             refusal: match juris_policy::authorize(level, &statements) {
                 Decision::Allow => None,
@@ -996,12 +996,12 @@ impl DecisionCache {
                     a
                 }
             }),
-            fingerprint: juris_policy::fingerprint(&sql)
+            fingerprint: juris_policy::fingerprint(sql)
                 .map(Arc::from)
                 .unwrap_or_else(|| Arc::from("")),
         };
         if masking && statements.iter().any(|s| s.summary == "COPY TO") {
-            let copies = juris_policy::copy_outs(&sql);
+            let copies = juris_policy::copy_outs(sql);
             if verdict.refusal.is_none()
                 && copies.iter().any(|c| c.format == CopyDataFormat::Binary)
             {
@@ -1014,12 +1014,12 @@ impl DecisionCache {
         if verdict.refusal.is_none()
             && let Some(policy) = review
         {
-            verdict.held = policy.held(&sql, &statements).map(|s| s.class);
+            verdict.held = policy.held(sql, &statements).map(|s| s.class);
         }
         if self.verdicts.len() >= DECISION_CACHE_ENTRIES {
             self.verdicts.clear();
         }
-        self.verdicts.insert(sql, verdict.clone());
+        self.verdicts.insert(sql.to_string(), verdict.clone());
         verdict
     }
 }
@@ -1057,7 +1057,7 @@ fn inspect(
         }
         _ => return Ok((Verdict::default(), String::new())),
     };
-    Ok((cache.decide(sql.clone(), level, masking, review), sql))
+    Ok((cache.decide(&sql, level, masking, review), sql))
 }
 
 /// What the upstream direction works with.
@@ -1488,13 +1488,13 @@ mod tests {
     fn binary_copy_is_refused_only_when_masking() {
         let mut cache = DecisionCache::default();
         let sql = "copy customers to stdout (format binary)";
-        let plain = cache.decide(sql.into(), AccessLevel::Read, false, None);
+        let plain = cache.decide(sql, AccessLevel::Read, false, None);
         assert!(plain.refusal.is_none() && plain.copies.is_empty());
         let mut cache = DecisionCache::default();
-        let masked = cache.decide(sql.into(), AccessLevel::Read, true, None);
+        let masked = cache.decide(sql, AccessLevel::Read, true, None);
         assert_eq!(masked.refusal, Some(Refusal::BinaryCopy));
         let csv = cache.decide(
-            "copy customers to stdout with csv".into(),
+            "copy customers to stdout with csv",
             AccessLevel::Read,
             true,
             None,
@@ -1542,11 +1542,11 @@ mod tests {
         let mut cache = DecisionCache::default();
         assert_eq!(
             cache
-                .decide("select 1".into(), AccessLevel::Read, false, None)
+                .decide("select 1", AccessLevel::Read, false, None)
                 .refusal,
             None
         );
-        let denied = cache.decide("drop table t".into(), AccessLevel::Read, false, None);
+        let denied = cache.decide("drop table t", AccessLevel::Read, false, None);
         assert!(matches!(
             denied.refusal,
             Some(Refusal::Role {
@@ -1556,7 +1556,7 @@ mod tests {
         ));
         assert!(denied.ddl);
         for i in 0..(DECISION_CACHE_ENTRIES * 2) {
-            cache.decide(format!("select {i}"), AccessLevel::Read, false, None);
+            cache.decide(&format!("select {i}"), AccessLevel::Read, false, None);
         }
         assert!(cache.verdicts.len() <= DECISION_CACHE_ENTRIES);
     }

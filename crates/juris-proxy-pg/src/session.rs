@@ -505,9 +505,7 @@ async fn authenticate(
         role: role.role.clone(),
         grant: grant.as_ref().map(|g| g.id.clone()),
         client: peer.to_string(),
-        started_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        started_ms: unix_ms(),
     });
 
     Some(Accepted {
@@ -531,6 +529,13 @@ async fn authenticate(
             recording,
         },
     })
+}
+
+/// Wall-clock now, Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Start the session's recording under the connection's mode.
@@ -559,9 +564,6 @@ async fn start_recording(
             }),
         };
     };
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     SessionRecording::start(
         spool,
         juris_record::SessionInfo::new(
@@ -570,7 +572,7 @@ async fn start_recording(
             connection,
             region,
             Some(peer),
-            started_ms,
+            unix_ms(),
         ),
         mode,
         masker,

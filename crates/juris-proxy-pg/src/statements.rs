@@ -19,6 +19,7 @@ use std::time::Instant;
 use juris_audit::AuditEvent;
 use juris_audit::event::{Outcome, Statement};
 use juris_mask::{Findings, Masker};
+use juris_pgwire::{BackendMessage, Frame};
 use juris_types::StatementClass;
 
 use crate::AuditSink;
@@ -170,14 +171,17 @@ fn command_rows(body: &[u8]) -> Option<u64> {
     words.next_back()?.parse().ok()
 }
 
-/// The SQLSTATE field of an ErrorResponse body (`XX000` if absent).
+/// The SQLSTATE of an ErrorResponse body (`XX000` if absent or unreadable).
 fn sqlstate(body: &[u8]) -> String {
-    let mut fields = body.split(|b| *b == 0);
-    fields
-        .find_map(|f| f.strip_prefix(b"C"))
-        .and_then(|code| std::str::from_utf8(code).ok())
-        .unwrap_or("XX000")
-        .to_string()
+    match BackendMessage::decode(&Frame {
+        tag: b'E',
+        body: bytes::Bytes::copy_from_slice(body),
+    }) {
+        Ok(BackendMessage::ErrorResponse(fields)) => {
+            fields.get(b'C').unwrap_or("XX000").to_string()
+        }
+        _ => "XX000".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +226,7 @@ mod tests {
         assert_eq!(command_rows(b"SELECT x\0"), None);
         assert_eq!(sqlstate(b"SERROR\0C42501\0Mno\0\0"), "42501");
         assert_eq!(sqlstate(b"\0"), "XX000");
+        assert_eq!(sqlstate(b"garbage"), "XX000");
     }
 
     #[test]

@@ -116,7 +116,9 @@ pub struct SpoolConfig {
     pub fsync_every_events: usize,
     /// ... or when its oldest unsynced event is this old (default 100 ms).
     pub fsync_interval: Duration,
-    /// Events in flight between recorders and the writer (default 16384).
+    /// Events handed to the writer and not yet taken by it, however they
+    /// are batched (default 16384): bounds the memory in flight. Beyond
+    /// it recorders get [`RecordError::Busy`].
     pub queue_capacity: usize,
     /// An event whose JSON line is longer is replaced by a `Gap` (default
     /// 16 MiB, the reader's limit).
@@ -139,11 +141,15 @@ impl SpoolConfig {
     }
 }
 
-/// The byte budget, shared by the recorders, the writer and the uploader.
+/// The byte budget, shared by the recorders, the writer and the uploader,
+/// and the count of events handed to the writer but not yet taken by it
+/// (what bounds the memory in flight, however events are batched).
 #[derive(Debug)]
 pub(crate) struct Budget {
     max: u64,
     used: AtomicU64,
+    max_queued: u64,
+    queued: AtomicU64,
 }
 
 impl Budget {
@@ -151,7 +157,39 @@ impl Budget {
         Budget {
             max,
             used: AtomicU64::new(used),
+            max_queued: u64::MAX,
+            queued: AtomicU64::new(0),
         }
+    }
+
+    fn with_queue_limit(mut self, max_queued: u64) -> Self {
+        self.max_queued = max_queued;
+        self
+    }
+
+    /// Count `n` events into the writer's queue; false (nothing counted)
+    /// when that would exceed its limit.
+    fn try_queue(&self, n: u64) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued
+                    .checked_add(n)
+                    .filter(|total| *total <= self.max_queued)
+            })
+            .is_ok()
+    }
+
+    /// Count `n` events in regardless of the limit (what must be recorded).
+    fn force_queue(&self, n: u64) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn dequeue(&self, n: u64) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                Some(queued.saturating_sub(n))
+            });
     }
 
     fn reserve(&self, n: u64) -> Result<()> {
@@ -492,10 +530,10 @@ impl Spool {
         create_private_dir(&config.dir)?;
         let lock = lock_spool(&config.dir)?;
         let recovered = recover_locked(&config.dir, &key)?;
-        let budget = Arc::new(Budget::new(
-            config.limits.max_bytes,
-            spool_bytes(&config.dir),
-        ));
+        let budget = Arc::new(
+            Budget::new(config.limits.max_bytes, spool_bytes(&config.dir))
+                .with_queue_limit(config.queue_capacity.max(1) as u64),
+        );
         let (sender, receiver) = std::sync::mpsc::sync_channel(config.queue_capacity.max(1));
         let config = Arc::new(config);
         let writer = Writer {
@@ -834,6 +872,7 @@ impl Recorder {
         };
         if force {
             let sent = self.ship_blocking().and_then(|()| {
+                self.budget.force_queue(1);
                 self.sender
                     .send(command)
                     .map_err(|_| self.failed("the spool writer has stopped".into()))
@@ -845,7 +884,9 @@ impl Recorder {
             self.next_seq += 1;
             return Ok(seq);
         }
-        if self.batch.borrow().len() >= MAX_BATCH
+        // Never gather more than the writer's queue may hold at once.
+        let cap = (MAX_BATCH as u64).min(self.budget.max_queued) as usize;
+        if self.batch.borrow().len() >= cap
             && let Err(e) = self.ship()
         {
             // Busy: the writer is behind and this recorder holds all it
@@ -875,13 +916,22 @@ impl Recorder {
         if events.is_empty() {
             return Ok(());
         }
+        let count = events.len() as u64;
+        if !self.budget.try_queue(count) {
+            *self.batch.borrow_mut() = events;
+            return Err(RecordError::Busy);
+        }
         match self.sender.try_send(Command::Batch(events)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(Command::Batch(events))) => {
+                self.budget.dequeue(count);
                 *self.batch.borrow_mut() = events;
                 Err(RecordError::Busy)
             }
-            Err(_) => Err(self.failed("the spool writer has stopped".into())),
+            Err(_) => {
+                self.budget.dequeue(count);
+                Err(self.failed("the spool writer has stopped".into()))
+            }
         }
     }
 
@@ -891,6 +941,7 @@ impl Recorder {
         if events.is_empty() {
             return Ok(());
         }
+        self.budget.force_queue(events.len() as u64);
         self.sender
             .send(Command::Batch(events))
             .map_err(|_| self.failed("the spool writer has stopped".into()))
@@ -1238,6 +1289,7 @@ impl Writer {
                 lost,
                 line,
             } => {
+                self.budget.dequeue(1);
                 let Some(session) = self.sessions.get_mut(&handle) else {
                     // The session failed: its bytes will never be written.
                     self.budget.release(line.len() as u64);
