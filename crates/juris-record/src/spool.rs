@@ -72,7 +72,7 @@ pub(crate) const SESSION_FILE: &str = "session.json";
 /// A recorder ships its gathered events once this many have gathered...
 const SHIP_AT: usize = 256;
 /// ... and gathers at most this many while the writer is behind.
-const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 1024;
 /// After a wake-up the writer waits this long for more before it drains
 /// the queue.
 const WRITER_LINGER: Duration = Duration::from_millis(2);
@@ -117,7 +117,7 @@ pub struct SpoolConfig {
     /// ... or when its oldest unsynced event is this old (default 100 ms).
     pub fsync_interval: Duration,
     /// Events handed to the writer and not yet taken by it, however they
-    /// are batched (default 16384): bounds the memory in flight. Beyond
+    /// are batched (default 4096): bounds the memory in flight. Beyond
     /// it recorders get [`RecordError::Busy`].
     pub queue_capacity: usize,
     /// An event whose JSON line is longer is replaced by a `Gap` (default
@@ -135,7 +135,7 @@ impl SpoolConfig {
             chunk_max_age: Duration::from_secs(10),
             fsync_every_events: 4096,
             fsync_interval: Duration::from_millis(100),
-            queue_capacity: 16_384,
+            queue_capacity: 4096,
             max_event_bytes: crate::DecodeLimits::default().max_event_bytes,
         }
     }
