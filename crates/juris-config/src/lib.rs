@@ -65,6 +65,56 @@ pub struct Deployment {
     pub connections: Vec<ConnectionConfig>,
     #[serde(default, rename = "role")]
     pub roles: Vec<RoleConfig>,
+    /// How clients name connections across regions (SNI routing).
+    #[serde(default)]
+    pub directory: Option<DirectoryConfig>,
+}
+
+/// The directory shared by every region: how a client names a connection
+/// in the TLS handshake, so that any node can tell, before decrypting
+/// anything, which region owns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Clients reach connection `C` as `C.<domain>` (the TLS SNI), e.g.
+    /// `billing-eu.db.example.com` for `domain = "db.example.com"`. Each
+    /// region's server certificate covers only its own connections' names.
+    pub domain: String,
+}
+
+impl DirectoryConfig {
+    /// The connection a TLS server name asks for: `C` of `C.<domain>`
+    /// (ASCII case-insensitive); `None` for any other name.
+    pub fn connection_of<'a>(&self, server_name: &'a str) -> Option<&'a str> {
+        let split = server_name.len().checked_sub(self.domain.len() + 1)?;
+        let (label, rest) = server_name.split_at_checked(split)?;
+        let domain = rest.strip_prefix('.')?;
+        (domain.eq_ignore_ascii_case(&self.domain) && !label.is_empty() && !label.contains('.'))
+            .then_some(label)
+    }
+}
+
+/// Where this node takes sessions relayed by nodes of other regions, and
+/// the certificates of that mutual-TLS link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Listener for relayed sessions, e.g. `10.0.0.5:7601`.
+    pub listen: String,
+    /// This node's relay certificate (its SAN must include
+    /// `<region>.relay.juris`, which is what a relaying node verifies), its
+    /// key, and the CA that signs the relay certificates of every region.
+    pub tls: PeerTlsConfig,
+    /// Milliseconds to wait for a node of the owning region to accept a
+    /// relayed session before trying the next one.
+    #[serde(default = "defaults::relay_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// The name a relay certificate of `region` carries, and which a relaying
+/// node verifies: a node of another region cannot stand in for it.
+pub fn relay_server_name(region: &str) -> String {
+    format!("{region}.relay.juris")
 }
 
 /// This node: who it is, where it listens, how it treats clients.
@@ -112,6 +162,14 @@ pub struct NodeConfig {
     /// The node's audit chain.
     #[serde(default)]
     pub audit: AuditChainConfig,
+    /// Sessions relayed between regions (required when the deployment has
+    /// connections in more than one region and a `[directory]`).
+    #[serde(default)]
+    pub relay: Option<RelayConfig>,
+    /// Plain-HTTP listener for Prometheus metrics (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`. Off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 /// How the node's audit chain is sealed.
@@ -278,6 +336,11 @@ pub struct RegionConfig {
     /// region's connections.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Relay listeners of this region's nodes (`host:port`, their
+    /// `node.relay.listen`): where a node of another region hands over,
+    /// still encrypted, a session for one of this region's connections.
+    #[serde(default)]
+    pub relay: Vec<String>,
 }
 
 /// A region's object store.
@@ -640,6 +703,9 @@ mod defaults {
     pub fn upload_max_backoff() -> std::time::Duration {
         std::time::Duration::from_secs(60)
     }
+    pub fn relay_connect_timeout_ms() -> u64 {
+        3000
+    }
     pub fn seal_every() -> std::time::Duration {
         std::time::Duration::from_secs(300)
     }
@@ -715,6 +781,87 @@ impl Deployment {
                 file: file.to_string(),
                 problems,
             })
+        }
+    }
+
+    /// `[directory]`, `node.relay`, `node.metrics_listen` and the regions'
+    /// relay endpoints.
+    fn routing_problems(&self, problem: &mut impl FnMut(String, String)) {
+        if let Some(listen) = &self.node.metrics_listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problem(
+                "node.metrics_listen".into(),
+                format!("`{listen}` is not an address like 127.0.0.1:9464"),
+            );
+        }
+        if let Some(relay) = &self.node.relay {
+            if relay.listen.parse::<std::net::SocketAddr>().is_err() {
+                problem(
+                    "node.relay.listen".into(),
+                    format!("`{}` is not an address like 0.0.0.0:7601", relay.listen),
+                );
+            }
+            if relay.connect_timeout_ms == 0 {
+                problem(
+                    "node.relay.connect_timeout_ms".into(),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            for (j, endpoint) in r.relay.iter().enumerate() {
+                if !is_host_port(endpoint) {
+                    problem(
+                        format!("region[{i}].relay[{j}]"),
+                        format!("`{endpoint}` is not a host:port"),
+                    );
+                }
+            }
+        }
+        let Some(directory) = &self.directory else {
+            return;
+        };
+        if !is_dns_name(&directory.domain) {
+            problem(
+                "directory.domain".into(),
+                format!(
+                    "`{}` is not a DNS name like db.example.com (lower-case labels of a-z, 0-9 and '-')",
+                    directory.domain
+                ),
+            );
+        }
+        for (i, c) in self.connections.iter().enumerate() {
+            if c.name.contains('_') {
+                problem(
+                    format!("connection[{i}].name"),
+                    format!(
+                        "`{}` cannot be a DNS label (`{}.{}`): use '-' instead of '_' when [directory] is set",
+                        c.name, c.name, directory.domain
+                    ),
+                );
+            }
+        }
+        let owning: HashSet<&str> = self.connections.iter().map(|c| c.region.as_str()).collect();
+        if owning.len() < 2 {
+            return;
+        }
+        if self.node.relay.is_none() {
+            problem(
+                "node.relay".into(),
+                "required when connections belong to more than one region: nodes hand each other's sessions over on it, over mutual TLS".into(),
+            );
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            if r.name != self.node.region && owning.contains(r.name.as_str()) && r.relay.is_empty() {
+                problem(
+                    format!("region[{i}].relay"),
+                    format!(
+                        "required: region `{}` owns connections, so nodes of other regions need its nodes' relay endpoints",
+                        r.name
+                    ),
+                );
+            }
         }
     }
 
@@ -881,6 +1028,8 @@ impl Deployment {
                 }
             }
         }
+
+        self.routing_problems(&mut problem);
 
         let mut seen = HashSet::new();
         for (i, c) in self.connections.iter().enumerate() {
@@ -1188,6 +1337,27 @@ fn url_scheme(s: &str) -> Option<&'static str> {
     }
 }
 
+/// `host:port` with a non-empty host and a port number.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// Lower-case DNS name: labels of a-z, 0-9 and inner '-', at least two.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').count() >= 2
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -1285,6 +1455,53 @@ level = "admin"
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn cross_region_routing_needs_a_directory_relay_endpoints_and_dns_names() {
+        let two_regions = format!(
+            "{GOOD}\n[directory]\ndomain = \"db.example.com\"\n\n[[region]]\nname = \"us-east\"\nstore = {{ kind = \"local\", path = \"/var/lib/us\" }}\n\n[[connection]]\nname = \"crm_us\"\nkind = \"postgres\"\nregion = \"us-east\"\nupstream = {{ host = \"127.0.0.1\", port = 5433, database = \"crm\", user = \"gw\" }}\n"
+        );
+        let d = Deployment::from_toml("t.toml", &two_regions).unwrap();
+        let err = d.validate("t.toml").unwrap_err().to_string();
+        for needle in [
+            "node.relay: required when connections belong to more than one region",
+            "region[1].relay: required: region `us-east` owns connections",
+            "connection[1].name: `crm_us` cannot be a DNS label (`crm_us.db.example.com`)",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        assert!(!err.contains("region[0].relay"), "{err}");
+
+        let fixed = two_regions
+            .replace("crm_us", "crm-us")
+            .replace(
+                "name = \"us-east\"\n",
+                "name = \"us-east\"\nrelay = [\"10.0.1.5:7601\", \"nowhere\"]\n",
+            )
+            .replace(
+                "data_dir = \"/var/lib/juris\"\n",
+                "data_dir = \"/var/lib/juris\"\nmetrics_listen = \"localhost\"\nrelay = { listen = \"0.0.0.0:7601\", tls = { cert_file = \"r.pem\", key_file = \"r.key\", ca_file = \"ca.pem\" } }\n",
+            );
+        let d = Deployment::from_toml("t.toml", &fixed).unwrap();
+        let err = d.validate("t.toml").unwrap_err().to_string();
+        assert!(err.contains("region[1].relay[1]: `nowhere` is not a host:port"), "{err}");
+        assert!(err.contains("node.metrics_listen: `localhost`"), "{err}");
+        let d = Deployment::from_toml(
+            "t.toml",
+            &fixed
+                .replace(", \"nowhere\"", "")
+                .replace("metrics_listen = \"localhost\"", "metrics_listen = \"127.0.0.1:9464\""),
+        )
+        .unwrap();
+        d.validate("t.toml").unwrap();
+        let directory = d.directory.as_ref().unwrap();
+        assert_eq!(directory.connection_of("crm-us.db.example.com"), Some("crm-us"));
+        assert_eq!(directory.connection_of("Billing.DB.example.COM"), Some("Billing"));
+        for other in ["db.example.com", ".db.example.com", "a.b.db.example.com", "crm-us.db.example.org", "crm-usdb.example.com", ""] {
+            assert_eq!(directory.connection_of(other), None, "{other}");
+        }
+        assert_eq!(relay_server_name("us-east"), "us-east.relay.juris");
     }
 
     #[test]

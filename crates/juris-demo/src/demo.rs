@@ -106,6 +106,8 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             cluster: None,
             recording: Default::default(),
             audit: Default::default(),
+            relay: None,
+            metrics_listen: None,
         },
         identity: IdentityConfig {
             issuer: issuer.into(),
@@ -128,6 +130,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             }),
             cloud_regions: Vec::new(),
             endpoint: None,
+            relay: Vec::new(),
         }],
         connections: vec![ConnectionConfig {
             name: CONNECTION.into(),
@@ -154,6 +157,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             role("analysts", "analysts", AccessLevel::Read),
             role("pii-readers", "pii-readers", AccessLevel::Read),
         ],
+        directory: None,
     }
 }
 

@@ -26,6 +26,7 @@
 //! CommandComplete from a server), so the caller picks [`FrontendMessage`] or
 //! [`BackendMessage`] by which side it reads; see [`tag`].
 
+pub mod handover;
 mod message;
 mod reader;
 
