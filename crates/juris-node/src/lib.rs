@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod control;
 mod evidence;
+mod metrics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,8 +21,8 @@ use juris_config::{Deployment, UpstreamTlsMode};
 use juris_mask::Masker;
 use juris_pgwire::Limits;
 use juris_proxy_pg::{
-    AuditSink, CancelRegistry, ConnectionMasking, LogAuditSink, ProxyContext, ProxySettings,
-    UpstreamTarget,
+    AuditSink, CancelRegistry, ConnectionMasking, HandoverLinks, LogAuditSink, ProxyContext,
+    ProxySettings, UpstreamTarget,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -59,6 +60,8 @@ pub enum NodeError {
     Audit(#[from] juris_audit::AuditError),
     #[error("node.cluster: {0}")]
     Cluster(String),
+    #[error("node.relay.tls: {0}")]
+    RelayTls(juris_tls::TlsError),
     /// The recording spool or the region's object store.
     #[error("{0}")]
     Evidence(String),
@@ -164,7 +167,24 @@ pub fn build_context(
         }
     }
     let authenticator = OidcAuthenticator::new(&deployment.identity)?;
+    let handover = node
+        .relay
+        .as_ref()
+        .map(|relay| -> Result<_, NodeError> {
+            Ok(HandoverLinks {
+                tls: juris_tls::mutual_tls(
+                    &relay.tls.cert_file,
+                    &relay.tls.key_file,
+                    &relay.tls.ca_file,
+                )
+                .map_err(NodeError::RelayTls)?,
+                connect_timeout: Duration::from_millis(relay.connect_timeout_ms),
+            })
+        })
+        .transpose()?;
     Ok(ProxyContext {
+        handover,
+        metrics: Default::default(),
         grants: None,
         reviews,
         command_review: None,
@@ -286,6 +306,33 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         ));
     }
     let context = Arc::new(context);
+    let mut side_tasks = Vec::new();
+    if let Some(relay) = &deployment.node.relay
+        && let Some(links) = &context.handover
+    {
+        let listener = bind(&relay.listen).await?;
+        info!(relay_address = %relay.listen, "handover listener for sessions relayed by other regions' nodes");
+        let acceptor = TlsAcceptor::from(links.tls.server.clone());
+        side_tasks.push(tokio::spawn(serve_handover_links(
+            listener,
+            context.clone(),
+            acceptor,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(address) = &deployment.node.metrics_listen {
+        let listener = bind(address).await?;
+        info!(metrics_address = %address, "metrics listening");
+        let sources = Arc::new(metrics::Sources {
+            proxy: context.metrics.clone(),
+            spool: context.recordings.clone(),
+        });
+        side_tasks.push(tokio::spawn(metrics::serve(
+            listener,
+            sources,
+            shutdown.clone(),
+        )));
+    }
     let address = deployment.node.listen.clone();
     let listener = TcpListener::bind(&address)
         .await
@@ -301,6 +348,9 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     let serving = serve(listener, context, shutdown.clone(), grace);
     let done = tokio::spawn(async move {
         serving.await;
+        for task in side_tasks {
+            let _ = task.await;
+        }
         if let Some((region, control)) = control_plane {
             if let Ok(Err(e)) = control.await {
                 warn!("control API: {e}");
@@ -364,6 +414,48 @@ async fn serve(
         }
     }
     info!("node stopped");
+}
+
+async fn bind(address: &str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Listen {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Accept handover links from nodes of other regions until shutdown; the
+/// sessions they carry drain like any other (they end when the node
+/// terminates its sessions).
+async fn serve_handover_links(
+    listener: TcpListener,
+    context: Arc<ProxyContext>,
+    acceptor: TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    let sessions = TaskTracker::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    sessions.spawn(juris_proxy_pg::handover::serve_link(
+                        context.clone(),
+                        tcp,
+                        peer,
+                        acceptor.clone(),
+                        shutdown.child_token(),
+                    ));
+                }
+                Err(e) => {
+                    warn!("handover listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    sessions.close();
 }
 
 /// Run a node from a deployment file until SIGTERM or SIGINT, then drain.

@@ -28,17 +28,24 @@
 //!    recording (`juris-record`); a `strict` connection's session that
 //!    cannot be recorded is refused or ended.
 //!
+//! 6. **Handover** ([`handover`]): a session whose TLS server name names
+//!    another region's connection is never decrypted here; it is passed,
+//!    still encrypted, to a node of the owning region, which serves it.
+//!
 //! This crate knows nothing about where tokens, roles or credentials come
 //! from: the node assembles a [`ProxyContext`].
 
 pub mod cancel;
 pub mod catalog;
+pub mod handover;
 mod io;
 pub mod masking;
+pub mod metrics;
 pub mod recording;
 pub mod relay;
 pub mod session;
 mod statements;
+pub mod transport;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -55,6 +62,8 @@ use juris_types::audit::MaskingEvent;
 use tokio_rustls::TlsAcceptor;
 
 pub use cancel::CancelRegistry;
+pub use handover::HandoverLinks;
+pub use metrics::ProxyMetrics;
 pub use session::serve_connection;
 pub use upstream::UpstreamTarget;
 
@@ -282,4 +291,9 @@ pub struct ProxyContext {
     /// (a node without a data directory): then `strict` connections
     /// refuse every session.
     pub recordings: Option<Arc<juris_record::Spool>>,
+    /// Links to nodes of other regions, for sessions of their connections;
+    /// `None` when `node.relay` is not configured.
+    pub handover: Option<HandoverLinks>,
+    /// Counters served at `node.metrics_listen`.
+    pub metrics: Arc<ProxyMetrics>,
 }

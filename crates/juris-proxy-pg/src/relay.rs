@@ -39,9 +39,7 @@ use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage, Target};
 use juris_policy::{CopyDataFormat, CopyOut, Decision, ReviewPolicy};
 use juris_types::{AccessLevel, Principal, SessionId, StatementClass};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -313,7 +311,7 @@ impl Splice {
 /// how it ended and how many SQL-carrying messages the client sent.
 pub async fn run(
     ctx: &ProxyContext,
-    client: TlsStream<TcpStream>,
+    client: crate::transport::ClientStream,
     upstream: Upstream,
     info: SessionInfo,
     terminate: CancellationToken,

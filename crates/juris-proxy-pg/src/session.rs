@@ -10,11 +10,14 @@ use juris_pgwire::{Authentication, BackendMessage, StartupPacket, TransactionSta
 use juris_types::{Principal, SessionId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::handover;
 use crate::io::{read_frame, read_startup, send, send_fatal};
+use crate::metrics::ProxyMetrics;
+use crate::transport::{ClientStream, ClientTransport, Rewind};
+use juris_pgwire::handover::HandoverHeader;
 use crate::masking::{SessionLabels, SessionMasking};
 use crate::recording::{RecordingFailure, SessionRecording};
 use crate::relay::{self, SessionInfo};
@@ -56,52 +59,154 @@ pub async fn serve_connection(
     async move {
         let _ = tcp.set_nodelay(true);
         let started = std::time::Instant::now();
-        let accepted = tokio::time::timeout(
+        let opened = tokio::time::timeout(
             ctx.settings.auth_timeout,
             accept(&ctx, tcp, session_id, peer),
         )
         .await;
-        let accepted = match accepted {
-            Err(_) => {
-                info!("handshake did not finish within the authentication timeout");
-                return;
+        match opened {
+            Err(_) => info!("handshake did not finish within the authentication timeout"),
+            Ok(None) => {}
+            Ok(Some(Opened::Here(accepted))) => {
+                run_session(&ctx, accepted, session_id, started, terminate).await;
             }
-            Ok(None) => return,
-            Ok(Some(accepted)) => accepted,
-        };
-        tracing::Span::current().record("principal", accepted.info.principal.name());
-        tracing::Span::current().record("connection", accepted.info.connection.as_str());
-        info!(role = %accepted.info.role.role, level = %accepted.info.role.level, "session started");
-        let traffic = relay::Traffic::default();
-        let _listed = accepted.listed;
-        let (ending, statements) = relay::run(
-            &ctx,
-            accepted.client,
-            accepted.upstream,
-            accepted.info,
-            terminate,
-            &traffic,
-        )
-        .await;
-        info!(?ending, %traffic, "session ended");
-        ctx.audit.record(AuditEvent::SessionEnd(SessionEnd {
-            session: session_id.to_string(),
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            statements,
-            reason: ending.describe(),
-        }));
+            Ok(Some(Opened::Elsewhere(outbound))) => {
+                tracing::Span::current().record("connection", outbound.connection.as_str());
+                handover::hand_over(&ctx, outbound, peer, session_id, terminate).await;
+            }
+        }
     }
     .instrument(span)
     .await
 }
 
+/// Serve a client's session that a node of another region handed over,
+/// still encrypted: TLS is terminated here, with this region's certificate.
+pub(crate) async fn serve_handed_over(
+    ctx: Arc<ProxyContext>,
+    transport: ClientTransport,
+    header: HandoverHeader,
+    peer: SocketAddr,
+    terminate: CancellationToken,
+) {
+    let session_id = SessionId::random();
+    let span = tracing::info_span!("session", id = %session_id, %peer, via = %format_args!("{}@{}", header.from_node, header.from_region), principal = tracing::field::Empty, connection = tracing::field::Empty);
+    async move {
+        let started = std::time::Instant::now();
+        let opened = tokio::time::timeout(ctx.settings.auth_timeout, async {
+            let tls = terminate_tls(&ctx, transport, header.direct_tls).await?;
+            authenticate(&ctx, tls, BytesMut::with_capacity(1024), session_id, peer).await
+        })
+        .await;
+        match opened {
+            Err(_) => info!("handshake did not finish within the authentication timeout"),
+            Ok(None) => {}
+            Ok(Some(accepted)) => {
+                info!("session handed over by a node of region {}", header.from_region);
+                run_session(&ctx, accepted, session_id, started, terminate).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The relay and the session's end, for a client that passed the handshake.
+async fn run_session(
+    ctx: &Arc<ProxyContext>,
+    accepted: Accepted,
+    session_id: SessionId,
+    started: std::time::Instant,
+    terminate: CancellationToken,
+) {
+    tracing::Span::current().record("principal", accepted.info.principal.name());
+    tracing::Span::current().record("connection", accepted.info.connection.as_str());
+    info!(role = %accepted.info.role.role, level = %accepted.info.role.level, "session started");
+    let traffic = relay::Traffic::default();
+    let _listed = accepted.listed;
+    let (ending, statements) = relay::run(
+        ctx,
+        accepted.client,
+        accepted.upstream,
+        accepted.info,
+        terminate,
+        &traffic,
+    )
+    .await;
+    info!(?ending, %traffic, "session ended");
+    ctx.audit.record(AuditEvent::SessionEnd(SessionEnd {
+        session: session_id.to_string(),
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        statements,
+        reason: ending.describe(),
+    }));
+}
+
 /// A client that passed the handshake, with its upstream ready.
 struct Accepted {
-    client: TlsStream<TcpStream>,
+    client: ClientStream,
     upstream: relay::Upstream,
     info: SessionInfo,
     /// Lists the session among the node's live sessions until dropped.
     listed: crate::LiveGuard,
+}
+
+/// What the first bytes of a connection decided.
+enum Opened {
+    /// The session is served here.
+    Here(Accepted),
+    /// Another region owns the connection the TLS server name asks for.
+    Elsewhere(handover::Outbound),
+}
+
+/// Terminate the client's TLS here. Direct TLS (PostgreSQL 17) must
+/// negotiate ALPN `postgresql`, which stops other protocols' clients being
+/// tricked into talking to us.
+async fn terminate_tls(
+    ctx: &ProxyContext,
+    transport: ClientTransport,
+    direct_tls: bool,
+) -> Option<ClientStream> {
+    let tls = ctx
+        .tls
+        .accept(transport)
+        .await
+        .map_err(|e| debug!("TLS handshake failed: {e}"))
+        .ok()?;
+    if direct_tls && tls.get_ref().1.alpn_protocol() != Some(juris_tls::ALPN_POSTGRESQL) {
+        info!("direct TLS without ALPN \"postgresql\" refused");
+        return None;
+    }
+    ProxyMetrics::add(&ctx.metrics.client_tls_handshakes, 1);
+    Some(tls)
+}
+
+/// Read the ClientHello and decide where the session is decrypted: here
+/// (then terminate TLS), or in the region that owns the connection it names.
+async fn open_tls(
+    ctx: &ProxyContext,
+    mut tcp: TcpStream,
+    direct_tls: bool,
+) -> Option<Result<ClientStream, handover::Outbound>> {
+    let hello = handover::read_client_hello(&mut tcp)
+        .await
+        .map_err(|e| debug!("no TLS session: {e}"))
+        .ok()?;
+    match handover::route(ctx, hello.server_name.as_deref()) {
+        handover::Route::Local => {
+            let transport = ClientTransport::Direct(Rewind::new(hello.bytes, tcp));
+            terminate_tls(ctx, transport, direct_tls).await.map(Ok)
+        }
+        handover::Route::Elsewhere { connection, region } => {
+            Some(Err(handover::Outbound {
+                tcp,
+                hello: hello.bytes,
+                connection,
+                region,
+                direct_tls,
+            }))
+        }
+    }
 }
 
 /// Run the handshake. `None` means the connection was dealt with (refused,
@@ -111,27 +216,15 @@ async fn accept(
     mut tcp: TcpStream,
     session_id: SessionId,
     peer: SocketAddr,
-) -> Option<Accepted> {
+) -> Option<Opened> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
         Ok(0) | Err(_) => return None,
         Ok(_) => {}
     }
     let mut buf = BytesMut::with_capacity(1024);
-    let tls = if first[0] == TLS_RECORD_HANDSHAKE {
-        // PostgreSQL 17 direct TLS: the ALPN must say postgresql, which is
-        // what stops other protocols' clients being tricked into talking to us.
-        let tls = ctx
-            .tls
-            .accept(tcp)
-            .await
-            .map_err(|e| debug!("direct TLS handshake failed: {e}"))
-            .ok()?;
-        if tls.get_ref().1.alpn_protocol() != Some(juris_tls::ALPN_POSTGRESQL) {
-            info!("direct TLS without ALPN \"postgresql\" refused");
-            return None;
-        }
-        tls
+    let opened = if first[0] == TLS_RECORD_HANDSHAKE {
+        open_tls(ctx, tcp, true).await?
     } else {
         loop {
             match read_startup(&mut tcp, &mut buf, &PRE_AUTH_LIMITS).await {
@@ -144,12 +237,7 @@ async fn accept(
                         return None;
                     }
                     tcp.write_all(b"S").await.ok()?;
-                    break ctx
-                        .tls
-                        .accept(tcp)
-                        .await
-                        .map_err(|e| debug!("TLS handshake failed: {e}"))
-                        .ok()?;
+                    break open_tls(ctx, tcp, false).await?;
                 }
                 Ok(Some(StartupPacket::GssEncRequest)) => {
                     tcp.write_all(b"N").await.ok()?;
@@ -180,12 +268,17 @@ async fn accept(
             }
         }
     };
-    authenticate(ctx, tls, buf, session_id, peer).await
+    match opened {
+        Ok(tls) => authenticate(ctx, tls, buf, session_id, peer)
+            .await
+            .map(Opened::Here),
+        Err(outbound) => Some(Opened::Elsewhere(outbound)),
+    }
 }
 
 async fn authenticate(
     ctx: &Arc<ProxyContext>,
-    mut client: TlsStream<TcpStream>,
+    mut client: ClientStream,
     mut buf: BytesMut,
     session_id: SessionId,
     peer: SocketAddr,
@@ -246,6 +339,23 @@ async fn authenticate(
         return None;
     }
     let connection = parameter("database").unwrap_or(user).to_string();
+    if let Some(named) = ctx.deployment.directory.as_ref().and_then(|d| {
+        let name = client.get_ref().1.server_name()?;
+        d.connection_of(name).map(str::to_ascii_lowercase)
+    }) && named != connection
+    {
+        // The name routed (and verified) the session; the startup packet
+        // may not switch to another connection behind it.
+        let _ = send_fatal(
+            &mut client,
+            "08004",
+            &format!(
+                "the TLS server name asks for connection \"{named}\" but the startup packet for \"{connection}\": use dbname={named}"
+            ),
+        )
+        .await;
+        return None;
+    }
     let session = session_id.to_string();
     ctx.audit.record(AuditEvent::SessionStart(SessionStart {
         session: session.clone(),

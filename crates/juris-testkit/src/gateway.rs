@@ -84,6 +84,23 @@ pub struct GatewaySpec {
     /// Whole top-level entries appended to the file (e.g. another
     /// `[[region]]` and its `[[connection]]`s).
     pub extra_tables: Vec<String>,
+    /// `node.id` (`test-1` by default).
+    pub node_id: String,
+    /// The node's region, declared by the first `[[region]]` table, and
+    /// the region of every connection without a `region` setting (`test`
+    /// by default).
+    pub region: String,
+    /// The node's server certificate, key and the CA that signed it; a
+    /// fresh CA and a `localhost` certificate when `None`.
+    pub server_tls: Option<ServerTlsFiles>,
+}
+
+/// PEM files of a node's client-facing TLS.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 /// One node of a test region: its process, Raft id and control API.
@@ -332,6 +349,9 @@ impl GatewaySpec {
             mask_hash_key: None,
             connection_settings: Vec::new(),
             extra_tables: Vec::new(),
+            node_id: "test-1".into(),
+            region: "test".into(),
+            server_tls: None,
         }
     }
 
@@ -345,10 +365,16 @@ impl GatewaySpec {
     }
 
     fn render(&self, dir: &Path) -> anyhow::Result<String> {
+        let (cert_file, key_file) = match &self.server_tls {
+            Some(files) => (files.cert_file.clone(), files.key_file.clone()),
+            None => (dir.join("server.pem"), dir.join("server.key")),
+        };
         let mut toml = format!(
-            "[node]\nid = \"test-1\"\nregion = \"test\"\nlisten = \"127.0.0.1:0\"\ntls = {{ cert_file = {}, key_file = {} }}\n",
-            quote(&dir.join("server.pem").display().to_string()),
-            quote(&dir.join("server.key").display().to_string()),
+            "[node]\nid = {}\nregion = {}\nlisten = \"127.0.0.1:0\"\ntls = {{ cert_file = {}, key_file = {} }}\n",
+            quote(&self.node_id),
+            quote(&self.region),
+            quote(&cert_file.display().to_string()),
+            quote(&key_file.display().to_string()),
         );
         for line in &self.node_settings {
             toml.push_str(line);
@@ -361,12 +387,13 @@ impl GatewaySpec {
             ));
         }
         toml.push_str(&format!(
-            "\n[identity]\nissuer = {}\naudience = {}\nleeway_secs = 5\njwks_refresh_secs = 1\n\n[[region]]\nname = \"test\"\n",
+            "\n[identity]\nissuer = {}\naudience = {}\nleeway_secs = 5\njwks_refresh_secs = 1\n\n[[region]]\nname = {}\n",
             quote(&self.issuer),
-            quote(&self.audience)
+            quote(&self.audience),
+            quote(&self.region),
         ));
         if let Some(key) = &self.mask_hash_key {
-            let file = dir.join("region-test.mask-hash-key");
+            let file = dir.join(format!("region-{}.mask-hash-key", self.region));
             std::fs::write(&file, key)?;
             toml.push_str(&format!(
                 "mask_hash_key = {{ file = {} }}\n",
@@ -388,9 +415,9 @@ impl GatewaySpec {
                 "\n[[connection]]\nname = {}\nkind = \"postgres\"\n{}{}[connection.upstream]\nhost = {}\nport = {}\ndatabase = {}\nuser = {}\n",
                 quote(&c.name),
                 if c.settings.iter().any(|l| l.starts_with("region")) {
-                    ""
+                    String::new()
                 } else {
-                    "region = \"test\"\n"
+                    format!("region = {}\n", quote(&self.region))
                 },
                 c.settings
                     .iter()
@@ -451,12 +478,18 @@ impl GatewayProcess {
     /// Write the deployment, start `juris node`, wait until it listens.
     pub async fn start(spec: &GatewaySpec) -> anyhow::Result<GatewayProcess> {
         let dir = tempfile::tempdir()?;
-        let ca = DemoCa::new("Juris test CA")?;
-        let server = ca.issue_server(&["localhost".to_string()], true)?;
-        std::fs::write(dir.path().join("server.pem"), &server.cert_pem)?;
-        std::fs::write(dir.path().join("server.key"), &server.key_pem)?;
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, &ca.ca_cert_pem)?;
+        let ca_file = match &spec.server_tls {
+            Some(files) => files.ca_file.clone(),
+            None => {
+                let ca = DemoCa::new("Juris test CA")?;
+                let server = ca.issue_server(&["localhost".to_string()], true)?;
+                std::fs::write(dir.path().join("server.pem"), &server.cert_pem)?;
+                std::fs::write(dir.path().join("server.key"), &server.key_pem)?;
+                let ca_file = dir.path().join("ca.pem");
+                std::fs::write(&ca_file, &ca.ca_cert_pem)?;
+                ca_file
+            }
+        };
         let config_file = spec.write_config(dir.path())?;
         let log = Arc::new(Mutex::new(String::new()));
         let (child, address) = Self::spawn(&config_file, &log).await?;

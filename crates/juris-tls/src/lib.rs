@@ -72,27 +72,78 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
     Ok(Arc::new(config))
 }
 
+/// The CAs in a PEM file as a root store.
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certificates(path)? {
+        roots.add(cert).map_err(|e| TlsError::Certificates {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Client config that trusts the CAs in `ca_file`, or the public web roots
 /// when `None`. Always verifies the server name (verify-full).
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in load_certificates(path)? {
-                roots.add(cert).map_err(|e| TlsError::Certificates {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
+    let roots = match ca_file {
+        Some(path) => load_roots(path)?,
+        None => {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            roots
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    };
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// ALPN of the node-to-node session handover (not a client protocol).
+pub const ALPN_HANDOVER: &[u8] = b"juris-handover/1";
+
+/// Both ends of a mutual-TLS link between nodes: this node's certificate
+/// and key, and the CA every node's certificate must chain to.
+#[derive(Clone)]
+pub struct MutualTls {
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+}
+
+/// Mutual TLS from PEM files: the server side requires a client
+/// certificate issued by `ca_file`; the client side presents `cert_file`
+/// and verifies the server against `ca_file` only (no public roots).
+pub fn mutual_tls(cert_file: &Path, key_file: &Path, ca_file: &Path) -> Result<MutualTls, TlsError> {
+    let certs = load_certificates(cert_file)?;
+    let key = load_private_key(key_file)?;
+    let roots = Arc::new(load_roots(ca_file)?);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Certificates {
+        path: ca_file.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut server = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs.clone(), key.clone_key())?;
+    server.alpn_protocols = vec![ALPN_HANDOVER.to_vec()];
+    let mut client = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?;
+    client.alpn_protocols = vec![ALPN_HANDOVER.to_vec()];
+    Ok(MutualTls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
 }
 
 #[cfg(test)]
