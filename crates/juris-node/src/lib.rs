@@ -184,7 +184,9 @@ pub fn build_context(
         .transpose()?;
     Ok(ProxyContext {
         handover,
-        metrics: Default::default(),
+        metrics: Arc::new(juris_proxy_pg::ProxyMetrics::new(
+            deployment.connections.iter().map(|c| c.name.as_str()),
+        )),
         grants: None,
         reviews,
         command_review: None,

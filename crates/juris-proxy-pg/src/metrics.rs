@@ -2,14 +2,21 @@
 //! the node's metrics listener. Counters only: they are what the residency
 //! tests read to prove a node relayed a session without decrypting it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Label of handshakes whose server name names no connection.
+const NO_CONNECTION: &str = "";
 
 /// The data plane's counters (monotonic since the node started).
 #[derive(Debug, Default)]
 pub struct ProxyMetrics {
-    /// Client TLS handshakes this node completed (it decrypted the session).
-    pub client_tls_handshakes: AtomicU64,
+    /// Client TLS handshakes this node completed (it decrypted the
+    /// session), by the connection the TLS server name named; the label
+    /// set is fixed at start (the deployment's connections, and `""`), so
+    /// clients cannot grow it.
+    client_tls_handshakes: BTreeMap<String, AtomicU64>,
     /// Sessions for another region's connection handed to a node there.
     pub handovers_out: AtomicU64,
     /// Sessions for another region's connection refused because no node of
@@ -41,19 +48,46 @@ pub fn write_gauge(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 impl ProxyMetrics {
+    /// Counters for a deployment with these connections.
+    pub fn new<'a>(connections: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut client_tls_handshakes: BTreeMap<String, AtomicU64> = connections
+            .into_iter()
+            .map(|c| (c.to_string(), AtomicU64::new(0)))
+            .collect();
+        client_tls_handshakes.insert(NO_CONNECTION.into(), AtomicU64::new(0));
+        ProxyMetrics {
+            client_tls_handshakes,
+            ..ProxyMetrics::default()
+        }
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count a client TLS session terminated here for `connection` (from
+    /// the TLS server name; `None` when it named none).
+    pub(crate) fn tls_terminated(&self, connection: Option<&str>) {
+        let counter = connection
+            .and_then(|c| self.client_tls_handshakes.get(c))
+            .or_else(|| self.client_tls_handshakes.get(NO_CONNECTION));
+        if let Some(counter) = counter {
+            Self::add(counter, 1);
+        }
     }
 
     /// Append every counter in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let name = "juris_client_tls_handshakes_total";
+        let _ = write!(
+            out,
+            "# HELP {name} Client TLS sessions this node terminated, by the connection their TLS server name named (\"\" for none).\n# TYPE {name} counter\n"
+        );
+        for (connection, counter) in &self.client_tls_handshakes {
+            let _ = writeln!(out, "{name}{{connection=\"{connection}\"}} {}", get(counter));
+        }
         for (name, help, counter) in [
-            (
-                "juris_client_tls_handshakes_total",
-                "Client TLS sessions this node terminated.",
-                &self.client_tls_handshakes,
-            ),
             (
                 "juris_handovers_out_total",
                 "Sessions of another region's connections handed, still encrypted, to a node of that region.",

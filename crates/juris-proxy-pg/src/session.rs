@@ -15,7 +15,6 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::handover;
 use crate::io::{read_frame, read_startup, send, send_fatal};
-use crate::metrics::ProxyMetrics;
 use crate::transport::{ClientStream, ClientTransport, Rewind};
 use juris_pgwire::handover::HandoverHeader;
 use crate::masking::{SessionLabels, SessionMasking};
@@ -177,7 +176,14 @@ async fn terminate_tls(
         info!("direct TLS without ALPN \"postgresql\" refused");
         return None;
     }
-    ProxyMetrics::add(&ctx.metrics.client_tls_handshakes, 1);
+    let named = tls
+        .get_ref()
+        .1
+        .server_name()
+        .zip(ctx.deployment.directory.as_ref())
+        .and_then(|(name, directory)| directory.connection_of(name))
+        .map(str::to_ascii_lowercase);
+    ctx.metrics.tls_terminated(named.as_deref());
     Some(tls)
 }
 

@@ -5,4 +5,5 @@ pub mod gateway;
 pub mod oidc;
 pub mod pgbouncer;
 pub mod postgres;
+pub mod regions;
 pub mod s3;

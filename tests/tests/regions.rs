@@ -1,0 +1,311 @@
+//! Two regions on loopback, each with its own PostgreSQL, object store and
+//! nodes, sharing one directory domain (`db.juris.test`). A client that
+//! reaches a node of the wrong region by name gets a working session from
+//! the owning region, and the wrong region's node provably only relayed
+//! ciphertext: its counters show no TLS session terminated and only TLS
+//! records forwarded, and nothing of the session is in its log, data
+//! directory or store. With the owning region down, clients are told which
+//! region is unreachable and the other region carries on.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::psql;
+use juris_testkit::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec};
+use juris_testkit::oidc::{AUDIENCE, OidcProvider};
+use juris_testkit::postgres::TempPostgres;
+use juris_testkit::regions::{Directory, RegionLayout, scrape};
+
+const DOMAIN: &str = "db.juris.test";
+const EU_CONNECTION: &str = "billing-eu";
+const US_CONNECTION: &str = "crm-us";
+/// A statement only a session of `billing-eu` runs: it must never appear on
+/// a us-east node.
+const EU_MARKER: &str = "eu_residency_marker_7f3a";
+
+struct TwoRegions {
+    _pgs: (TempPostgres, TempPostgres),
+    oidc: OidcProvider,
+    directory: Directory,
+    layout: Vec<RegionLayout>,
+    eu: GatewayProcess,
+    us: GatewayProcess,
+    dir: tempfile::TempDir,
+}
+
+fn connection(name: &str, pg: &TempPostgres) -> ConnectionSpec {
+    ConnectionSpec {
+        name: name.into(),
+        host: pg.host.clone(),
+        port: pg.port,
+        database: "postgres".into(),
+        user: pg.superuser.clone(),
+        password: Some(pg.password.clone()),
+        tls_ca_pem: None,
+        settings: Vec::new(),
+    }
+}
+
+impl TwoRegions {
+    async fn start() -> anyhow::Result<TwoRegions> {
+        let (pg_eu, pg_us, oidc) = tokio::try_join!(
+            common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
+            common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
+            OidcProvider::start()
+        )?;
+        let dir = tempfile::tempdir()?;
+        let directory = Directory::new(dir.path(), DOMAIN)?;
+        let layout = vec![
+            RegionLayout::local(
+                "eu-west",
+                "eu",
+                1,
+                vec![connection(EU_CONNECTION, &pg_eu)],
+                dir.path(),
+            )?,
+            RegionLayout::local(
+                "us-east",
+                "us",
+                1,
+                vec![connection(US_CONNECTION, &pg_us)],
+                dir.path(),
+            )?,
+        ];
+        let mut base = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+        base.roles = vec![RoleSpec {
+            name: "dba".into(),
+            groups: vec!["dba".into()],
+            connections: vec![EU_CONNECTION.into(), US_CONNECTION.into()],
+            level: "admin".into(),
+            settings: Vec::new(),
+        }];
+        let eu_spec = directory.node_spec(&base, &layout, "eu-west", 0)?;
+        let us_spec = directory.node_spec(&base, &layout, "us-east", 0)?;
+        let (eu, us) = tokio::try_join!(
+            GatewayProcess::start(&eu_spec),
+            GatewayProcess::start(&us_spec),
+        )?;
+        Ok(TwoRegions {
+            _pgs: (pg_eu, pg_us),
+            oidc,
+            directory,
+            layout,
+            eu,
+            us,
+            dir,
+        })
+    }
+
+    /// libpq connection string for `connection` by its directory name,
+    /// reaching `via`'s listener, verifying the certificate.
+    fn conninfo(&self, via: &GatewayProcess, connection: &str, token: &str, ssl: &str) -> String {
+        format!(
+            "host={} hostaddr={} port={} dbname={connection} user=alice sslmode={ssl} sslrootcert={} password={token} connect_timeout=20",
+            self.directory.host(connection),
+            via.address.ip(),
+            via.address.port(),
+            self.directory.client_ca_file.display(),
+        )
+    }
+
+    async fn metrics(&self, region: usize) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+        scrape(&self.layout[region].nodes[0].metrics_address()).await
+    }
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let mut haystacks = vec![bytes.clone()];
+                if path.extension().is_some_and(|e| e == "zst")
+                    && let Some(at) = bytes.windows(4).position(|w| w == [0x28, 0xb5, 0x2f, 0xfd])
+                    && let Ok(plain) = zstd_decode(&bytes[at..])
+                {
+                    haystacks.push(plain);
+                }
+                if haystacks
+                    .iter()
+                    .any(|h| h.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+fn zstd_decode(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let output = std::process::Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().map(|mut s| s.write_all(bytes));
+            child.wait_with_output()
+        })?;
+    Ok(output.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_another_region_hands_the_session_over_still_encrypted() -> anyhow::Result<()> {
+    let env = TwoRegions::start().await?;
+    let token = env.oidc.user_token("alice").await?;
+
+    // psql reaches the us-east node, naming billing-eu: the session is
+    // served by eu-west (its PostgreSQL, its certificate: verify-full).
+    let eu_port: u16 = env._pgs.0.port;
+    let (ok, out, err) = psql(
+        &env.conninfo(&env.us, EU_CONNECTION, &token, "verify-full"),
+        &[
+            "-c",
+            &format!("select '{EU_MARKER}' as marker, current_setting('port')"),
+        ],
+    )
+    .await?;
+    assert!(ok, "psql via the us-east node failed: {err}");
+    assert_eq!(out.trim(), format!("{EU_MARKER}|{eu_port}"));
+
+    // And the other way round: a driver with PostgreSQL 17's direct TLS
+    // (ALPN postgresql, no SSLRequest) through the eu-west node.
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(env.directory.host(US_CONNECTION))
+        .hostaddr(env.eu.address.ip())
+        .port(env.eu.address.port())
+        .dbname(US_CONNECTION)
+        .user("alice")
+        .password(&token)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct)
+        .connect_timeout(Duration::from_secs(20));
+    let client = common::connect_with(&env.eu, config).await?;
+    let port: String = client
+        .query_one("select current_setting('port')", &[])
+        .await?
+        .get(0);
+    assert_eq!(port, env._pgs.1.port.to_string());
+    drop(client);
+
+    // The us-east node relayed one session and terminated none: every
+    // byte it forwarded was part of a TLS record.
+    let us = env.metrics(1).await?;
+    let eu = env.metrics(0).await?;
+    assert_eq!(us["juris_handovers_out_total"], 1, "{us:?}");
+    let handshakes = |connection: &str| {
+        format!("juris_client_tls_handshakes_total{{connection=\"{connection}\"}}")
+    };
+    assert_eq!(us[&handshakes(EU_CONNECTION)], 0, "{us:?}");
+    assert_eq!(us[&handshakes(US_CONNECTION)], 1, "{us:?}");
+    assert_eq!(us["juris_handovers_cut_total"], 0, "{us:?}");
+    assert!(us["juris_handover_records_to_region_total"] >= 3, "{us:?}");
+    assert!(us["juris_handover_records_to_client_total"] >= 3, "{us:?}");
+    assert!(us["juris_handover_bytes_to_client_total"] > 0, "{us:?}");
+    assert_eq!(us["juris_handovers_in_total"], 1, "{us:?}");
+    assert_eq!(eu["juris_handovers_in_total"], 1, "{eu:?}");
+    assert_eq!(eu["juris_handovers_out_total"], 1, "{eu:?}");
+    assert_eq!(eu[&handshakes(EU_CONNECTION)], 1, "{eu:?}");
+    assert_eq!(eu[&handshakes(US_CONNECTION)], 0, "{eu:?}");
+
+    // The statement is evidence in eu-west only.
+    env.eu.signal(15)?;
+    env.us.signal(15)?;
+    let mut eu_node = env.eu;
+    let mut us_node = env.us;
+    eu_node.wait(Duration::from_secs(30)).await?;
+    us_node.wait(Duration::from_secs(30)).await?;
+    let root = env.dir.path();
+    let eu_files = files_containing(&root.join("store-eu-west"), EU_MARKER);
+    assert!(
+        !eu_files.is_empty(),
+        "the eu-west store holds no recording of the session"
+    );
+    for place in ["store-us-east", "us-1-data"] {
+        let found = files_containing(&root.join(place), EU_MARKER);
+        assert!(found.is_empty(), "eu-west evidence in us-east: {found:?}");
+    }
+    assert!(
+        !us_node.log().contains(EU_MARKER),
+        "the us-east node logged the session's statement"
+    );
+    assert!(us_node.log().contains("handed over"), "{}", us_node.log());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_names_and_a_region_that_is_down_get_clear_errors() -> anyhow::Result<()> {
+    let mut env = TwoRegions::start().await?;
+    let token = env.oidc.user_token("alice").await?;
+
+    // The TLS name routes to billing-eu; the startup packet may not switch
+    // to another connection behind it.
+    let switched = env
+        .conninfo(&env.us, EU_CONNECTION, &token, "verify-full")
+        .replace(&format!("dbname={EU_CONNECTION}"), &format!("dbname={US_CONNECTION}"));
+    let (ok, _, err) = psql(&switched, &["-c", "select 1"]).await?;
+    assert!(!ok);
+    assert!(
+        err.contains("asks for connection \"billing-eu\"") && err.contains("use dbname=billing-eu"),
+        "{err}"
+    );
+
+    // A client without the directory name (no SNI: an IP address) is told
+    // which region owns the connection.
+    let by_address = format!(
+        "host={} port={} dbname={EU_CONNECTION} user=alice sslmode=require password={token}",
+        env.us.address.ip(),
+        env.us.address.port()
+    );
+    let (ok, _, err) = psql(&by_address, &["-c", "select 1"]).await?;
+    assert!(!ok);
+    assert!(err.contains("belongs to region eu-west"), "{err}");
+
+    // eu-west goes down.
+    env.eu.kill().await?;
+    let (ok, _, err) = psql(
+        &env.conninfo(&env.us, EU_CONNECTION, &token, "require"),
+        &["-c", "select 1"],
+    )
+    .await?;
+    assert!(!ok);
+    assert!(
+        err.contains("no node of region eu-west can be reached"),
+        "{err}"
+    );
+    // A verifying client never accepts the us-east node in eu-west's place.
+    let (ok, _, err) = psql(
+        &env.conninfo(&env.us, EU_CONNECTION, &token, "verify-full"),
+        &["-c", "select 1"],
+    )
+    .await?;
+    assert!(!ok);
+    assert!(
+        err.contains("does not match host name") || err.contains("certificate"),
+        "{err}"
+    );
+    // us-east is unaffected.
+    let (ok, out, err) = psql(
+        &env.conninfo(&env.us, US_CONNECTION, &token, "verify-full"),
+        &["-c", "select 1"],
+    )
+    .await?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1");
+    let us = env.metrics(1).await?;
+    assert_eq!(us["juris_handovers_unreachable_total"], 2, "{us:?}");
+    Ok(())
+}
