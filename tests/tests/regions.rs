@@ -309,3 +309,50 @@ async fn wrong_names_and_a_region_that_is_down_get_clear_errors() -> anyhow::Res
     assert_eq!(us["juris_handovers_unreachable_total"], 2, "{us:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_refuses_to_start_with_a_bucket_outside_its_jurisdiction() -> anyhow::Result<()> {
+    use juris_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let dir = tempfile::tempdir()?;
+    let s3 = S3Server::start_in_regions(
+        &dir.path().join("s3"),
+        "127.0.0.1:0".parse()?,
+        &[("evidence-eu", "eu-west-1"), ("evidence-us", "us-east-1")],
+    )
+    .await?;
+    std::fs::write(dir.path().join("key-id"), ACCESS_KEY)?;
+    std::fs::write(dir.path().join("secret"), SECRET_KEY)?;
+    let oidc = OidcProvider::start().await?;
+    let node = |bucket: &str, claimed: &str| {
+        let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+        spec.region = "eu-west".into();
+        spec.region_settings.push("cloud_regions = [\"eu-west-1\", \"eu-central-1\"]".into());
+        spec.region_settings.push(format!(
+            "store = {{ kind = \"s3\", bucket = \"{bucket}\", region = \"{claimed}\", endpoint = \"{}\", allow_http = true, access_key_id = {{ file = {:?} }}, secret_access_key = {{ file = {:?} }} }}",
+            s3.endpoint(),
+            dir.path().join("key-id").display().to_string(),
+            dir.path().join("secret").display().to_string(),
+        ));
+        spec
+    };
+    // The config claims eu-west-1, the bucket says us-east-1.
+    let refused = GatewayProcess::start(&node("evidence-us", "eu-west-1")).await;
+    let Err(error) = refused else {
+        anyhow::bail!("a node with a us-east-1 bucket started in eu-west");
+    };
+    let error = error.to_string();
+    assert!(
+        error.contains("region[0].store: bucket `evidence-us` is in cloud region `us-east-1`, not `eu-west-1` as configured"),
+        "{error}"
+    );
+    // A bucket that does not exist cannot be placed either.
+    let Err(error) = GatewayProcess::start(&node("evidence-nowhere", "eu-west-1")).await else {
+        anyhow::bail!("a node started with a missing bucket");
+    };
+    assert!(error.to_string().contains("cannot confirm the cloud region of bucket `evidence-nowhere`"), "{error}");
+    // The bucket that is where the config says starts.
+    let node = GatewayProcess::start(&node("evidence-eu", "eu-west-1")).await?;
+    assert!(node.log().contains("object store is in the region's jurisdiction"));
+    s3.stop().await;
+    Ok(())
+}

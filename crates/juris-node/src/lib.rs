@@ -10,6 +10,7 @@ mod auth;
 mod control;
 mod evidence;
 mod metrics;
+mod residency;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ pub enum NodeError {
     /// The recording spool or the region's object store.
     #[error("{0}")]
     Evidence(String),
+    /// The region's object store is not (provably) in its jurisdiction.
+    #[error("{0}")]
+    Residency(String),
 }
 
 /// A node whose listener is up.
@@ -258,6 +262,7 @@ fn build_masking(
 
 /// Start a node: bind its listener and serve until [`RunningNode::shutdown`].
 pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
+    residency::check_store(&deployment).await?;
     let deployment = Arc::new(deployment);
     let (audit_sink, audit): (Arc<dyn AuditSink>, _) = match &deployment.node.data_dir {
         Some(dir) => {

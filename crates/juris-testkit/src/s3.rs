@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub const ACCESS_KEY: &str = "juris-test-access";
 pub const SECRET_KEY: &str = "juris-test-secret-0123456789";
+/// The cloud region [`S3Server::start`] reports for its buckets.
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// A running server.
 pub struct S3Server {
@@ -26,11 +28,26 @@ impl S3Server {
         addr: SocketAddr,
         buckets: &[&str],
     ) -> anyhow::Result<S3Server> {
+        let in_regions: Vec<(&str, &str)> = buckets.iter().map(|b| (*b, DEFAULT_REGION)).collect();
+        Self::start_in_regions(root, addr, &in_regions).await
+    }
+
+    /// Like [`Self::start`], with each bucket in a cloud region, which the
+    /// server reports as AWS does: `HEAD /<bucket>` answers with an
+    /// `x-amz-bucket-region` header (s3s-fs itself reports none).
+    pub async fn start_in_regions(
+        root: &Path,
+        addr: SocketAddr,
+        buckets: &[(&str, &str)],
+    ) -> anyhow::Result<S3Server> {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         use hyper_util::server::conn::auto::Builder;
-        for bucket in buckets {
+        let mut regions = std::collections::HashMap::new();
+        for (bucket, region) in buckets {
             std::fs::create_dir_all(root.join(bucket))?;
+            regions.insert(format!("/{bucket}"), region.to_string());
         }
+        let regions = std::sync::Arc::new(regions);
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| anyhow::anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
         let service = {
@@ -48,9 +65,29 @@ impl S3Server {
                     accepted = listener.accept() => {
                         let Ok((socket, _)) = accepted else { continue };
                         let service = service.clone();
+                        let regions = regions.clone();
+                        let answer = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let region = (request.method() == hyper::Method::HEAD)
+                                .then(|| regions.get(request.uri().path().trim_end_matches('/')))
+                                .flatten()
+                                .cloned();
+                            let service = service.clone();
+                            async move {
+                                match region {
+                                    Some(region) => {
+                                        let mut response = hyper::Response::new(s3s::Body::empty());
+                                        if let Ok(value) = hyper::header::HeaderValue::from_str(&region) {
+                                            response.headers_mut().insert("x-amz-bucket-region", value);
+                                        }
+                                        Ok(response)
+                                    }
+                                    None => hyper::service::Service::call(&service, request).await,
+                                }
+                            }
+                        });
                         connections.spawn(async move {
                             let _ = Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(socket), service)
+                                .serve_connection(TokioIo::new(socket), answer)
                                 .await;
                         });
                     }
