@@ -12,8 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{CONNECTION, Env, psql};
-use juris_testkit::gateway::{GatewayProcess, RoleSpec, juris_binary};
+use common::{CONNECTION, Env, juris, psql};
+use juris_testkit::gateway::{GatewayProcess, RoleSpec};
 use juris_testkit::postgres::{UpstreamAuth, fake_customer};
 use juris_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
@@ -50,23 +50,6 @@ async fn masked_env(
         customise(spec);
     })
     .await
-}
-
-/// Run the `juris` CLI; returns (success, stdout, stderr).
-async fn juris(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(juris_binary()?)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .output(),
-    )
-    .await??;
-    Ok((
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
 }
 
 fn config(gateway: &GatewayProcess) -> String {

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::psql;
+use common::{juris, psql};
 use juris_testkit::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec};
 use juris_testkit::oidc::{AUDIENCE, OidcProvider};
 use juris_testkit::postgres::TempPostgres;
@@ -243,6 +243,36 @@ async fn a_node_of_another_region_hands_the_session_over_still_encrypted() -> an
         "the us-east node logged the session's statement"
     );
     assert!(us_node.log().contains("handed over"), "{}", us_node.log());
+
+    // Each region's audit bundle holds its own evidence only, and its
+    // residency section verifies.
+    for (region, node, other) in [
+        ("eu-west", &eu_node, "us-east"),
+        ("us-east", &us_node, "eu-west"),
+    ] {
+        let bundle = root.join(format!("{region}.tar.zst"));
+        let config = node.config_file.display().to_string();
+        let (ok, out, err) = juris(&[
+            "audit", "export", "--config", &config, "--region", region, "--recordings", "-o",
+            bundle.to_str().unwrap(),
+        ])
+        .await?;
+        assert!(ok, "export {region}: {out}{err}");
+        assert!(out.contains("1 recording manifests with their chunks"), "{out}");
+        let (ok, out, err) = juris(&["audit", "verify", bundle.to_str().unwrap()]).await?;
+        assert!(ok, "verify {region}: {out}{err}");
+        assert!(
+            out.contains(&format!("read from region {region}'s store file://"))
+                && out.contains("every one under the region's own prefixes"),
+            "{out}"
+        );
+        let listing = std::process::Command::new("tar")
+            .args(["--zstd", "-tf", bundle.to_str().unwrap()])
+            .output()?;
+        let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+        assert!(names.contains(&format!("recordings/{region}/")), "{names}");
+        assert!(!names.contains(other), "{region}'s bundle lists {other}'s evidence: {names}");
+    }
     Ok(())
 }
 

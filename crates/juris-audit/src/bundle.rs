@@ -53,6 +53,50 @@ pub struct Manifest {
     pub segments: Vec<ManifestSegment>,
     /// Every other entry of the archive with its hash.
     pub files: Vec<ManifestFile>,
+    /// Where the evidence was read from; absent when the bundle was built
+    /// from directories rather than from the region's object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<Residency>,
+}
+
+/// The residency section: the region's store the evidence came from, and
+/// the object key of every piece of evidence in the bundle. [`verify`]
+/// checks that each key lies under the bundle region's own prefixes
+/// (`audit/<region>/…`, `recordings/<region>/…`), that every segment, seal
+/// and recording entry is accounted for, and that the store's cloud
+/// region is one the jurisdiction allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Residency {
+    /// The store, e.g. `s3://evidence-eu` or `file:///var/lib/juris/evidence`.
+    pub store: String,
+    /// The store's cloud region (S3), if it has one.
+    pub cloud_region: Option<String>,
+    /// The cloud regions the region's jurisdiction allows (empty: not
+    /// constrained).
+    pub cloud_regions: Vec<String>,
+    /// Every evidence entry with the store key it was read from.
+    pub objects: Vec<ResidencyObject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidencyObject {
+    /// Path inside the archive.
+    pub entry: String,
+    /// Object key in the region's store.
+    pub key: String,
+}
+
+/// The store an export reads from (see [`Residency`]).
+#[derive(Debug, Clone)]
+pub struct ResidencySource {
+    pub store: String,
+    pub cloud_region: Option<String>,
+    pub cloud_regions: Vec<String>,
+}
+
+/// Object key of an audit file of `node` in `region`'s store.
+pub fn audit_object_key(region: &str, node: &str, file: &str) -> String {
+    format!("audit/{region}/{node}/{file}")
 }
 
 /// One node's key and the ends of its part of the chain in the bundle.
@@ -105,6 +149,10 @@ pub struct ExportOptions {
     /// More evidence to include, by archive path (each under
     /// [`RECORDINGS`]).
     pub extra: Vec<(String, Vec<u8>)>,
+    /// Set when `dirs` hold segments downloaded from the region's store
+    /// (one directory per node, named after it) and `extra` entries are
+    /// named by their store keys: the bundle then gets a residency section.
+    pub residency: Option<ResidencySource>,
 }
 
 /// What an export wrote, and what it left out and why.
@@ -291,6 +339,21 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         });
         entries.push((name.clone(), bytes.clone()));
     }
+    let residency = options.residency.as_ref().map(|source| Residency {
+        store: source.store.clone(),
+        cloud_region: source.cloud_region.clone(),
+        cloud_regions: source.cloud_regions.clone(),
+        objects: files
+            .iter()
+            .filter_map(|f| {
+                let key = expected_key(&options.region, &f.name)?;
+                Some(ResidencyObject {
+                    entry: f.name.clone(),
+                    key,
+                })
+            })
+            .collect(),
+    });
     summary.segments = segments.len();
     summary.nodes = nodes.iter().map(|n| n.node.clone()).collect();
     let manifest = Manifest {
@@ -302,6 +365,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         nodes,
         segments,
         files,
+        residency,
     };
     let mut manifest_bytes = canonical::to_string(&serde_json::to_value(&manifest)?).into_bytes();
     manifest_bytes.push(b'\n');
@@ -317,6 +381,114 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         .map_err(io_err(&partial))?;
     fs::rename(&partial, &options.out).map_err(io_err(&options.out))?;
     Ok(summary)
+}
+
+/// The store key an evidence entry of a `region` bundle is read from:
+/// segments (and their seals and torn tails) under `audit/<region>/<node>/`,
+/// recording entries under their own names. `None` for anything else.
+fn expected_key(region: &str, entry: &str) -> Option<String> {
+    if is_recording_entry(entry) {
+        return Some(entry.to_string());
+    }
+    let file = entry.strip_prefix(SEGMENTS)?;
+    let segment = file
+        .split_once(TORN_SUFFIX)
+        .map_or(file, |(segment, _)| segment);
+    let segment = segment.strip_suffix(SEAL_SUFFIX).unwrap_or(segment);
+    let (node, _) = segment::parse_name(segment)?;
+    Some(audit_object_key(region, node, file))
+}
+
+/// Check the residency section (see [`Residency`]).
+fn check_residency(report: &mut Report, manifest: &Manifest, files: &BTreeMap<String, (String, u64)>) {
+    let Some(residency) = &manifest.residency else {
+        report.residency = Some(
+            "none: this bundle was built from directories, not from the region's store".into(),
+        );
+        return;
+    };
+    let before = report.problems.len();
+    let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
+    for object in &residency.objects {
+        if keys.insert(&object.entry, &object.key).is_some() {
+            report.problem(Some(MANIFEST), None, None, format!("residency: {} listed twice", object.entry));
+        }
+        if !files.contains_key(&object.entry) {
+            report.problem(Some(&object.entry), None, None, "residency: listed but not in the bundle".into());
+        }
+        let own = [
+            format!("audit/{}/", manifest.region),
+            format!("{RECORDINGS}{}/", manifest.region),
+        ];
+        if !own.iter().any(|prefix| object.key.starts_with(prefix.as_str())) {
+            report.problem(
+                Some(&object.entry),
+                None,
+                None,
+                format!(
+                    "residency: read from `{}`, outside region {}'s prefixes ({})",
+                    object.key,
+                    manifest.region,
+                    own.join(", ")
+                ),
+            );
+        }
+    }
+    for entry in files.keys() {
+        let Some(expected) = expected_key(&manifest.region, entry) else {
+            continue;
+        };
+        match keys.get(entry.as_str()) {
+            None => report.problem(
+                Some(entry),
+                None,
+                None,
+                "residency: evidence without a store key in the residency section".into(),
+            ),
+            Some(key) if *key != expected => report.problem(
+                Some(entry),
+                None,
+                None,
+                format!(
+                    "residency: read from `{key}`, which is not under region {}'s `{expected}`",
+                    manifest.region
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !residency.cloud_regions.is_empty() {
+        match &residency.cloud_region {
+            Some(cloud) if residency.cloud_regions.contains(cloud) => {}
+            other => report.problem(
+                Some(MANIFEST),
+                None,
+                None,
+                format!(
+                    "residency: the store's cloud region {} is not one region {} allows ({})",
+                    other.as_deref().unwrap_or("(none)"),
+                    manifest.region,
+                    residency.cloud_regions.join(", ")
+                ),
+            ),
+        }
+    }
+    let cloud = residency
+        .cloud_region
+        .as_ref()
+        .map(|c| format!(" in cloud region {c}"))
+        .unwrap_or_default();
+    report.residency = Some(format!(
+        "{} objects read from region {}'s store {}{cloud}: {}",
+        residency.objects.len(),
+        manifest.region,
+        residency.store,
+        if report.problems.len() == before {
+            "every one under the region's own prefixes"
+        } else {
+            "PROBLEMS (below)"
+        }
+    ));
 }
 
 /// `recordings/` followed by plain path segments (no empty, `.`, `..` or
@@ -443,6 +615,8 @@ pub struct Report {
     pub segments: usize,
     pub records: u64,
     pub problems: Vec<Problem>,
+    /// What the residency section says (see [`Residency`]).
+    pub residency: Option<String>,
 }
 
 impl Report {
@@ -503,6 +677,9 @@ impl fmt::Display for Report {
             self.segments,
             self.records
         )?;
+        if let Some(residency) = &self.residency {
+            writeln!(f, "residency: {residency}")?;
+        }
         if self.is_ok() {
             writeln!(
                 f,
@@ -713,6 +890,7 @@ pub fn verify_reader(reader: impl Read, trusted: &BTreeMap<String, String>) -> R
         return report;
     };
     check_bundle(&mut report, &manifest, &files, &segments, &seals, trusted);
+    check_residency(&mut report, &manifest, &files);
     report
 }
 
@@ -1141,6 +1319,7 @@ mod tests {
             created: t(1000),
             out: out.to_path_buf(),
             extra: Vec::new(),
+            residency: None,
         })
         .unwrap()
     }
@@ -1242,6 +1421,7 @@ mod tests {
             created: t(1000),
             out: out.clone(),
             extra: vec![(manifest_key.into(), b"{\"signed\":true}".to_vec())],
+            residency: None,
         };
         export(&options).unwrap();
         let bundle = fs::read(&out).unwrap();
@@ -1263,6 +1443,64 @@ mod tests {
         assert!(export(&options).is_err());
         options.extra = vec![("elsewhere/x".into(), Vec::new())];
         assert!(export(&options).is_err());
+    }
+
+    #[test]
+    fn the_residency_section_accounts_for_every_piece_of_evidence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d1 = tmp.path().join("n1");
+        write_chain(&d1, "n1", "eu-west", 1, 4, 3);
+        let out = tmp.path().join("bundle.tar.zst");
+        let recording = "recordings/eu-west/2026/01/01/0123/manifest.json";
+        let mut options = ExportOptions {
+            dirs: vec![d1],
+            region: "eu-west".into(),
+            since: None,
+            until: None,
+            created: t(1000),
+            out: out.clone(),
+            extra: vec![(recording.into(), b"{}".to_vec())],
+            residency: Some(ResidencySource {
+                store: "s3://evidence-eu".into(),
+                cloud_region: Some("eu-west-1".into()),
+                cloud_regions: vec!["eu-west-1".into()],
+            }),
+        };
+        export(&options).unwrap();
+        let bundle = fs::read(&out).unwrap();
+        let report = check(&bundle);
+        assert!(report.is_ok(), "{report}");
+        let text = report.to_string();
+        assert!(
+            text.contains("residency: 5 objects read from region eu-west's store s3://evidence-eu in cloud region eu-west-1: every one under the region's own prefixes"),
+            "{text}"
+        );
+        let objects = manifest_of(&read_archive(&bundle).unwrap()).residency.unwrap().objects;
+        assert!(objects.iter().any(|o| o.entry == S4 && o.key == "audit/eu-west/n1/n1-00000000000000000004.jsonl"), "{objects:?}");
+
+        // Evidence read from another region's prefix is reported.
+        let moved = tamper(&bundle, |_, manifest| {
+            let residency = manifest.residency.as_mut().unwrap();
+            residency.objects[0].key = residency.objects[0].key.replace("eu-west", "us-east");
+        });
+        let text = messages(&moved);
+        assert!(text.contains("which is not under region eu-west's"), "{text}");
+        assert!(text.contains("outside region eu-west's prefixes"), "{text}");
+        // So is evidence without a key, and a store outside the jurisdiction.
+        let unaccounted = tamper(&bundle, |_, manifest| {
+            let residency = manifest.residency.as_mut().unwrap();
+            residency.objects.retain(|o| o.entry != recording);
+            residency.cloud_region = Some("us-east-1".into());
+        });
+        let text = messages(&unaccounted);
+        assert!(text.contains(&format!("{recording}: residency: evidence without a store key")), "{text}");
+        assert!(text.contains("cloud region us-east-1 is not one region eu-west allows"), "{text}");
+
+        // Built from directories: no section, and verify says so.
+        options.residency = None;
+        export(&options).unwrap();
+        let text = check(&fs::read(&out).unwrap()).to_string();
+        assert!(text.contains("residency: none"), "{text}");
     }
 
     #[test]
@@ -1576,6 +1814,7 @@ mod tests {
             created: t(1000),
             out: out.clone(),
             extra: Vec::new(),
+            residency: None,
         })
         .unwrap();
         assert_eq!(summary.nodes, ["n1"]);

@@ -31,8 +31,9 @@ mod testing;
 use std::path::PathBuf;
 
 pub use bundle::{
-    ExportOptions, ExportSummary, Problem, RECORDINGS, Report, export, recording_entries, verify,
-    verify_reader, verify_with_keys,
+    ExportOptions, ExportSummary, Problem, RECORDINGS, Report, Residency, ResidencyObject,
+    ResidencySource, audit_object_key, export, recording_entries, verify, verify_reader,
+    verify_with_keys,
 };
 pub use event::{AuditEvent, AuditRecord, GENESIS_HASH, Timestamp};
 pub use key::NodeKey;

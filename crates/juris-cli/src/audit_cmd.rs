@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use futures_util::StreamExt;
 use juris_audit::{ExportOptions, Timestamp};
-use juris_config::Deployment;
+use juris_config::{Deployment, StoreConfig};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 #[derive(Debug, Subcommand)]
@@ -82,9 +82,15 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             }
             let downloads = tempfile::tempdir()?;
             let mut extra = Vec::new();
+            let mut residency = None;
             if let Some(config) = &config {
                 let deployment = Deployment::load(config)?;
                 let store = crate::recordings_cmd::open_region_store(config, &deployment, &region)?;
+                // Only a bundle read wholly from the region's store can say
+                // where each piece of evidence lives.
+                if dirs.is_empty() {
+                    residency = residency_source(&deployment, &region);
+                }
                 dirs.extend(download_segments(&*store, &region, downloads.path()).await?);
                 extra = recording_files(&*store, &region, since, until, recordings).await?;
             }
@@ -100,6 +106,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                 created: Timestamp::from_system_time(SystemTime::now())?,
                 out: out.clone(),
                 extra,
+                residency,
             })?;
             print!("{}: region {region}, {summary}", out.display());
             if config.is_some() {
@@ -133,6 +140,20 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// How the bundle's residency section names `region`'s store.
+fn residency_source(deployment: &Deployment, region: &str) -> Option<juris_audit::ResidencySource> {
+    let config = deployment.region(region)?;
+    let (store, cloud_region) = match config.store.as_ref()? {
+        StoreConfig::Local { path } => (format!("file://{}", path.display()), None),
+        StoreConfig::S3 { bucket, region, .. } => (format!("s3://{bucket}"), Some(region.clone())),
+    };
+    Some(juris_audit::ResidencySource {
+        store,
+        cloud_region,
+        cloud_regions: config.cloud_regions.clone(),
+    })
 }
 
 /// Fetch the region's uploaded segments into `dir/<node>/`; returns the
@@ -281,6 +302,13 @@ async fn verify_recordings(
                 manifest.public_key.clone()
             }
         };
+        if audit.region.as_ref().is_some_and(|r| *r != manifest.region) {
+            report.problems.push(format!(
+                "{name}: a recording of region {}, in a bundle of region {}",
+                manifest.region,
+                audit.region.as_deref().unwrap_or("?")
+            ));
+        }
         if manifest.public_key != key {
             report.problems.push(format!(
                 "{name}: signed with key {}, but node {}'s key is {key}",

@@ -204,3 +204,20 @@ pub async fn connect_with_messages(
     });
     Ok((client, rx))
 }
+
+/// Run the `juris` CLI; returns (success, stdout, stderr).
+pub async fn juris(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(juris_testkit::gateway::juris_binary()?)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output(),
+    )
+    .await??;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
