@@ -110,7 +110,10 @@ impl TwoRegions {
         )
     }
 
-    async fn metrics(&self, region: usize) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    async fn metrics(
+        &self,
+        region: usize,
+    ) -> anyhow::Result<std::collections::HashMap<String, u64>> {
         scrape(&self.layout[region].nodes[0].metrics_address()).await
     }
 }
@@ -253,12 +256,22 @@ async fn a_node_of_another_region_hands_the_session_over_still_encrypted() -> an
         let bundle = root.join(format!("{region}.tar.zst"));
         let config = node.config_file.display().to_string();
         let (ok, out, err) = juris(&[
-            "audit", "export", "--config", &config, "--region", region, "--recordings", "-o",
+            "audit",
+            "export",
+            "--config",
+            &config,
+            "--region",
+            region,
+            "--recordings",
+            "-o",
             bundle.to_str().unwrap(),
         ])
         .await?;
         assert!(ok, "export {region}: {out}{err}");
-        assert!(out.contains("1 recording manifests with their chunks"), "{out}");
+        assert!(
+            out.contains("1 recording manifests with their chunks"),
+            "{out}"
+        );
         let (ok, out, err) = juris(&["audit", "verify", bundle.to_str().unwrap()]).await?;
         assert!(ok, "verify {region}: {out}{err}");
         assert!(
@@ -271,7 +284,10 @@ async fn a_node_of_another_region_hands_the_session_over_still_encrypted() -> an
             .output()?;
         let names = String::from_utf8_lossy(&listing.stdout).into_owned();
         assert!(names.contains(&format!("recordings/{region}/")), "{names}");
-        assert!(!names.contains(other), "{region}'s bundle lists {other}'s evidence: {names}");
+        assert!(
+            !names.contains(other),
+            "{region}'s bundle lists {other}'s evidence: {names}"
+        );
     }
     Ok(())
 }
@@ -285,7 +301,10 @@ async fn wrong_names_and_a_region_that_is_down_get_clear_errors() -> anyhow::Res
     // to another connection behind it.
     let switched = env
         .conninfo(&env.us, EU_CONNECTION, &token, "verify-full")
-        .replace(&format!("dbname={EU_CONNECTION}"), &format!("dbname={US_CONNECTION}"));
+        .replace(
+            &format!("dbname={EU_CONNECTION}"),
+            &format!("dbname={US_CONNECTION}"),
+        );
     let (ok, _, err) = psql(&switched, &["-c", "select 1"]).await?;
     assert!(!ok);
     assert!(
@@ -356,7 +375,8 @@ async fn a_node_refuses_to_start_with_a_bucket_outside_its_jurisdiction() -> any
     let node = |bucket: &str, claimed: &str| {
         let mut spec = GatewaySpec::new(&oidc.issuer, AUDIENCE);
         spec.region = "eu-west".into();
-        spec.region_settings.push("cloud_regions = [\"eu-west-1\", \"eu-central-1\"]".into());
+        spec.region_settings
+            .push("cloud_regions = [\"eu-west-1\", \"eu-central-1\"]".into());
         spec.region_settings.push(format!(
             "store = {{ kind = \"s3\", bucket = \"{bucket}\", region = \"{claimed}\", endpoint = \"{}\", allow_http = true, access_key_id = {{ file = {:?} }}, secret_access_key = {{ file = {:?} }} }}",
             s3.endpoint(),
@@ -379,10 +399,18 @@ async fn a_node_refuses_to_start_with_a_bucket_outside_its_jurisdiction() -> any
     let Err(error) = GatewayProcess::start(&node("evidence-nowhere", "eu-west-1")).await else {
         anyhow::bail!("a node started with a missing bucket");
     };
-    assert!(error.to_string().contains("cannot confirm the cloud region of bucket `evidence-nowhere`"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("cannot confirm the cloud region of bucket `evidence-nowhere`"),
+        "{error}"
+    );
     // The bucket that is where the config says starts.
     let node = GatewayProcess::start(&node("evidence-eu", "eu-west-1")).await?;
-    assert!(node.log().contains("object store is in the region's jurisdiction"));
+    assert!(
+        node.log()
+            .contains("object store is in the region's jurisdiction")
+    );
     s3.stop().await;
     Ok(())
 }

@@ -400,7 +400,11 @@ fn expected_key(region: &str, entry: &str) -> Option<String> {
 }
 
 /// Check the residency section (see [`Residency`]).
-fn check_residency(report: &mut Report, manifest: &Manifest, files: &BTreeMap<String, (String, u64)>) {
+fn check_residency(
+    report: &mut Report,
+    manifest: &Manifest,
+    files: &BTreeMap<String, (String, u64)>,
+) {
     let Some(residency) = &manifest.residency else {
         report.residency = Some(
             "none: this bundle was built from directories, not from the region's store".into(),
@@ -411,16 +415,29 @@ fn check_residency(report: &mut Report, manifest: &Manifest, files: &BTreeMap<St
     let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
     for object in &residency.objects {
         if keys.insert(&object.entry, &object.key).is_some() {
-            report.problem(Some(MANIFEST), None, None, format!("residency: {} listed twice", object.entry));
+            report.problem(
+                Some(MANIFEST),
+                None,
+                None,
+                format!("residency: {} listed twice", object.entry),
+            );
         }
         if !files.contains_key(&object.entry) {
-            report.problem(Some(&object.entry), None, None, "residency: listed but not in the bundle".into());
+            report.problem(
+                Some(&object.entry),
+                None,
+                None,
+                "residency: listed but not in the bundle".into(),
+            );
         }
         let own = [
             format!("audit/{}/", manifest.region),
             format!("{RECORDINGS}{}/", manifest.region),
         ];
-        if !own.iter().any(|prefix| object.key.starts_with(prefix.as_str())) {
+        if !own
+            .iter()
+            .any(|prefix| object.key.starts_with(prefix.as_str()))
+        {
             report.problem(
                 Some(&object.entry),
                 None,
@@ -1475,7 +1492,10 @@ mod tests {
             text.contains("residency: 5 objects read from region eu-west's store s3://evidence-eu in cloud region eu-west-1: every one under the region's own prefixes"),
             "{text}"
         );
-        let objects = manifest_of(&read_archive(&bundle).unwrap()).residency.unwrap().objects;
+        let objects = manifest_of(&read_archive(&bundle).unwrap())
+            .residency
+            .unwrap()
+            .objects;
         assert!(objects.iter().any(|o| o.entry == S4 && o.key == "audit/eu-west/n1/n1-00000000000000000004.jsonl"), "{objects:?}");
 
         // Evidence read from another region's prefix is reported.
@@ -1484,7 +1504,10 @@ mod tests {
             residency.objects[0].key = residency.objects[0].key.replace("eu-west", "us-east");
         });
         let text = messages(&moved);
-        assert!(text.contains("which is not under region eu-west's"), "{text}");
+        assert!(
+            text.contains("which is not under region eu-west's"),
+            "{text}"
+        );
         assert!(text.contains("outside region eu-west's prefixes"), "{text}");
         // So is evidence without a key, and a store outside the jurisdiction.
         let unaccounted = tamper(&bundle, |_, manifest| {
@@ -1493,8 +1516,16 @@ mod tests {
             residency.cloud_region = Some("us-east-1".into());
         });
         let text = messages(&unaccounted);
-        assert!(text.contains(&format!("{recording}: residency: evidence without a store key")), "{text}");
-        assert!(text.contains("cloud region us-east-1 is not one region eu-west allows"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{recording}: residency: evidence without a store key"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloud region us-east-1 is not one region eu-west allows"),
+            "{text}"
+        );
 
         // Built from directories: no section, and verify says so.
         options.residency = None;

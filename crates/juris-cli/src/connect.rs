@@ -32,6 +32,42 @@ pub struct ConnectOptions {
     pub port: u16,
 }
 
+/// Where `juris connect` goes: `--gateway` and `--server-name` when given;
+/// otherwise, from the deployment file, the endpoint of the region that
+/// owns the connection and the connection's directory name (so the session
+/// lands in its own region without a hand-over).
+pub fn route(
+    connection: &str,
+    gateway: Option<String>,
+    server_name: Option<String>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(String, Option<String>)> {
+    let Some(config) = config else {
+        let gateway = gateway.context(
+            "no gateway: pass --gateway host:port, or --config with the deployment file",
+        )?;
+        return Ok((gateway, server_name));
+    };
+    let deployment = juris_config::Deployment::load(config)?;
+    let (region, directory_name) = deployment.route_to(connection).with_context(|| {
+        format!(
+            "{}: connection \"{connection}\" is not declared",
+            config.display()
+        )
+    })?;
+    let gateway = match gateway {
+        Some(gateway) => gateway,
+        None => region.endpoint.clone().with_context(|| {
+            format!(
+                "{}: region {} (which owns \"{connection}\") declares no `endpoint`; pass --gateway",
+                config.display(),
+                region.name
+            )
+        })?,
+    };
+    Ok((gateway, server_name.or(directory_name)))
+}
+
 /// Produces the token to present for each new session.
 pub type TokenSource = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
 
@@ -194,4 +230,94 @@ async fn open_gateway(
         .connect(server_name, tcp)
         .await
         .with_context(|| format!("TLS with the gateway at {address} failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_REGIONS: &str = r#"
+[node]
+id = "us-1"
+region = "us-east"
+listen = "127.0.0.1:0"
+tls = { cert_file = "server.pem", key_file = "server.key" }
+data_dir = "/var/lib/juris"
+relay = { listen = "127.0.0.1:7601", tls = { cert_file = "r.pem", key_file = "r.key", ca_file = "ca.pem" } }
+
+[identity]
+issuer = "https://idp.example.test/"
+audience = "urn:juris:gateway"
+
+[directory]
+domain = "db.example.test"
+
+[[region]]
+name = "us-east"
+store = { kind = "local", path = "/var/lib/us" }
+relay = ["127.0.0.1:7601"]
+
+[[region]]
+name = "eu-west"
+store = { kind = "local", path = "/var/lib/eu" }
+relay = ["127.0.0.2:7601"]
+endpoint = "eu.db.example.test:5432"
+
+[[connection]]
+name = "billing-eu"
+kind = "postgres"
+region = "eu-west"
+upstream = { host = "127.0.0.1", port = 5432, database = "billing", user = "gw" }
+
+[[connection]]
+name = "crm-us"
+kind = "postgres"
+region = "us-east"
+upstream = { host = "127.0.0.1", port = 5433, database = "crm", user = "gw" }
+"#;
+
+    #[test]
+    fn the_deployment_file_routes_to_the_owning_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("juris.toml");
+        std::fs::write(&file, TWO_REGIONS).unwrap();
+        // The owning region's endpoint, with the directory name as SNI.
+        assert_eq!(
+            route("billing-eu", None, None, Some(&file)).unwrap(),
+            (
+                "eu.db.example.test:5432".to_string(),
+                Some("billing-eu.db.example.test".to_string())
+            )
+        );
+        // Flags win over the file.
+        assert_eq!(
+            route(
+                "billing-eu",
+                Some("gw:5432".into()),
+                Some("x".into()),
+                Some(&file)
+            )
+            .unwrap(),
+            ("gw:5432".to_string(), Some("x".to_string()))
+        );
+        // A region without an endpoint, an unknown connection: clear errors.
+        let error = route("crm-us", None, None, Some(&file))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("region us-east (which owns \"crm-us\") declares no `endpoint`"),
+            "{error}"
+        );
+        let error = route("payroll", None, None, Some(&file))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("connection \"payroll\" is not declared"),
+            "{error}"
+        );
+        let error = route("billing-eu", None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pass --gateway"), "{error}");
+    }
 }

@@ -19,6 +19,15 @@ pub struct ControlOptions {
     /// A node's control API, host:port (`node.cluster.control_listen`).
     #[arg(long, env = "JURIS_CONTROL", global = true)]
     pub control: Option<String>,
+    /// Deployment file (TOML): without --control, commands go to the
+    /// control APIs (`[[region]] control`) of the region that owns the
+    /// connection they name, or of --region.
+    #[arg(long, env = "JURIS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The region whose control plane to ask (with --config), for commands
+    /// that name no connection.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
     /// CA certificate that signs the node's certificate.
     #[arg(long, env = "JURIS_CA", global = true)]
     pub ca: Option<PathBuf>,
@@ -31,18 +40,78 @@ pub struct ControlOptions {
 
 impl ControlOptions {
     async fn client(&self) -> anyhow::Result<ControlClient> {
-        let endpoint = self
-            .control
-            .as_deref()
-            .context("no control API: pass --control host:port or set JURIS_CONTROL")?;
+        self.client_for(None).await
+    }
+
+    /// A client of the control plane that decides about `connection`:
+    /// `--control` if given, else a node of the owning region (grants and
+    /// approvals never leave their region), trying its nodes in order.
+    async fn client_for(&self, connection: Option<&str>) -> anyhow::Result<ControlClient> {
+        let endpoints = match (&self.control, &self.config) {
+            (Some(endpoint), _) => vec![endpoint.clone()],
+            (None, Some(config)) => self.region_endpoints(config, connection)?,
+            (None, None) => anyhow::bail!(
+                "no control API: pass --control host:port (or set JURIS_CONTROL), or --config with the deployment file"
+            ),
+        };
         let token = tokens::current(&self.idp).await?;
-        Ok(ControlClient::connect(
-            endpoint,
-            self.ca.as_deref(),
-            self.server_name.as_deref(),
-            &token,
-        )
-        .await?)
+        let mut failures = Vec::new();
+        for endpoint in &endpoints {
+            match ControlClient::connect(
+                endpoint,
+                self.ca.as_deref(),
+                self.server_name.as_deref(),
+                &token,
+            )
+            .await
+            {
+                Ok(client) => return Ok(client),
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+        }
+        anyhow::bail!("no control API answered: {}", failures.join("; "))
+    }
+
+    /// The control endpoints of the region that owns `connection` (or of
+    /// `--region`), from the deployment file.
+    fn region_endpoints(
+        &self,
+        config: &std::path::Path,
+        connection: Option<&str>,
+    ) -> anyhow::Result<Vec<String>> {
+        let deployment = juris_config::Deployment::load(config)?;
+        let region = match (connection, &self.region) {
+            (Some(connection), _) => {
+                let (region, _) = deployment.route_to(connection).with_context(|| {
+                    format!(
+                        "{}: connection \"{connection}\" is not declared",
+                        config.display()
+                    )
+                })?;
+                if let Some(asked) = &self.region
+                    && *asked != region.name
+                {
+                    anyhow::bail!(
+                        "connection \"{connection}\" belongs to region {}, not {asked}",
+                        region.name
+                    );
+                }
+                region
+            }
+            (None, Some(name)) => deployment
+                .region(name)
+                .with_context(|| format!("{}: region {name} is not declared", config.display()))?,
+            (None, None) => {
+                anyhow::bail!("which region? pass --region (this command names no connection)")
+            }
+        };
+        anyhow::ensure!(
+            !region.control.is_empty(),
+            "{}: region {} declares no `control` endpoints; pass --control",
+            config.display(),
+            region.name
+        );
+        Ok(region.control.clone())
     }
 }
 
@@ -127,6 +196,8 @@ pub enum SessionsCommand {
     Active {
         #[arg(long)]
         connection: Option<String>,
+        #[command(flatten)]
+        control: ControlOptions,
     },
     /// Recorded sessions in a region's object store (and in this machine's
     /// node spool: not yet uploaded, quarantined).
@@ -207,7 +278,12 @@ fn print_approval(a: &pb::Approval) {
 }
 
 pub async fn access(options: &ControlOptions, command: AccessCommand) -> anyhow::Result<()> {
-    let mut client = options.client().await?;
+    let named = match &command {
+        AccessCommand::Request { connection, .. } => Some(connection.as_str()),
+        AccessCommand::List { connection, .. } => connection.as_deref(),
+        _ => None,
+    };
+    let mut client = options.client_for(named).await?;
     match command {
         AccessCommand::Request {
             connection,
@@ -267,7 +343,11 @@ pub async fn access(options: &ControlOptions, command: AccessCommand) -> anyhow:
 }
 
 pub async fn grants(options: &ControlOptions, command: GrantsCommand) -> anyhow::Result<()> {
-    let mut client = options.client().await?;
+    let named = match &command {
+        GrantsCommand::List { connection, .. } => connection.as_deref(),
+        _ => None,
+    };
+    let mut client = options.client_for(named).await?;
     match command {
         GrantsCommand::List { status, connection } => {
             for g in client
@@ -294,7 +374,11 @@ pub async fn grants(options: &ControlOptions, command: GrantsCommand) -> anyhow:
 }
 
 pub async fn approvals(options: &ControlOptions, command: ApprovalsCommand) -> anyhow::Result<()> {
-    let mut client = options.client().await?;
+    let named = match &command {
+        ApprovalsCommand::List { connection, .. } => connection.as_deref(),
+        _ => None,
+    };
+    let mut client = options.client_for(named).await?;
     match command {
         ApprovalsCommand::List { status, connection } => {
             for a in client
@@ -329,11 +413,14 @@ pub async fn approvals(options: &ControlOptions, command: ApprovalsCommand) -> a
     Ok(())
 }
 
-pub async fn sessions(options: &ControlOptions, command: SessionsCommand) -> anyhow::Result<()> {
+pub async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
     match command {
         SessionsCommand::List(list) => crate::recordings_cmd::list(&list).await?,
-        SessionsCommand::Active { connection } => {
-            let mut client = options.client().await?;
+        SessionsCommand::Active {
+            connection,
+            control,
+        } => {
+            let mut client = control.client().await?;
             let sessions = client
                 .list_sessions(pb::ListSessionsRequest {
                     connection: connection.unwrap_or_default(),

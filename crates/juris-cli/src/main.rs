@@ -41,6 +41,11 @@ enum Command {
         /// Gateway port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Run several regions (one node and one PostgreSQL each), e.g.
+        /// `eu-west,us-east`: sessions reaching the wrong region's node are
+        /// handed over, still encrypted, to their own region.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
     },
     /// Log in with the OIDC device authorization flow and cache the tokens.
     Login {
@@ -62,9 +67,14 @@ enum Command {
         /// Local port on 127.0.0.1.
         #[arg(long, default_value_t = 6432)]
         port: u16,
-        /// Gateway address host:port.
+        /// Gateway address host:port; with --config, the endpoint of the
+        /// region that owns the connection.
         #[arg(long, env = "JURIS_GATEWAY")]
-        gateway: String,
+        gateway: Option<String>,
+        /// Deployment file (TOML) to look the connection up in: its owning
+        /// region's endpoint, and its directory name as the TLS server name.
+        #[arg(long, env = "JURIS_CONFIG")]
+        config: Option<PathBuf>,
         /// CA certificate that signs the gateway's certificate.
         #[arg(long, env = "JURIS_CA")]
         ca: Option<PathBuf>,
@@ -102,8 +112,6 @@ enum Command {
     },
     /// Sessions through a node.
     Sessions {
-        #[command(flatten)]
-        control: ControlOptions,
         #[command(subcommand)]
         command: SessionsCommand,
     },
@@ -165,7 +173,10 @@ fn main() -> anyhow::Result<()> {
                 println!("{}: ok", config.display());
                 Ok(())
             }
-            Command::Demo { port } => Ok(juris_demo::run(port).await?),
+            Command::Demo { port, regions } if regions.is_empty() => {
+                Ok(juris_demo::run(port).await?)
+            }
+            Command::Demo { regions, .. } => Ok(juris_demo::regions::run(&regions).await?),
             Command::Audit { command } => juris_cli::audit_cmd::run(command).await,
             Command::Mask {
                 command:
@@ -202,9 +213,7 @@ fn main() -> anyhow::Result<()> {
                 juris_cli::control_cmd::cluster(&control, command).await
             }
             Command::Replay(options) => juris_cli::recordings_cmd::replay(&options).await,
-            Command::Sessions { control, command } => {
-                juris_cli::control_cmd::sessions(&control, command).await
-            }
+            Command::Sessions { command } => juris_cli::control_cmd::sessions(command).await,
             Command::Login { idp } => tokens::login(&idp).await,
             Command::Token {
                 idp,
@@ -222,10 +231,13 @@ fn main() -> anyhow::Result<()> {
                 connection,
                 port,
                 gateway,
+                config,
                 ca,
                 server_name,
                 idp,
             } => {
+                let (gateway, server_name) =
+                    connect::route(&connection, gateway, server_name, config.as_deref())?;
                 // Fail now, not at the first session, if there is no usable token.
                 tokens::current(&idp).await?;
                 let handle = tokio::runtime::Handle::current();

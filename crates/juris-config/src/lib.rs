@@ -341,6 +341,11 @@ pub struct RegionConfig {
     /// still encrypted, a session for one of this region's connections.
     #[serde(default)]
     pub relay: Vec<String>,
+    /// Control APIs of this region's nodes (`host:port`, their
+    /// `node.cluster.control_listen`): where the CLI sends access requests,
+    /// reviews and approvals for this region's connections.
+    #[serde(default)]
+    pub control: Vec<String>,
 }
 
 /// A region's object store.
@@ -726,6 +731,19 @@ impl Deployment {
         self.regions.iter().find(|r| r.name == name)
     }
 
+    /// How a client reaches `connection` directly in its own region: the
+    /// region's client endpoint (if declared) and the TLS server name
+    /// (`<connection>.<domain>` with a `[directory]`).
+    pub fn route_to(&self, connection: &str) -> Option<(&RegionConfig, Option<String>)> {
+        let owner = self.connection(connection)?;
+        let region = self.region(&owner.region)?;
+        let server_name = self
+            .directory
+            .as_ref()
+            .map(|d| format!("{}.{}", owner.name, d.domain));
+        Some((region, server_name))
+    }
+
     /// The store of region `name`, with its config key (`region[1].store`)
     /// for error messages; `None` if the region or its store is missing.
     pub fn region_store(&self, name: &str) -> Option<(String, &StoreConfig)> {
@@ -810,12 +828,25 @@ impl Deployment {
             }
         }
         for (i, r) in self.regions.iter().enumerate() {
-            for (j, endpoint) in r.relay.iter().enumerate() {
+            let endpoints = r
+                .relay
+                .iter()
+                .enumerate()
+                .map(|(j, e)| (format!("region[{i}].relay[{j}]"), e))
+                .chain(
+                    r.control
+                        .iter()
+                        .enumerate()
+                        .map(|(j, e)| (format!("region[{i}].control[{j}]"), e)),
+                )
+                .chain(
+                    r.endpoint
+                        .iter()
+                        .map(|e| (format!("region[{i}].endpoint"), e)),
+                );
+            for (key, endpoint) in endpoints {
                 if !is_host_port(endpoint) {
-                    problem(
-                        format!("region[{i}].relay[{j}]"),
-                        format!("`{endpoint}` is not a host:port"),
-                    );
+                    problem(key, format!("`{endpoint}` is not a host:port"));
                 }
             }
         }
@@ -853,7 +884,8 @@ impl Deployment {
             );
         }
         for (i, r) in self.regions.iter().enumerate() {
-            if r.name != self.node.region && owning.contains(r.name.as_str()) && r.relay.is_empty() {
+            if r.name != self.node.region && owning.contains(r.name.as_str()) && r.relay.is_empty()
+            {
                 problem(
                     format!("region[{i}].relay"),
                     format!(
@@ -1485,20 +1517,37 @@ level = "admin"
             );
         let d = Deployment::from_toml("t.toml", &fixed).unwrap();
         let err = d.validate("t.toml").unwrap_err().to_string();
-        assert!(err.contains("region[1].relay[1]: `nowhere` is not a host:port"), "{err}");
+        assert!(
+            err.contains("region[1].relay[1]: `nowhere` is not a host:port"),
+            "{err}"
+        );
         assert!(err.contains("node.metrics_listen: `localhost`"), "{err}");
         let d = Deployment::from_toml(
             "t.toml",
-            &fixed
-                .replace(", \"nowhere\"", "")
-                .replace("metrics_listen = \"localhost\"", "metrics_listen = \"127.0.0.1:9464\""),
+            &fixed.replace(", \"nowhere\"", "").replace(
+                "metrics_listen = \"localhost\"",
+                "metrics_listen = \"127.0.0.1:9464\"",
+            ),
         )
         .unwrap();
         d.validate("t.toml").unwrap();
         let directory = d.directory.as_ref().unwrap();
-        assert_eq!(directory.connection_of("crm-us.db.example.com"), Some("crm-us"));
-        assert_eq!(directory.connection_of("Billing.DB.example.COM"), Some("Billing"));
-        for other in ["db.example.com", ".db.example.com", "a.b.db.example.com", "crm-us.db.example.org", "crm-usdb.example.com", ""] {
+        assert_eq!(
+            directory.connection_of("crm-us.db.example.com"),
+            Some("crm-us")
+        );
+        assert_eq!(
+            directory.connection_of("Billing.DB.example.COM"),
+            Some("Billing")
+        );
+        for other in [
+            "db.example.com",
+            ".db.example.com",
+            "a.b.db.example.com",
+            "crm-us.db.example.org",
+            "crm-usdb.example.com",
+            "",
+        ] {
             assert_eq!(directory.connection_of(other), None, "{other}");
         }
         assert_eq!(relay_server_name("us-east"), "us-east.relay.juris");

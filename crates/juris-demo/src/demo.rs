@@ -20,12 +20,12 @@ use crate::certs::DemoCa;
 use crate::issuer::DevIssuer;
 use crate::postgres::{TempPostgres, TempPostgresOptions, UpstreamAuth, seed_customers};
 
-const AUDIENCE: &str = "urn:juris:gateway";
+pub(crate) const AUDIENCE: &str = "urn:juris:gateway";
 const CONNECTION: &str = "billing";
-const TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
+pub(crate) const TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 
 /// The demo's principals: (login, email, groups, what they may do).
-const PEOPLE: &[(&str, &[&str], &str)] = &[
+pub(crate) const PEOPLE: &[(&str, &[&str], &str)] = &[
     ("alice", &["dba"], "admin: anything, including DDL"),
     (
         "carol",
@@ -131,6 +131,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             cloud_regions: Vec::new(),
             endpoint: None,
             relay: Vec::new(),
+            control: Vec::new(),
         }],
         connections: vec![ConnectionConfig {
             name: CONNECTION.into(),
@@ -265,11 +266,11 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn toml_text(deployment: &Deployment) -> Option<String> {
+pub(crate) fn toml_text(deployment: &Deployment) -> Option<String> {
     toml::to_string_pretty(deployment).ok()
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), DemoError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), DemoError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

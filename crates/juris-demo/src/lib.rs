@@ -7,6 +7,7 @@ mod demo;
 mod error;
 pub mod issuer;
 pub mod postgres;
+pub mod regions;
 
 pub use demo::{deployment, run};
 pub use error::DemoError;

@@ -320,11 +320,22 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         let listener = bind(&relay.listen).await?;
         info!(relay_address = %relay.listen, "handover listener for sessions relayed by other regions' nodes");
         let acceptor = TlsAcceptor::from(links.tls.server.clone());
-        side_tasks.push(tokio::spawn(serve_handover_links(
+        let grace = Duration::from_secs(deployment.node.shutdown_grace_secs);
+        // Handed-over sessions drain like any other.
+        side_tasks.push(tokio::spawn(serve(
             listener,
             context.clone(),
-            acceptor,
             shutdown.clone(),
+            grace,
+            move |context, tcp, peer, terminate| {
+                juris_proxy_pg::handover::serve_link(
+                    context,
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    terminate,
+                )
+            },
         )));
     }
     if let Some(address) = &deployment.node.metrics_listen {
@@ -352,7 +363,13 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         .map_err(|source| NodeError::Listen { address, source })?;
     let grace = Duration::from_secs(deployment.node.shutdown_grace_secs);
     info!(node = %deployment.node.id, region = %deployment.node.region, %postgres_address, "node listening");
-    let serving = serve(listener, context, shutdown.clone(), grace);
+    let serving = serve(
+        listener,
+        context,
+        shutdown.clone(),
+        grace,
+        juris_proxy_pg::serve_connection,
+    );
     let done = tokio::spawn(async move {
         serving.await;
         for task in side_tasks {
@@ -364,6 +381,7 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
             }
             control::stop_region(region).await;
         }
+        info!("node stopped");
     });
     Ok(RunningNode {
         postgres_address,
@@ -374,12 +392,18 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
     })
 }
 
-async fn serve(
+/// Accept on `listener` until shutdown, one `session` task per connection;
+/// then drain: `grace` for the sessions to end, then end the rest.
+async fn serve<F, S>(
     listener: TcpListener,
     context: Arc<ProxyContext>,
     shutdown: CancellationToken,
     grace: Duration,
-) {
+    session: S,
+) where
+    S: Fn(Arc<ProxyContext>, tokio::net::TcpStream, SocketAddr, CancellationToken) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let sessions = TaskTracker::new();
     let terminate = CancellationToken::new();
     loop {
@@ -387,7 +411,7 @@ async fn serve(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    sessions.spawn(juris_proxy_pg::serve_connection(context.clone(), tcp, peer, terminate.clone()));
+                    sessions.spawn(session(context.clone(), tcp, peer, terminate.clone()));
                 }
                 Err(e) => {
                     // Usually EMFILE: back off rather than spin.
@@ -420,7 +444,6 @@ async fn serve(
             );
         }
     }
-    info!("node stopped");
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {
@@ -430,39 +453,6 @@ async fn bind(address: &str) -> Result<TcpListener, NodeError> {
             address: address.to_string(),
             source,
         })
-}
-
-/// Accept handover links from nodes of other regions until shutdown; the
-/// sessions they carry drain like any other (they end when the node
-/// terminates its sessions).
-async fn serve_handover_links(
-    listener: TcpListener,
-    context: Arc<ProxyContext>,
-    acceptor: TlsAcceptor,
-    shutdown: CancellationToken,
-) {
-    let sessions = TaskTracker::new();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    sessions.spawn(juris_proxy_pg::handover::serve_link(
-                        context.clone(),
-                        tcp,
-                        peer,
-                        acceptor.clone(),
-                        shutdown.child_token(),
-                    ));
-                }
-                Err(e) => {
-                    warn!("handover listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    sessions.close();
 }
 
 /// Run a node from a deployment file until SIGTERM or SIGINT, then drain.

@@ -76,7 +76,10 @@ pub(crate) async fn serve(listener: TcpListener, sources: Arc<Sources>, stop: Ca
 fn respond<B>(request: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, sources.render()),
-        _ => (StatusCode::NOT_FOUND, "not found; try GET /metrics\n".into()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found; try GET /metrics\n".into(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -37,7 +37,11 @@ pub(crate) async fn check_store(deployment: &Deployment) -> Result<(), NodeError
     let reported = match endpoint {
         Some(endpoint) => ask_endpoint(endpoint, bucket, *allow_http)
             .await
-            .map_err(|reason| refuse(format!("cannot confirm the cloud region of bucket `{bucket}`: {reason}")))?,
+            .map_err(|reason| {
+                refuse(format!(
+                    "cannot confirm the cloud region of bucket `{bucket}`: {reason}"
+                ))
+            })?,
         None => {
             let options = object_store::ClientOptions::new();
             tokio::time::timeout(

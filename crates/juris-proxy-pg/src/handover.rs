@@ -28,8 +28,8 @@ use std::time::Duration;
 use juris_audit::AuditEvent;
 use juris_audit::event::ConnectionRefusal;
 use juris_pgwire::handover::{
-    ClientHelloProgress, HANDOVER_MAX_LEN, HandoverHeader, TLS_RECORD_HEADER_LEN,
-    TlsRecordScanner, client_hello_progress,
+    ClientHelloProgress, HANDOVER_MAX_LEN, HandoverHeader, TLS_RECORD_HEADER_LEN, TlsRecordScanner,
+    client_hello_progress,
 };
 use juris_types::SessionId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -39,12 +39,18 @@ pub struct ProxyMetrics {
 
 /// Append one counter in the Prometheus text format.
 pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+    );
 }
 
 /// Append one gauge in the Prometheus text format.
 pub fn write_gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+    );
 }
 
 impl ProxyMetrics {
@@ -85,7 +91,11 @@ impl ProxyMetrics {
             "# HELP {name} Client TLS sessions this node terminated, by the connection their TLS server name named (\"\" for none).\n# TYPE {name} counter\n"
         );
         for (connection, counter) in &self.client_tls_handshakes {
-            let _ = writeln!(out, "{name}{{connection=\"{connection}\"}} {}", get(counter));
+            let _ = writeln!(
+                out,
+                "{name}{{connection=\"{connection}\"}} {}",
+                get(counter)
+            );
         }
         for (name, help, counter) in [
             (

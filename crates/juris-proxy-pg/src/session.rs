@@ -15,16 +15,16 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::handover;
 use crate::io::{read_frame, read_startup, send, send_fatal};
-use crate::transport::{ClientStream, ClientTransport, Rewind};
-use juris_pgwire::handover::HandoverHeader;
 use crate::masking::{SessionLabels, SessionMasking};
 use crate::recording::{RecordingFailure, SessionRecording};
 use crate::relay::{self, SessionInfo};
+use crate::transport::{ClientStream, ClientTransport, Rewind};
 use crate::upstream::UpstreamTarget;
 use crate::{ActiveGrant, GrantLookup, PRE_AUTH_LIMITS, ProxyContext};
 use juris_audit::AuditEvent;
 use juris_audit::event::{AuthFailure, AuthSuccess, ConnectionRefusal, SessionEnd, SessionStart};
 use juris_config::{EffectiveRole, RecordingMode};
+use juris_pgwire::handover::HandoverHeader;
 
 /// Startup parameters passed on to the upstream. Anything else is dropped:
 /// parameters such as `role`, `session_authorization` or `options` would
@@ -101,7 +101,10 @@ pub(crate) async fn serve_handed_over(
             Err(_) => info!("handshake did not finish within the authentication timeout"),
             Ok(None) => {}
             Ok(Some(accepted)) => {
-                info!("session handed over by a node of region {}", header.from_region);
+                info!(
+                    "session handed over by a node of region {}",
+                    header.from_region
+                );
                 run_session(&ctx, accepted, session_id, started, terminate).await;
             }
         }
@@ -203,15 +206,13 @@ async fn open_tls(
             let transport = ClientTransport::Direct(Rewind::new(hello.bytes, tcp));
             terminate_tls(ctx, transport, direct_tls).await.map(Ok)
         }
-        handover::Route::Elsewhere { connection, region } => {
-            Some(Err(handover::Outbound {
-                tcp,
-                hello: hello.bytes,
-                connection,
-                region,
-                direct_tls,
-            }))
-        }
+        handover::Route::Elsewhere { connection, region } => Some(Err(handover::Outbound {
+            tcp,
+            hello: hello.bytes,
+            connection,
+            region,
+            direct_tls,
+        })),
     }
 }
 

@@ -162,7 +162,10 @@ impl Directory {
             .push(format!("metrics_listen = \"{}\"", node.metrics_address()));
         spec.node_settings.push(format!(
             "data_dir = {:?}",
-            self.dir.join(format!("{}-data", node.id)).display().to_string()
+            self.dir
+                .join(format!("{}-data", node.id))
+                .display()
+                .to_string()
         ));
         spec.region_settings.push(format!("store = {}", own.store));
         spec.region_settings
@@ -200,7 +203,10 @@ pub async fn scrape(address: &str) -> anyhow::Result<std::collections::HashMap<S
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no HTTP response from {address}"))?;
-    anyhow::ensure!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     Ok(body
         .lines()
         .filter(|l| !l.starts_with('#'))

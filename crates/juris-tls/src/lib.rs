@@ -117,19 +117,21 @@ pub struct MutualTls {
 /// Mutual TLS from PEM files: the server side requires a client
 /// certificate issued by `ca_file`; the client side presents `cert_file`
 /// and verifies the server against `ca_file` only (no public roots).
-pub fn mutual_tls(cert_file: &Path, key_file: &Path, ca_file: &Path) -> Result<MutualTls, TlsError> {
+pub fn mutual_tls(
+    cert_file: &Path,
+    key_file: &Path,
+    ca_file: &Path,
+) -> Result<MutualTls, TlsError> {
     let certs = load_certificates(cert_file)?;
     let key = load_private_key(key_file)?;
     let roots = Arc::new(load_roots(ca_file)?);
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        roots.clone(),
-        provider(),
-    )
-    .build()
-    .map_err(|e| TlsError::Certificates {
-        path: ca_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(|e| TlsError::Certificates {
+                path: ca_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
