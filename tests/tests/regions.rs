@@ -12,8 +12,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::control::{id_with_prefix, wait_for_leader};
 use common::{juris, psql};
-use juris_testkit::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec};
+use juris_testkit::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec, TestRegion};
 use juris_testkit::oidc::{AUDIENCE, OidcProvider};
 use juris_testkit::postgres::TempPostgres;
 use juris_testkit::regions::{Directory, RegionLayout, scrape};
@@ -412,5 +413,172 @@ async fn a_node_refuses_to_start_with_a_bucket_outside_its_jurisdiction() -> any
             .contains("object store is in the region's jurisdiction")
     );
     s3.stop().await;
+    Ok(())
+}
+
+/// Run the CLI as the holder of `token`, trusting `ca`, with no control
+/// API named: the deployment file (`--config`) must route the call.
+async fn routed(token: &str, ca: &Path, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let output = tokio::process::Command::new(juris_testkit::gateway::juris_binary()?)
+        .args(args)
+        .env("JURIS_TOKEN", token)
+        .env("JURIS_CA", ca)
+        .env_remove("JURIS_CONTROL")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output).await??;
+    Ok((
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn access_requests_are_created_and_decided_only_in_the_owning_region() -> anyhow::Result<()> {
+    let (pg_eu, pg_us, oidc) = tokio::try_join!(
+        common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
+        common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
+        OidcProvider::start()
+    )?;
+    let dir = tempfile::tempdir()?;
+    let directory = Directory::new(dir.path(), DOMAIN)?;
+    let mut rafts = Vec::new();
+    for name in ["eu-raft", "us-raft"] {
+        let raft_dir = dir.path().join(name);
+        std::fs::create_dir_all(&raft_dir)?;
+        rafts.push(TestRegion::new(1, &raft_dir, "dba")?);
+    }
+    let mut layout = vec![
+        RegionLayout::local(
+            "eu-west",
+            "eu",
+            1,
+            vec![connection(EU_CONNECTION, &pg_eu)],
+            dir.path(),
+        )?,
+        RegionLayout::local(
+            "us-east",
+            "us",
+            1,
+            vec![connection(US_CONNECTION, &pg_us)],
+            dir.path(),
+        )?,
+    ];
+    layout[0].control = rafts[0].control_endpoints();
+    layout[1].control = rafts[1].control_endpoints();
+    let mut base = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+    base.roles = vec![
+        RoleSpec::jit("oncall-eu", "analysts", EU_CONNECTION, "read", "dba"),
+        RoleSpec::jit("oncall-us", "analysts", US_CONNECTION, "read", "dba"),
+    ];
+    let eu = rafts[0]
+        .start(&directory.node_spec(&base, &layout, "eu-west", 0)?)
+        .await?;
+    let us = rafts[1]
+        .start(&directory.node_spec(&base, &layout, "us-east", 0)?)
+        .await?;
+    let alice = oidc.user_token("alice").await?;
+    let bob = oidc.user_token("bob").await?;
+    wait_for_leader(&[&eu[0]], &alice).await?;
+    wait_for_leader(&[&us[0]], &alice).await?;
+    let ca = directory.client_ca_file.clone();
+    let us_config = us[0].gateway.config_file.display().to_string();
+
+    // bob works from a us-east deployment file; his request for an eu-west
+    // connection goes to eu-west's control plane.
+    let (ok, out) = routed(
+        &bob,
+        &ca,
+        &[
+            "access",
+            "request",
+            EU_CONNECTION,
+            "--role",
+            "oncall-eu",
+            "--for",
+            "1h",
+            "--reason",
+            "eu incident 42",
+            "--config",
+            &us_config,
+        ],
+    )
+    .await?;
+    assert!(ok, "{out}");
+    let request = id_with_prefix(&out, "ar-")?;
+    let list = |region: &'static str| {
+        let (alice, ca, config) = (alice.clone(), ca.clone(), us_config.clone());
+        async move {
+            routed(
+                &alice,
+                &ca,
+                &["access", "list", "--config", &config, "--region", region],
+            )
+            .await
+        }
+    };
+    let (ok, in_eu) = list("eu-west").await?;
+    assert!(ok && in_eu.contains("eu incident 42"), "{in_eu}");
+    let (ok, in_us) = list("us-east").await?;
+    assert!(ok && !in_us.contains("eu incident 42"), "{in_us}");
+
+    // Asked directly, us-east's control API refuses, naming the owner.
+    let (ok, out) = routed(
+        &bob,
+        &ca,
+        &[
+            "access",
+            "request",
+            EU_CONNECTION,
+            "--role",
+            "oncall-eu",
+            "--for",
+            "1h",
+            "--reason",
+            "wrong region",
+            "--control",
+            &us[0].control,
+        ],
+    )
+    .await?;
+    assert!(!ok && out.contains("belongs to region eu-west"), "{out}");
+
+    // alice approves in eu-west; bob's session, reaching the us-east node by
+    // name, is handed over and rides the eu-west grant.
+    let (ok, out) = routed(
+        &alice,
+        &ca,
+        &[
+            "access", "approve", &request, "--reason", "ok", "--config", &us_config, "--region",
+            "eu-west",
+        ],
+    )
+    .await?;
+    assert!(ok, "{out}");
+    let conninfo = format!(
+        "host={} hostaddr={} port={} dbname={EU_CONNECTION} user=bob sslmode=verify-full sslrootcert={} password={bob} connect_timeout=20",
+        directory.host(EU_CONNECTION),
+        us[0].gateway.address.ip(),
+        us[0].gateway.address.port(),
+        ca.display(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out, err) = psql(&conninfo, &["-c", "select count(*) from customers"]).await?;
+        if ok {
+            assert_eq!(out.trim(), "1000");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session on the grant: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

@@ -370,11 +370,11 @@ pub async fn serve_link(
         }
     };
     let own = &ctx.deployment.node.region;
-    if !ctx
+    let owned = ctx
         .deployment
         .connection(&header.connection)
-        .is_some_and(|c| &c.region == own)
-    {
+        .is_some_and(|c| &c.region == own);
+    if !owned {
         warn!(%link_peer, connection = %header.connection, from_region = %header.from_region, "handover link for a connection region {own} does not own refused");
         return;
     }

@@ -67,7 +67,7 @@ pub async fn serve_connection(
             Err(_) => info!("handshake did not finish within the authentication timeout"),
             Ok(None) => {}
             Ok(Some(Opened::Here(accepted))) => {
-                run_session(&ctx, accepted, session_id, started, terminate).await;
+                run_session(&ctx, *accepted, session_id, started, terminate).await;
             }
             Ok(Some(Opened::Elsewhere(outbound))) => {
                 tracing::Span::current().record("connection", outbound.connection.as_str());
@@ -156,7 +156,7 @@ struct Accepted {
 /// What the first bytes of a connection decided.
 enum Opened {
     /// The session is served here.
-    Here(Accepted),
+    Here(Box<Accepted>),
     /// Another region owns the connection the TLS server name asks for.
     Elsewhere(handover::Outbound),
 }
@@ -278,7 +278,7 @@ async fn accept(
     match opened {
         Ok(tls) => authenticate(ctx, tls, buf, session_id, peer)
             .await
-            .map(Opened::Here),
+            .map(|accepted| Opened::Here(Box::new(accepted))),
         Err(outbound) => Some(Opened::Elsewhere(outbound)),
     }
 }

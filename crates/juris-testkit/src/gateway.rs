@@ -169,6 +169,14 @@ impl TestRegion {
         })
     }
 
+    /// `127.0.0.1:port` of each initial voter's control API.
+    pub fn control_endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|(_, _, control)| format!("127.0.0.1:{control}"))
+            .collect()
+    }
+
     /// Start the initial voters; the lowest id initializes the group.
     pub async fn start(&self, spec: &GatewaySpec) -> anyhow::Result<Vec<RegionNode>> {
         let mut starting = Vec::new();
@@ -236,10 +244,12 @@ impl TestRegion {
         std::fs::write(&key, &peer.key_pem)?;
         let data_dir = self.dir.join(format!("node-{id}"));
         let mut node_spec = spec.clone();
-        node_spec.node_settings.push(format!(
-            "data_dir = {}",
-            quote(&data_dir.display().to_string())
-        ));
+        if !spec.node_settings.iter().any(|l| l.starts_with("data_dir")) {
+            node_spec.node_settings.push(format!(
+                "data_dir = {}",
+                quote(&data_dir.display().to_string())
+            ));
+        }
         // One object store for the whole region.
         if !spec.region_settings.iter().any(|l| l.starts_with("store")) {
             node_spec.region_settings.push(format!(

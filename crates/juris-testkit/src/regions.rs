@@ -23,6 +23,9 @@ pub struct RegionLayout {
     pub connections: Vec<ConnectionSpec>,
     /// Its `store = { ... }` inline table.
     pub store: String,
+    /// Its nodes' control APIs (`[[region]] control`), when it runs a Raft
+    /// group.
+    pub control: Vec<String>,
 }
 
 /// A node's fixed ports (its PostgreSQL listener is chosen at start).
@@ -69,7 +72,16 @@ impl RegionLayout {
                 "{{ kind = \"local\", path = {:?} }}",
                 store.display().to_string()
             ),
+            control: Vec::new(),
         })
+    }
+
+    fn control_endpoints(&self) -> String {
+        self.control
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn relay_endpoints(&self) -> String {
@@ -133,8 +145,10 @@ impl Directory {
             .nodes
             .get(index)
             .ok_or_else(|| anyhow::anyhow!("region {region} has no node {index}"))?;
-        let names: Vec<String> = own.connections.iter().map(|c| self.host(&c.name)).collect();
-        let server = self.client_ca.issue_server(&names, false)?;
+        // The connections' names, and `localhost` for the control API.
+        let mut names: Vec<String> = own.connections.iter().map(|c| self.host(&c.name)).collect();
+        names.push("localhost".into());
+        let server = self.client_ca.issue_server(&names, true)?;
         let relay = self
             .relay_ca
             .issue_peer(&[format!("{region}.relay.juris")])?;
@@ -170,6 +184,8 @@ impl Directory {
         spec.region_settings.push(format!("store = {}", own.store));
         spec.region_settings
             .push(format!("relay = [{}]", own.relay_endpoints()));
+        spec.region_settings
+            .push(format!("control = [{}]", own.control_endpoints()));
         for r in regions {
             for c in &r.connections {
                 let mut c = c.clone();
@@ -178,10 +194,11 @@ impl Directory {
             }
             if r.name != region {
                 spec.extra_tables.push(format!(
-                    "[[region]]\nname = {:?}\nstore = {}\nrelay = [{}]",
+                    "[[region]]\nname = {:?}\nstore = {}\nrelay = [{}]\ncontrol = [{}]",
                     r.name,
                     r.store,
-                    r.relay_endpoints()
+                    r.relay_endpoints(),
+                    r.control_endpoints()
                 ));
             }
         }
