@@ -13,10 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::control::{id_with_prefix, wait_for_leader};
-use common::{juris, psql};
+use common::{juris, juris_with_env, psql};
 use juris_testkit::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec, TestRegion};
 use juris_testkit::oidc::{AUDIENCE, OidcProvider};
-use juris_testkit::postgres::TempPostgres;
+use juris_testkit::postgres::{TempPostgres, UpstreamAuth};
 use juris_testkit::regions::{Directory, RegionLayout, scrape};
 
 const DOMAIN: &str = "db.juris.test";
@@ -37,43 +37,50 @@ struct TwoRegions {
 }
 
 fn connection(name: &str, pg: &TempPostgres) -> ConnectionSpec {
-    ConnectionSpec {
-        name: name.into(),
-        host: pg.host.clone(),
-        port: pg.port,
-        database: "postgres".into(),
-        user: pg.superuser.clone(),
-        password: Some(pg.password.clone()),
-        tls_ca_pem: None,
-        settings: Vec::new(),
-    }
+    let mut spec = common::connection_spec(pg, &UpstreamAuth::ScramSha256);
+    spec.name = name.into();
+    spec
+}
+
+/// One PostgreSQL per region and the IdP.
+async fn upstreams() -> anyhow::Result<(TempPostgres, TempPostgres, OidcProvider)> {
+    Ok(tokio::try_join!(
+        common::start_pg(UpstreamAuth::ScramSha256),
+        common::start_pg(UpstreamAuth::ScramSha256),
+        OidcProvider::start()
+    )?)
+}
+
+/// eu-west owning billing-eu and us-east owning crm-us, one node each.
+fn two_layouts(
+    dir: &Path,
+    pg_eu: &TempPostgres,
+    pg_us: &TempPostgres,
+) -> anyhow::Result<Vec<RegionLayout>> {
+    Ok(vec![
+        RegionLayout::local(
+            "eu-west",
+            "eu",
+            1,
+            vec![connection(EU_CONNECTION, pg_eu)],
+            dir,
+        )?,
+        RegionLayout::local(
+            "us-east",
+            "us",
+            1,
+            vec![connection(US_CONNECTION, pg_us)],
+            dir,
+        )?,
+    ])
 }
 
 impl TwoRegions {
     async fn start() -> anyhow::Result<TwoRegions> {
-        let (pg_eu, pg_us, oidc) = tokio::try_join!(
-            common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
-            common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
-            OidcProvider::start()
-        )?;
+        let (pg_eu, pg_us, oidc) = upstreams().await?;
         let dir = tempfile::tempdir()?;
         let directory = Directory::new(dir.path(), DOMAIN)?;
-        let layout = vec![
-            RegionLayout::local(
-                "eu-west",
-                "eu",
-                1,
-                vec![connection(EU_CONNECTION, &pg_eu)],
-                dir.path(),
-            )?,
-            RegionLayout::local(
-                "us-east",
-                "us",
-                1,
-                vec![connection(US_CONNECTION, &pg_us)],
-                dir.path(),
-            )?,
-        ];
+        let layout = two_layouts(dir.path(), &pg_eu, &pg_us)?;
         let mut base = GatewaySpec::new(&oidc.issuer, AUDIENCE);
         base.roles = vec![RoleSpec {
             name: "dba".into(),
@@ -419,32 +426,14 @@ async fn a_node_refuses_to_start_with_a_bucket_outside_its_jurisdiction() -> any
 /// Run the CLI as the holder of `token`, trusting `ca`, with no control
 /// API named: the deployment file (`--config`) must route the call.
 async fn routed(token: &str, ca: &Path, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let output = tokio::process::Command::new(juris_testkit::gateway::juris_binary()?)
-        .args(args)
-        .env("JURIS_TOKEN", token)
-        .env("JURIS_CA", ca)
-        .env_remove("JURIS_CONTROL")
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output).await??;
-    Ok((
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    ))
+    let ca = ca.display().to_string();
+    let (ok, out, err) = juris_with_env(args, &[("JURIS_TOKEN", token), ("JURIS_CA", &ca)]).await?;
+    Ok((ok, format!("{out}{err}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_requests_are_created_and_decided_only_in_the_owning_region() -> anyhow::Result<()> {
-    let (pg_eu, pg_us, oidc) = tokio::try_join!(
-        common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
-        common::start_pg(juris_testkit::postgres::UpstreamAuth::ScramSha256),
-        OidcProvider::start()
-    )?;
+    let (pg_eu, pg_us, oidc) = upstreams().await?;
     let dir = tempfile::tempdir()?;
     let directory = Directory::new(dir.path(), DOMAIN)?;
     let mut rafts = Vec::new();
@@ -453,22 +442,7 @@ async fn access_requests_are_created_and_decided_only_in_the_owning_region() -> 
         std::fs::create_dir_all(&raft_dir)?;
         rafts.push(TestRegion::new(1, &raft_dir, "dba")?);
     }
-    let mut layout = vec![
-        RegionLayout::local(
-            "eu-west",
-            "eu",
-            1,
-            vec![connection(EU_CONNECTION, &pg_eu)],
-            dir.path(),
-        )?,
-        RegionLayout::local(
-            "us-east",
-            "us",
-            1,
-            vec![connection(US_CONNECTION, &pg_us)],
-            dir.path(),
-        )?,
-    ];
+    let mut layout = two_layouts(dir.path(), &pg_eu, &pg_us)?;
     layout[0].control = rafts[0].control_endpoints();
     layout[1].control = rafts[1].control_endpoints();
     let mut base = GatewaySpec::new(&oidc.issuer, AUDIENCE);

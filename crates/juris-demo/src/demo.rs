@@ -177,20 +177,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.ca_cert_pem)?;
 
-    let password = format!("demo-{:016x}", rand::random::<u64>());
-    let pg = TempPostgres::start(TempPostgresOptions {
-        auth: UpstreamAuth::ScramSha256,
-        tls: None,
-        superuser_password: password.clone(),
-        extra_conf: Vec::new(),
-    })
-    .await?;
-    seed_customers(&pg, 1000).await?;
-    write_private(&dir.path().join("billing.password"), &password)?;
-    write_private(
-        &dir.path().join("mask.key"),
-        &format!("{:032x}", rand::random::<u128>()),
-    )?;
+    let pg = start_postgres(dir.path()).await?;
 
     let issuer = DevIssuer::start(AUDIENCE).await?;
     let deployment = deployment(
@@ -264,6 +251,27 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     drop(dir);
     println!("Stopped and cleaned up.");
     Ok(())
+}
+
+/// A throwaway PostgreSQL with the demo's customers; its password and a
+/// masking hash key go to `dir` (`billing.password`, `mask.key`), where
+/// [`deployment`] refers to them.
+pub(crate) async fn start_postgres(dir: &Path) -> Result<TempPostgres, DemoError> {
+    let password = format!("demo-{:016x}", rand::random::<u64>());
+    let pg = TempPostgres::start(TempPostgresOptions {
+        auth: UpstreamAuth::ScramSha256,
+        tls: None,
+        superuser_password: password.clone(),
+        extra_conf: Vec::new(),
+    })
+    .await?;
+    seed_customers(&pg, 1000).await?;
+    write_private(&dir.join("billing.password"), &password)?;
+    write_private(
+        &dir.join("mask.key"),
+        &format!("{:032x}", rand::random::<u128>()),
+    )?;
+    Ok(pg)
 }
 
 pub(crate) fn toml_text(deployment: &Deployment) -> Option<String> {

@@ -13,9 +13,11 @@ use juris_config::{Deployment, DirectoryConfig, PeerTlsConfig, RelayConfig, rela
 
 use crate::DemoError;
 use crate::certs::DemoCa;
-use crate::demo::{AUDIENCE, PEOPLE, TOKEN_TTL, deployment, toml_text, write_private};
+use crate::demo::{
+    AUDIENCE, PEOPLE, TOKEN_TTL, deployment, start_postgres, toml_text, write_private,
+};
 use crate::issuer::DevIssuer;
-use crate::postgres::{TempPostgres, TempPostgresOptions, UpstreamAuth, seed_customers};
+use crate::postgres::TempPostgres;
 
 /// The demo's directory domain (`.test` is reserved for testing).
 pub const DOMAIN: &str = "db.juris.test";
@@ -61,20 +63,7 @@ pub async fn run(names: &[String]) -> Result<(), DemoError> {
     for name in names {
         let region_dir = dir.path().join(name);
         std::fs::create_dir_all(&region_dir)?;
-        let password = format!("demo-{:016x}", rand::random::<u64>());
-        let pg = TempPostgres::start(TempPostgresOptions {
-            auth: UpstreamAuth::ScramSha256,
-            tls: None,
-            superuser_password: password.clone(),
-            extra_conf: Vec::new(),
-        })
-        .await?;
-        seed_customers(&pg, 1000).await?;
-        write_private(&region_dir.join("billing.password"), &password)?;
-        write_private(
-            &region_dir.join("mask.key"),
-            &format!("{:032x}", rand::random::<u128>()),
-        )?;
+        let pg = start_postgres(&region_dir).await?;
         let server =
             client_ca.issue_server(&[format!("{}.{DOMAIN}", connection_name(name))], false)?;
         write_private(&region_dir.join("server.pem"), &server.cert_pem)?;

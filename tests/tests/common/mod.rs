@@ -207,11 +207,21 @@ pub async fn connect_with_messages(
 
 /// Run the `juris` CLI; returns (success, stdout, stderr).
 pub async fn juris(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    juris_with_env(args, &[]).await
+}
+
+/// [`juris`] with extra environment variables (e.g. `JURIS_TOKEN`).
+pub async fn juris_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<(bool, String, String)> {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(juris_testkit::gateway::juris_binary()?)
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
+            .kill_on_drop(true)
             .output(),
     )
     .await??;
