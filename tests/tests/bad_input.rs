@@ -200,15 +200,24 @@ async fn another_regions_connection_is_refused_naming_its_region_and_endpoint() 
     // with the owning region.
     let client = env.client(&token).await?;
     client.simple_query("select 1").await?;
+    // The audit writer appends asynchronously (group commit): allow it a
+    // moment on a loaded machine.
     let dir = env.gateway.config_file.parent().unwrap().join("data/audit");
-    let mut audit = String::new();
-    for entry in std::fs::read_dir(&dir)? {
-        audit.push_str(&std::fs::read_to_string(entry?.path()).unwrap_or_default());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut audit = String::new();
+        for entry in std::fs::read_dir(&dir)? {
+            audit.push_str(&std::fs::read_to_string(entry?.path()).unwrap_or_default());
+        }
+        if audit.contains("\"owning_region\":\"us-east\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection_refusal naming us-east in the audit chain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        audit.contains("\"owning_region\":\"us-east\""),
-        "no connection_refusal naming us-east in the audit chain"
-    );
     assert!(
         std::fs::read_dir(store.path())?.next().is_none(),
         "nothing may be written to the other region's store"
