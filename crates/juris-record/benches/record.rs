@@ -103,7 +103,9 @@ fn bench(c: &mut Criterion) {
                         EventKind::DataRow { values: row(i) },
                     ) {
                         Ok(_) => break,
-                        Err(RecordError::SpoolFull { .. }) => std::thread::yield_now(),
+                        Err(RecordError::SpoolFull { .. } | RecordError::Busy) => {
+                            std::thread::yield_now()
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -121,7 +123,7 @@ fn bench(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             let mut left = iterations;
             while left > 0 {
-                let batch = left.min(8192);
+                let batch = left.min(2048);
                 let start = Instant::now();
                 for _ in 0..batch {
                     i += 1;
@@ -152,7 +154,9 @@ fn bench(c: &mut Criterion) {
                         EventKind::DataRow { values: row(i) },
                     ) {
                         Ok(_) => break,
-                        Err(RecordError::SpoolFull { .. }) => std::thread::yield_now(),
+                        Err(RecordError::SpoolFull { .. } | RecordError::Busy) => {
+                            std::thread::yield_now()
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -181,7 +185,7 @@ fn account_row_frame(i: u64, out: &mut Vec<u8>) {
 }
 
 /// 10,000 DataRows of one session, end to end: the relay's per-row call
-/// (from the wire frame it forwarded), the hand-over once per network
+/// (from the wire frame it forwarded: [`record_data_row_frame`]), the hand-over once per network
 /// read (every 900 rows, about 64 KiB), the writer thread's append and
 /// fsync, and the sealed chunk and signed manifest at the end. Reported
 /// per row (throughput elements).
@@ -238,25 +242,13 @@ fn bench_rows_end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-/// What the relay does per forwarded DataRow (main at 2e393df): decode
-/// the wire frame into per-value strings, then record the event.
+/// What the relay does per forwarded DataRow: record the wire message
+/// as the client receives it. (On main at 2e393df it decoded the frame
+/// into per-value strings first and recorded a JSON event: BASELINE_NS ns per
+/// row in this benchmark, see docs/BENCHMARKS.md.)
 fn record_data_row_frame(recorder: &mut juris_record::Recorder, frame: &[u8]) {
-    let decoded = juris_pgwire::BackendMessage::decode(&juris_pgwire::Frame {
-        tag: frame[0],
-        body: bytes::Bytes::copy_from_slice(&frame[5..]),
-    })
-    .unwrap();
-    let juris_pgwire::BackendMessage::DataRow { values } = decoded else {
-        unreachable!()
-    };
-    let kind = EventKind::DataRow {
-        values: values
-            .iter()
-            .map(|v| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()))
-            .collect(),
-    };
     loop {
-        match recorder.record_ref(Direction::ServerToClient, &kind) {
+        match recorder.record_message(Direction::ServerToClient, frame[0], &frame[5..]) {
             Ok(_) => break,
             Err(RecordError::Busy) => std::thread::yield_now(),
             Err(e) => panic!("{e}"),
@@ -264,5 +256,50 @@ fn record_data_row_frame(recorder: &mut juris_record::Recorder, frame: &[u8]) {
     }
 }
 
-criterion_group!(benches, bench, bench_rows_end_to_end);
+/// zstd levels on a chunk payload of realistic rows: what sealing costs
+/// the writer thread per byte, and the compressed size (printed).
+fn bench_chunk_compression(c: &mut Criterion) {
+    use juris_record::frame::{FrameCursor, FrameKind, encode_frame};
+    let mut payload = Vec::new();
+    let mut cursor = FrameCursor::new();
+    let mut frame = Vec::new();
+    let mut seq = 1;
+    while payload.len() < 1 << 20 {
+        account_row_frame(seq, &mut frame);
+        encode_frame(
+            &mut payload,
+            &mut cursor,
+            seq,
+            1_767_225_600_000 + seq / 1000,
+            seq,
+            FrameKind::ServerMessage,
+            &[&frame[..1], &frame[5..]],
+        );
+        seq += 1;
+    }
+    let mut group = c.benchmark_group("chunk_zstd");
+    group.measurement_time(Duration::from_secs(5));
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    for level in [3, 1, -1, -3, -5] {
+        let compressed = zstd::bulk::compress(&payload, level).unwrap();
+        eprintln!(
+            "zstd level {level}: {} -> {} bytes ({:.1} %)",
+            payload.len(),
+            compressed.len(),
+            compressed.len() as f64 * 100.0 / payload.len() as f64
+        );
+        group.bench_function(format!("level_{level}"), |b| {
+            b.iter(|| black_box(zstd::bulk::compress(&payload, level).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_rows_end_to_end,
+    bench_chunk_compression
+);
 criterion_main!(benches);

@@ -169,7 +169,7 @@ fn asciicast_is_valid_v2() {
     assert!(output.contains("ERROR:  juris: permission denied"));
 }
 
-/// (d) kill -9: sealed chunks, fsync'd lines and a torn last line are
+/// (d) kill -9: sealed chunks, fsync'd frames and a torn last frame are
 /// left behind; recovery seals them as `interrupted` and the result
 /// uploads and verifies.
 #[test]
@@ -199,17 +199,18 @@ fn crash_recovery_seals_what_was_durable() {
         chunks_before >= 2,
         "some chunks were sealed before the crash"
     );
-    let events_file = dir.join("events.jsonl");
+    let events_file = dir.join("events.frames");
     assert!(
         std::fs::metadata(&events_file).unwrap().len() > 0,
-        "unsealed lines exist"
+        "unsealed frames exist"
     );
-    // A write the crash cut in half, and a chunk that was being sealed.
+    // A write the crash cut in half (a DataRow frame's header and part of
+    // its body), and a chunk that was being sealed.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&events_file)
         .unwrap();
-    std::io::Write::write_all(&mut file, br#"{"seq":999,"at_ms":17672256"#).unwrap();
+    std::io::Write::write_all(&mut file, b"\x04\x00\x00\x20D\x00\x02").unwrap();
     std::fs::write(dir.join("chunk-000099.zst.tmp"), b"half a chunk").unwrap();
 
     let recovered = recover(&spool_dir, &key).unwrap();
@@ -266,6 +267,78 @@ fn crash_recovery_seals_what_was_durable() {
         &recording.events[n + 1].kind,
         EventKind::SessionEnd { reason } if reason.contains("interrupted")
     ));
+}
+
+/// A node that wrote chunk format 1 left `events.jsonl` behind: after
+/// the upgrade, recovery still turns its complete lines into the last
+/// chunk (a version-2 chunk) and counts the torn line.
+#[test]
+fn crash_recovery_reads_a_version_1_spool_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dir = tmp.path().join("spool");
+    let key = node_key();
+    let session = session_id(9);
+    let info = info(&session, "billing-eu", "bob");
+    {
+        let spool = Spool::open(spool_config(&spool_dir), key.clone()).unwrap();
+        let recorder = spool.start_session(info.clone()).unwrap();
+        recorder.flush().unwrap();
+        recorder.abandon();
+    }
+    let dir = spool_dir.join(&session);
+    // What the version-1 writer would have spooled: JSON Lines.
+    let started = juris_record::RecordEvent {
+        seq: 1,
+        at_ms: START_MS,
+        elapsed_us: 0,
+        direction: Direction::Meta,
+        kind: EventKind::SessionStart {
+            session_id: session.clone(),
+            principal: info.principal.clone(),
+            connection: info.connection.clone(),
+            node: "node-1".into(),
+            region: info.region.clone(),
+            client_addr: info.client_addr.clone(),
+        },
+    };
+    let query = juris_record::RecordEvent {
+        seq: 2,
+        at_ms: START_MS + 1,
+        elapsed_us: 1500,
+        direction: Direction::ClientToServer,
+        kind: EventKind::Query {
+            text: "select 1".into(),
+        },
+    };
+    let mut lines = Vec::new();
+    for event in [&started, &query] {
+        serde_json::to_writer(&mut lines, event).unwrap();
+        lines.push(b'\n');
+    }
+    lines.extend_from_slice(br#"{"seq":3,"at_ms":17672256"#);
+    std::fs::remove_file(dir.join("events.frames")).unwrap();
+    std::fs::write(dir.join("events.jsonl"), &lines).unwrap();
+
+    let recovered = recover(&spool_dir, &key).unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].events_recovered, 2);
+    assert_eq!(recovered[0].torn_lines_dropped, 1);
+    assert!(!dir.join("events.jsonl").exists());
+    assert_eq!(recovered[0].manifest.chunks.len(), 1);
+    let bytes = std::fs::read(dir.join("chunk-000001.zst")).unwrap();
+    assert_eq!(&bytes[8..10], &[0, 2], "recovery writes chunk format 2");
+    assert_eq!(
+        juris_record::chunk::sha256_hex(&bytes),
+        recovered[0].manifest.chunks[0].sha256
+    );
+    let events = juris_record::decode_chunk(&bytes).unwrap().events;
+    assert_eq!(&events[..2], &[started, query]);
+    assert!(matches!(
+        events[2].kind,
+        EventKind::Gap { lost_events: 1, .. }
+    ));
+    assert!(matches!(events[3].kind, EventKind::SessionEnd { .. }));
+    assert_eq!(events.len(), 4);
 }
 
 /// Spool::open recovers by itself, and a second open of a spool in use
