@@ -184,14 +184,76 @@ fn account_row_frame(i: u64, out: &mut Vec<u8>) {
     data_row_frame(&values, out);
 }
 
+const ROWS: u64 = 10_000;
+/// The relay hands what it recorded to the writer once per network read:
+/// about 64 KiB, 900 of these rows.
+const ROWS_PER_READ: u64 = 900;
+
+/// One session of `frames` (DataRows), recorded as the relay does, then
+/// finished: sealed chunk and signed manifest on disk.
+fn record_session(spool: &Spool, session: u64, frames: &[Vec<u8>]) {
+    let info = SessionInfo {
+        session_id: format!("{session:032x}"),
+        principal: RecordedPrincipal {
+            issuer: "https://idp".into(),
+            subject: "s".into(),
+            name: "bench".into(),
+            groups: vec![],
+        },
+        connection: "billing-eu".into(),
+        region: "eu-west".into(),
+        client_addr: None,
+        started_at_ms: 1_767_225_600_000,
+    };
+    let mut recorder = spool.start_session(info).unwrap();
+    for (n, frame) in frames.iter().enumerate() {
+        record_data_row_frame(&mut recorder, frame);
+        if (n as u64 + 1) % ROWS_PER_READ == 0 {
+            while let Err(e) = recorder.ship() {
+                assert!(matches!(e, RecordError::Busy), "{e}");
+                std::thread::yield_now();
+            }
+        }
+    }
+    black_box(recorder.finish("bench done").unwrap());
+}
+
+/// CPU time of the calling thread (the relay's share), from `/proc`.
+fn thread_cpu_time() -> Duration {
+    let nanos = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(nanos)
+}
+
+/// CPU time of every live thread of this process (the recording thread's
+/// and the spool writer's), from `/proc`: what recording costs the
+/// machine, apart from how long the disk takes to fsync.
+fn process_cpu_time() -> Duration {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+            nanos += stat
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(nanos)
+}
+
 /// 10,000 DataRows of one session, end to end: the relay's per-row call
-/// (from the wire frame it forwarded: [`record_data_row_frame`]), the hand-over once per network
-/// read (every 900 rows, about 64 KiB), the writer thread's append and
-/// fsync, and the sealed chunk and signed manifest at the end. Reported
-/// per row (throughput elements).
+/// (from the wire frame it forwarded: [`record_data_row_frame`]), the
+/// hand-over once per network read, the writer thread's append and
+/// fsyncs, and the sealed chunk and signed manifest at the end. Reported
+/// per row (throughput elements): `end_to_end` in wall-clock time (which
+/// includes waiting for fsyncs), `end_to_end_cpu` in CPU time of both
+/// threads (what the gateway's cores pay), `relay_thread_cpu` in CPU time
+/// of the recording thread alone (what the data path pays; the spool
+/// writer's appends, fsyncs and zstd are the difference).
 fn bench_rows_end_to_end(c: &mut Criterion) {
-    const ROWS: u64 = 10_000;
-    const ROWS_PER_READ: u64 = 900;
     let tmp = tempfile::tempdir().unwrap();
     let mut config = SpoolConfig::new(tmp.path().join("spool"), "bench");
     config.limits = SpoolLimits {
@@ -213,30 +275,27 @@ fn bench_rows_end_to_end(c: &mut Criterion) {
     group.bench_function("end_to_end", |b| {
         b.iter(|| {
             session += 1;
-            let info = SessionInfo {
-                session_id: format!("{session:032x}"),
-                principal: RecordedPrincipal {
-                    issuer: "https://idp".into(),
-                    subject: "s".into(),
-                    name: "bench".into(),
-                    groups: vec![],
-                },
-                connection: "billing-eu".into(),
-                region: "eu-west".into(),
-                client_addr: None,
-                started_at_ms: 1_767_225_600_000,
-            };
-            let mut recorder = spool.start_session(info).unwrap();
-            for (n, frame) in frames.iter().enumerate() {
-                record_data_row_frame(&mut recorder, frame);
-                if (n as u64 + 1) % ROWS_PER_READ == 0 {
-                    while let Err(e) = recorder.ship() {
-                        assert!(matches!(e, RecordError::Busy), "{e}");
-                        std::thread::yield_now();
-                    }
-                }
+            record_session(&spool, session, &frames);
+        })
+    });
+    group.bench_function("end_to_end_cpu", |b| {
+        b.iter_custom(|iterations| {
+            let start = process_cpu_time();
+            for _ in 0..iterations {
+                session += 1;
+                record_session(&spool, session, &frames);
             }
-            black_box(recorder.finish("bench done").unwrap());
+            process_cpu_time().saturating_sub(start)
+        })
+    });
+    group.bench_function("relay_thread_cpu", |b| {
+        b.iter_custom(|iterations| {
+            let start = thread_cpu_time();
+            for _ in 0..iterations {
+                session += 1;
+                record_session(&spool, session, &frames);
+            }
+            thread_cpu_time().saturating_sub(start)
         })
     });
     group.finish();
