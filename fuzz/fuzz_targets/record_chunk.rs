@@ -1,10 +1,21 @@
 //! Arbitrary bytes as a stored recording chunk: the decoder must answer
 //! with a chunk or an error, never panic, whatever a tampered or truncated
-//! object holds (zstd frame, header, JSON Lines of events).
+//! object holds (zstd frame, header, JSON Lines of version 1, event frames
+//! of version 2). The same bytes are also fed to the event-frame decoder
+//! directly, as a crashed spool's `events.frames` would be, because a
+//! fuzzer rarely gets through zstd to reach it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = juris_record::decode_chunk(data);
+    let mut cursor = juris_record::frame::FrameCursor::new();
+    let mut at = 0;
+    while let Ok(Some((frame, used))) =
+        juris_record::frame::decode_frame(&data[at..], &mut cursor, 1 << 20)
+    {
+        let _ = juris_record::frame::frame_event(&frame);
+        at += used;
+    }
 });

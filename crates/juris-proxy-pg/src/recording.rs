@@ -2,7 +2,10 @@
 //! after masking, each message it received becomes a `juris-record` event.
 //!
 //! Recording never waits for the disk: [`juris_record::Recorder::record`]
-//! only queues. What happens when it cannot (the spool is full, its disk
+//! only queues. Server messages, and client messages of sessions that
+//! mask nothing, are recorded as the wire bytes the client received or
+//! sent ([`juris_record::Recorder::record_message`]): a copy per message,
+//! decoded into events only when the recording is read. What happens when it cannot (the spool is full, its disk
 //! failed) is the connection's [`RecordingMode`]: `strict` sessions end
 //! with a FATAL before the client receives anything that was not recorded;
 //! `best_effort` sessions continue, the loss is reported once to the audit
@@ -19,8 +22,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use juris_config::RecordingMode;
 use juris_mask::{Findings, Masker};
-use juris_pgwire::{BackendMessage, Frame, FrontendMessage};
-use juris_record::event::Column;
+use juris_pgwire::{Frame, FrontendMessage};
+use juris_record::wire::{is_recorded_client_message, is_recorded_server_message};
 use juris_record::{Direction, EventKind, RecordError, Recorder, Spool};
 use tracing::{error, warn};
 
@@ -113,36 +116,52 @@ impl SessionRecording {
 
     /// Record a message the client sent (`body` without its 5-byte header).
     pub async fn client_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
-        let Some(kind) = self.client_event(tag, body) else {
+        if !is_recorded_client_message(tag) {
             return Ok(());
-        };
-        self.record(Direction::ClientToServer, kind).await
+        }
+        if self.masker.is_none() {
+            return self
+                .record(|recorder| recorder.record_message(Direction::ClientToServer, tag, body))
+                .await;
+        }
+        let kind = self.masked_client_event(tag, body);
+        self.record(|recorder| recorder.record_ref(Direction::ClientToServer, &kind))
+            .await
     }
 
     /// Record a message as the client receives it (`body` without its
     /// header, after masking).
     pub async fn server_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
-        let Some(kind) = server_event(tag, body) else {
+        if !is_recorded_server_message(tag) {
             return Ok(());
-        };
-        self.record(Direction::ServerToClient, kind).await
+        }
+        self.record(|recorder| recorder.record_message(Direction::ServerToClient, tag, body))
+            .await
     }
 
-    /// Queue one event. While the spool's writer is behind (its queue is
-    /// full, the disk budget is not) the session waits for it, a
-    /// millisecond at a time, rather than losing the event: backpressure,
-    /// like a slow client. Only a writer stuck for [`BUSY_LIMIT`] counts
-    /// as a failure.
-    async fn record(&self, direction: Direction, kind: EventKind) -> Result<(), RecordingFailure> {
-        let deadline = Instant::now() + BUSY_LIMIT;
+    /// Queue one event with `record`. While the spool's writer is behind
+    /// (its queue is full, the disk budget is not) the session waits for
+    /// it, a millisecond at a time, rather than losing the event:
+    /// backpressure, like a slow client. Only a writer stuck for
+    /// [`BUSY_LIMIT`] counts as a failure.
+    async fn record(
+        &self,
+        mut record: impl FnMut(&mut Recorder) -> juris_record::Result<u64>,
+    ) -> Result<(), RecordingFailure> {
+        // The clock is read only once the writer is behind, not per event.
+        let mut deadline: Option<Instant> = None;
         loop {
             let outcome = {
                 let mut recorder = self.lock();
                 let Some(active) = recorder.as_mut() else {
                     return Ok(());
                 };
-                match active.record_ref(direction, &kind) {
-                    Err(RecordError::Busy) if Instant::now() < deadline => None,
+                match record(active) {
+                    Err(RecordError::Busy)
+                        if Instant::now() < *deadline.get_or_insert_with(busy_deadline) =>
+                    {
+                        None
+                    }
                     Err(RecordError::Busy) => {
                         active.skip();
                         Some(Err(RecordError::Busy))
@@ -162,7 +181,7 @@ impl SessionRecording {
     /// once per network read in each direction, before what it read is
     /// passed on: one hand-over per read instead of one per message.
     pub async fn ship(&self) -> Result<(), RecordingFailure> {
-        let deadline = Instant::now() + BUSY_LIMIT;
+        let mut deadline: Option<Instant> = None;
         loop {
             let shipped = match self.lock().as_ref() {
                 Some(active) => active.ship(),
@@ -170,7 +189,9 @@ impl SessionRecording {
             };
             match shipped {
                 Ok(()) => return Ok(()),
-                Err(RecordError::Busy) if Instant::now() < deadline => {
+                Err(RecordError::Busy)
+                    if Instant::now() < *deadline.get_or_insert_with(busy_deadline) =>
+                {
                     tokio::time::sleep(BUSY_RETRY).await;
                 }
                 Err(e) => return self.failed(e),
@@ -218,15 +239,14 @@ impl SessionRecording {
         }
     }
 
-    fn client_event(&self, tag: u8, body: &[u8]) -> Option<EventKind> {
-        if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'd' | b'F') {
-            return None;
-        }
+    /// The event for a message the client sent on a masked session: its
+    /// text passed through the connection's value detectors.
+    fn masked_client_event(&self, tag: u8, body: &[u8]) -> EventKind {
         let decoded = FrontendMessage::decode(&Frame {
             tag,
             body: Bytes::copy_from_slice(body),
         });
-        Some(match decoded {
+        match decoded {
             Ok(FrontendMessage::Query { sql }) => EventKind::Query {
                 text: self.mask(&sql).into_owned(),
             },
@@ -257,15 +277,18 @@ impl SessionRecording {
             Ok(FrontendMessage::CopyData(data)) => EventKind::CopyData {
                 text: self.mask(&String::from_utf8_lossy(&data)).into_owned(),
             },
-            // A fast-path call's arguments may be anything; keep them only
-            // when nothing is masked on this session.
-            Ok(_) | Err(_) if self.masker.is_none() => EventKind::raw(body),
+            // A fast-path call's arguments may be anything: not kept on a
+            // masked session.
             Ok(_) | Err(_) => EventKind::Gap {
                 reason: format!("message '{}' not recorded on a masked session", tag as char),
                 lost_events: 1,
             },
-        })
+        }
     }
+}
+
+fn busy_deadline() -> Instant {
+    Instant::now() + BUSY_LIMIT
 }
 
 fn failure(e: &RecordError) -> RecordingFailure {
@@ -305,80 +328,4 @@ fn report_loss(
             session_ended: mode == RecordingMode::Strict,
         },
     ));
-}
-
-/// The event for a message the client receives; `None` for protocol
-/// bookkeeping (ReadyForQuery, ParseComplete, …) that a replay has no use for.
-fn server_event(tag: u8, body: &[u8]) -> Option<EventKind> {
-    if !matches!(tag, b'D' | b'T' | b'C' | b'E' | b'N' | b'd') {
-        return None;
-    }
-    // The codec is bounded and fuzzed; a message it cannot decode was
-    // already forwarded, so it is recorded as raw bytes.
-    let Ok(decoded) = BackendMessage::decode(&Frame {
-        tag,
-        body: Bytes::copy_from_slice(body),
-    }) else {
-        return Some(EventKind::raw(body));
-    };
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    match decoded {
-        BackendMessage::DataRow { values } => Some(EventKind::DataRow {
-            values: values.iter().map(|v| v.as_deref().map(text)).collect(),
-        }),
-        BackendMessage::RowDescription { fields } => Some(EventKind::RowDescription {
-            columns: fields
-                .into_iter()
-                .map(|f| Column {
-                    name: f.name,
-                    type_oid: f.type_oid,
-                })
-                .collect(),
-        }),
-        BackendMessage::CommandComplete { tag } => Some(EventKind::CommandComplete { tag }),
-        BackendMessage::ErrorResponse(fields) => Some(EventKind::Error {
-            sqlstate: fields.get(b'C').unwrap_or_default().to_string(),
-            message: fields.get(b'M').unwrap_or_default().to_string(),
-        }),
-        BackendMessage::NoticeResponse(fields) => Some(EventKind::Notice {
-            sqlstate: fields.get(b'C').unwrap_or_default().to_string(),
-            message: fields.get(b'M').unwrap_or_default().to_string(),
-        }),
-        BackendMessage::CopyData(data) => Some(EventKind::CopyData { text: text(&data) }),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_rows_are_recorded_as_text_and_malformed_ones_as_raw() {
-        let mut body = vec![0, 3];
-        body.extend_from_slice(&2i32.to_be_bytes());
-        body.extend_from_slice(b"hi");
-        body.extend_from_slice(&(-1i32).to_be_bytes());
-        body.extend_from_slice(&0i32.to_be_bytes());
-        assert_eq!(
-            server_event(b'D', &body),
-            Some(EventKind::DataRow {
-                values: vec![Some("hi".into()), None, Some(String::new())]
-            })
-        );
-        let cut = &body[..body.len() - 1];
-        assert_eq!(server_event(b'D', cut), Some(EventKind::raw(cut)));
-    }
-
-    #[test]
-    fn bookkeeping_messages_are_not_recorded() {
-        assert_eq!(server_event(b'Z', b"I"), None);
-        assert_eq!(server_event(b'1', b""), None);
-        assert_eq!(
-            server_event(b'C', b"SELECT 1\0"),
-            Some(EventKind::CommandComplete {
-                tag: "SELECT 1".into()
-            })
-        );
-    }
 }

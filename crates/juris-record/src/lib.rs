@@ -7,10 +7,14 @@
 //!
 //! * [`event`]: the event schema ([`RecordEvent`], [`EventKind`]), in
 //!   PostgreSQL terms.
-//! * [`spool`]: [`Spool`] and its per-session [`Recorder`]: events go to a
+//! * [`frame`]: the compact binary event frame (a PostgreSQL message as
+//!   the client saw it, or an event's JSON) and its bounded decoder;
+//!   [`wire`]: what a recorded message reads back as.
+//! * [`spool`]: [`Spool`] and its per-session [`Recorder`]: frames go to a
 //!   local spool file, fsync'd in batches, and are sealed into chunks.
-//! * [`chunk`]: the chunk file (header + zstd JSON Lines), its hash chain
-//!   and the bounded, total decoder [`decode_chunk`].
+//! * [`chunk`]: the chunk file (header + zstd payload of frames, or JSON
+//!   Lines in version 1), its hash chain and the bounded, total decoder
+//!   [`decode_chunk`].
 //! * [`manifest`]: the signed summary of a session's chunks.
 //! * [`uploader`]: moves sealed chunks and manifests from the spool to the
 //!   region's object store, with retries and a quarantine.
@@ -26,6 +30,7 @@
 pub mod audit_upload;
 pub mod chunk;
 pub mod event;
+pub mod frame;
 pub mod key;
 pub mod manifest;
 pub mod reader;
@@ -33,6 +38,7 @@ pub mod render;
 pub mod spool;
 pub mod store;
 pub mod uploader;
+pub mod wire;
 
 mod fsutil;
 

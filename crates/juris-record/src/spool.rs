@@ -2,17 +2,28 @@
 //! before anything is uploaded, so that a crash loses no acknowledged
 //! evidence (DESIGN.md, residency invariant 4).
 //!
-//! Design: a [`Recorder`] is a per-session handle that serialises an
-//! event on the caller's thread and hands the line to a bounded channel;
-//! one writer thread per [`Spool`] appends lines to each session's
-//! `events.jsonl`, fsyncs in batches (every `fsync_every_events` events or
-//! `fsync_interval`, and always before a seal, a flush and the end of a
-//! session) and seals chunks. This rather than buffered writes on the
-//! caller's thread because the caller is a data-plane task on an async
-//! runtime: `record` must cost a serialisation and a channel send, never
-//! a write or fsync (which can stall for milliseconds on a busy disk).
-//! One thread per spool (not per session) also gives group commit: one
-//! wake-up writes and syncs the batches of every active session.
+//! Design: a [`Recorder`] is a per-session handle that encodes an event
+//! on the caller's thread as a binary frame ([`crate::frame`]; a server
+//! message is its wire bytes behind a few bytes of framing) appended to
+//! its batch buffer, and hands whole batches to a bounded channel (once
+//! per network read of the relay: [`Recorder::ship`]); one writer thread
+//! per [`Spool`] appends each batch to the session's open chunk and to
+//! its `events.frames`, fsyncs in batches (every `fsync_every_events`
+//! events or `fsync_interval`, and always before a seal, a flush and the
+//! end of a session) and seals chunks. The spool file holds exactly the
+//! bytes that become the chunk payload, so an event is encoded once and
+//! sealing is one zstd compression of a buffer already in memory. This
+//! rather than buffered writes on the caller's thread because the caller
+//! is a data-plane task on an async runtime: `record` must cost a memcpy
+//! and, per batch, a channel send, never a write or fsync (which can
+//! stall for milliseconds on a busy disk). One thread per spool (not per
+//! session) also gives group commit: one wake-up writes and syncs the
+//! batches of every active session.
+//!
+//! Time: a recorder reads the clocks once per batch (and every
+//! [`CLOCK_EVERY`] events within one), not per event: events handed over
+//! together carry the time of the batch, which is when the relay read
+//! them off the network, give or take the work on that read.
 //!
 //! Back-pressure is explicit, never blocking: the spool has a byte budget
 //! ([`SpoolLimits::max_bytes`], covering events in flight, unsealed lines
@@ -28,7 +39,7 @@
 //!
 //! An event counts as written once [`Recorder::durable_seq`] has reached
 //! it; [`Recorder::flush`] waits for that. Sealing: when a session's open
-//! chunk reaches `chunk_target_bytes` of JSON Lines or `chunk_max_age`, the
+//! chunk reaches `chunk_target_bytes` of frames or `chunk_max_age`, the
 //! writer compresses it into `chunk-NNNNNN.zst`, records it in
 //! `chunks.jsonl`, renames it into place and syncs the directory; the
 //! uploader only ever sees complete chunks. `finish` seals the last chunk
@@ -40,7 +51,7 @@
 //! ```text
 //! <spool>/.lock                       flock held by the open Spool
 //! <spool>/<session_id>/session.json   who, where, when (for recovery and keys)
-//! <spool>/<session_id>/events.jsonl   lines of the open chunk, fsync'd in batches
+//! <spool>/<session_id>/events.frames  frames of the open chunk, fsync'd in batches
 //! <spool>/<session_id>/chunks.jsonl   one line per sealed chunk
 //! <spool>/<session_id>/chunk-000001.zst  sealed, not yet uploaded
 //! <spool>/<session_id>/manifest.json  written when the recording is finished
@@ -52,7 +63,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -62,6 +73,9 @@ use tokio::sync::oneshot;
 
 use crate::chunk::{ChunkHeader, GENESIS_HASH, encode_chunk, sha256_hex};
 use crate::event::{Direction, EventKind, RecordEvent, SessionInfo};
+use crate::frame::{
+    FrameCursor, FrameKind, MAX_FRAME_HEADER_BYTES, decode_frame, encode_frame, frame_event,
+};
 use crate::fsutil::{file_size, sync_dir, write_atomic};
 use crate::key::NodeSigningKey;
 use crate::manifest::{ChunkEntry, Manifest, RecordingStatus};
@@ -69,14 +83,25 @@ use crate::store::{MANIFEST_NAME, chunk_file_name, session_prefix};
 use crate::{RecordError, Result, io_err};
 
 pub(crate) const SESSION_FILE: &str = "session.json";
-/// A recorder ships its gathered events once this many have gathered...
-const SHIP_AT: usize = 256;
-/// ... and gathers at most this many while the writer is behind.
-const MAX_BATCH: usize = 1024;
+/// A recorder ships its gathered events once this many have gathered, or
+/// this many bytes of frames...
+const SHIP_AT: u64 = 256;
+const SHIP_AT_BYTES: usize = 256 << 10;
+/// ... and gathers at most this many (events, bytes) while the writer is
+/// behind. The bytes bound a chunk too: the writer seals between batches,
+/// so a chunk holds at most `chunk_target_bytes` plus one batch.
+const MAX_BATCH: u64 = 1024;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// A batch reads the clocks when it starts and again after this many
+/// events (a batch the writer keeps refusing does not get stale times).
+const CLOCK_EVERY: u32 = 128;
 /// After a wake-up the writer waits this long for more before it drains
 /// the queue.
 const WRITER_LINGER: Duration = Duration::from_millis(2);
-pub(crate) const EVENTS_FILE: &str = "events.jsonl";
+pub(crate) const EVENTS_FILE: &str = "events.frames";
+/// The spool file of a node that wrote chunk format 1 (JSON Lines):
+/// still recovered after an upgrade.
+pub(crate) const LEGACY_EVENTS_FILE: &str = "events.jsonl";
 pub(crate) const CHUNKS_FILE: &str = "chunks.jsonl";
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 const LOCK_FILE: &str = ".lock";
@@ -102,7 +127,7 @@ pub struct SpoolConfig {
     /// This node's name, written into manifests.
     pub node: String,
     pub limits: SpoolLimits,
-    /// Seal a chunk when its JSON Lines reach this size (default 1 MiB).
+    /// Seal a chunk when its frames reach this size (default 1 MiB).
     pub chunk_target_bytes: usize,
     /// ... or when its first event is this old (default 10 s: durability
     /// comes from the fsync'd spool, so the age only bounds how stale the
@@ -120,8 +145,8 @@ pub struct SpoolConfig {
     /// are batched (default 4096): bounds the memory in flight. Beyond
     /// it recorders get [`RecordError::Busy`].
     pub queue_capacity: usize,
-    /// An event whose JSON line is longer is replaced by a `Gap` (default
-    /// 16 MiB, the reader's limit).
+    /// An event whose frame body (message or JSON) is longer is replaced
+    /// by a `Gap` (default 16 MiB, the reader's limit).
     pub max_event_bytes: usize,
 }
 
@@ -274,38 +299,174 @@ pub(crate) struct SealedChunk {
     pub(crate) lost_events: u64,
 }
 
-/// The events of a chunk that is not sealed yet.
+/// Frames a recorder gathered and hands to the writer as one command,
+/// with what the writer needs to know about them without decoding them.
+/// Its first frame is always absolute (a fresh cursor per batch), so a
+/// chunk, which starts at a batch, starts with one.
 #[derive(Debug, Default)]
-struct OpenChunk {
-    lines: Vec<u8>,
+struct Batch {
+    frames: Vec<u8>,
+    cursor: FrameCursor,
+    events: u64,
     first_seq: u64,
     last_seq: u64,
     first_at_ms: u64,
     last_at_ms: u64,
-    last_elapsed_us: u64,
+    /// Sum of `lost_events` of the Gap events in the batch.
+    lost: u64,
+}
+
+impl Batch {
+    fn with_capacity(bytes: usize) -> Self {
+        Batch {
+            frames: Vec::with_capacity(bytes),
+            ..Batch::default()
+        }
+    }
+
+    /// Account for a frame just appended to `frames`.
+    fn note(&mut self, seq: u64, at_ms: u64, lost: u64) {
+        if self.events == 0 {
+            self.first_seq = seq;
+            self.first_at_ms = at_ms;
+        }
+        self.last_seq = seq;
+        self.last_at_ms = at_ms;
+        self.lost += lost;
+        self.events += 1;
+    }
+}
+
+/// `lost_events` of a frame that is a Gap event (0 for any other).
+fn frame_lost_events(kind: FrameKind, body: &[u8]) -> u64 {
+    if kind != FrameKind::MetaJson {
+        return 0;
+    }
+    match serde_json::from_slice::<EventKind>(body) {
+        Ok(EventKind::Gap { lost_events, .. }) => lost_events,
+        _ => 0,
+    }
+}
+
+/// Split `batch` after the frame that brings it to at least `room`
+/// bytes: the head fills the open chunk up to its target size, the tail
+/// starts the next chunk, its first frame re-encoded as absolute (a
+/// chunk starts with one). Only the batch that crosses a chunk's target
+/// is walked; the others are appended as they are. Returns the batch
+/// whole if it does not reach `room` (or, defensively, if its frames do
+/// not decode: they are this process's own).
+fn split_batch(batch: Batch, room: usize) -> (Batch, Option<Batch>) {
+    if batch.frames.len() < room {
+        return (batch, None);
+    }
+    let frames = &batch.frames;
+    let mut cursor = FrameCursor::new();
+    let mut head = Batch::default();
+    let mut at = 0;
+    while at < frames.len() && at < room.max(1) {
+        let Ok(Some((frame, used))) = decode_frame(&frames[at..], &mut cursor, usize::MAX) else {
+            return (batch, None);
+        };
+        head.note(
+            frame.seq,
+            frame.at_ms,
+            frame_lost_events(frame.kind, frame.body),
+        );
+        at += used;
+    }
+    if at >= frames.len() {
+        return (batch, None);
+    }
+    let split_at = at;
+    let mut tail = Batch::with_capacity(frames.len() - split_at + MAX_FRAME_HEADER_BYTES);
+    let mut tail_cursor = FrameCursor::new();
+    let mut copy_from = None;
+    while at < frames.len() {
+        let Ok(Some((frame, used))) = decode_frame(&frames[at..], &mut cursor, usize::MAX) else {
+            return (batch, None);
+        };
+        if copy_from.is_none() {
+            encode_frame(
+                &mut tail.frames,
+                &mut tail_cursor,
+                frame.seq,
+                frame.at_ms,
+                frame.elapsed_us,
+                frame.kind,
+                &[frame.body],
+            );
+            copy_from = Some(at + used);
+        }
+        tail.note(
+            frame.seq,
+            frame.at_ms,
+            frame_lost_events(frame.kind, frame.body),
+        );
+        at += used;
+    }
+    if let Some(from) = copy_from {
+        tail.frames.extend_from_slice(&frames[from..]);
+    }
+    let mut head_frames = batch.frames;
+    head_frames.truncate(split_at);
+    head.frames = head_frames;
+    (head, Some(tail))
+}
+
+/// The events of a chunk that is not sealed yet: the frames that become
+/// its payload, as they are (or will be) in `events.frames`.
+#[derive(Debug, Default)]
+struct OpenChunk {
+    frames: Vec<u8>,
+    events: u64,
+    first_seq: u64,
+    last_seq: u64,
+    first_at_ms: u64,
+    last_at_ms: u64,
     lost_events: u64,
     opened: Option<Instant>,
 }
 
 impl OpenChunk {
-    fn push(&mut self, seq: u64, at_ms: u64, elapsed_us: u64, lost: u64, line: &[u8]) {
-        if self.lines.is_empty() {
+    /// Append a batch (whose first frame is absolute).
+    fn push_batch(&mut self, batch: Batch) {
+        if batch.events == 0 {
+            return;
+        }
+        if self.events == 0 {
+            self.first_seq = batch.first_seq;
+            self.first_at_ms = batch.first_at_ms;
+            self.opened = Some(Instant::now());
+        }
+        if self.frames.is_empty() {
+            self.frames = batch.frames;
+        } else {
+            self.frames.extend_from_slice(&batch.frames);
+        }
+        self.events += batch.events;
+        self.last_seq = batch.last_seq;
+        self.last_at_ms = batch.last_at_ms;
+        self.lost_events += batch.lost;
+    }
+
+    /// Account for a frame appended to `frames` directly (recovery).
+    fn note(&mut self, seq: u64, at_ms: u64, lost: u64) {
+        if self.events == 0 {
             self.first_seq = seq;
             self.first_at_ms = at_ms;
             self.opened = Some(Instant::now());
         }
+        self.events += 1;
         self.last_seq = seq;
         self.last_at_ms = at_ms;
-        self.last_elapsed_us = elapsed_us;
         self.lost_events += lost;
-        self.lines.extend_from_slice(line);
     }
 }
 
 /// Compress `chunk` into `chunk-<index>.zst` durably: temporary file and
 /// fsync, then the `chunks.jsonl` line and fsync, then rename and
 /// directory fsync. A crash leaves either no chunk (its events are still
-/// in `events.jsonl`) or a chunk that `chunks.jsonl` describes.
+/// in `events.frames`) or a chunk that `chunks.jsonl` describes.
 fn seal_chunk(
     dir: &Path,
     session_id: &str,
@@ -323,7 +484,7 @@ fn seal_chunk(
         prev_chunk_hash: prev_hash.to_string(),
         uncompressed_bytes: 0,
     };
-    let bytes = encode_chunk(header, &chunk.lines)?;
+    let bytes = encode_chunk(header, &chunk.frames)?;
     let name = chunk_file_name(index);
     let final_path = dir.join(&name);
     let temporary = dir.join(format!("{name}.tmp"));
@@ -422,6 +583,9 @@ fn now_ms() -> u64 {
 #[derive(Debug, Default)]
 struct SessionShared {
     durable_seq: AtomicU64,
+    /// Set with `failure`: what a recorder checks per event (a load, not
+    /// a lock).
+    failed: AtomicBool,
     failure: Mutex<Option<String>>,
 }
 
@@ -430,9 +594,13 @@ impl SessionShared {
         if let Ok(mut failure) = self.failure.lock() {
             failure.get_or_insert(reason);
         }
+        self.failed.store(true, Ordering::Release);
     }
 
     fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 }
@@ -469,21 +637,16 @@ impl<T> Ack<T> {
 }
 
 enum Command {
-    /// Several commands of one recorder, handled in order: one hand-over
-    /// (and one wake-up of the writer) per batch instead of per event.
-    Batch(Vec<Command>),
     Start {
         handle: u64,
         file: Box<SpoolSessionFile>,
         shared: Arc<SessionShared>,
     },
-    Event {
+    /// A recorder's gathered events: one hand-over (and one wake-up of
+    /// the writer) per batch instead of per event.
+    Events {
         handle: u64,
-        seq: u64,
-        at_ms: u64,
-        elapsed_us: u64,
-        lost: u64,
-        line: Vec<u8>,
+        batch: Batch,
     },
     Flush {
         handle: u64,
@@ -618,13 +781,16 @@ impl Spool {
         let mut recorder = Recorder {
             session_id,
             handle,
-            batch: RefCell::new(Vec::new()),
+            batch: RefCell::new(Batch::default()),
+            batch_capacity: std::cell::Cell::new(0),
             sender: self.sender.clone(),
             budget: self.budget.clone(),
             shared,
             max_event_bytes: self.config.max_event_bytes,
             next_seq: 1,
             started: Instant::now(),
+            clock: (started_at_ms, 0),
+            clock_uses: 0,
             lost_since_gap: 0,
             lost_total: 0,
             done: false,
@@ -632,7 +798,13 @@ impl Spool {
         // The session exists for the writer now: its first event must not
         // be refused (a retry would start it twice), so it waits for room
         // in the queue like `finish` does.
-        recorder.send(started_at_ms, 0, Direction::Meta, &start_kind, true)?;
+        recorder.send(
+            started_at_ms,
+            0,
+            Direction::Meta,
+            Body::Json(&start_kind),
+            true,
+        )?;
         Ok(recorder)
     }
 }
@@ -680,7 +852,7 @@ fn lock_spool(dir: &Path) -> Result<fs::File> {
     }
 }
 
-/// Bytes of event lines and chunk files in the spool (what the budget
+/// Bytes of spooled events and chunk files in the spool (what the budget
 /// counts), including quarantined files.
 fn spool_bytes(dir: &Path) -> u64 {
     fn walk(dir: &Path, total: &mut u64) {
@@ -694,7 +866,7 @@ fn spool_bytes(dir: &Path) -> u64 {
                 Ok(t) if t.is_file() => {
                     let name = entry.file_name();
                     let name = name.to_string_lossy();
-                    if name == EVENTS_FILE || name.ends_with(".zst") {
+                    if name == EVENTS_FILE || name == LEGACY_EVENTS_FILE || name.ends_with(".zst") {
                         *total += file_size(&path);
                     }
                 }
@@ -714,14 +886,21 @@ pub struct Recorder {
     handle: u64,
     /// Events recorded but not yet handed to the writer: shipped as one
     /// command by [`Recorder::ship`] (the caller's natural boundary, e.g.
-    /// the end of a network read), or when [`SHIP_AT`] have gathered.
-    batch: RefCell<Vec<Command>>,
+    /// the end of a network read), or when [`SHIP_AT`] events or
+    /// [`SHIP_AT_BYTES`] have gathered.
+    batch: RefCell<Batch>,
+    /// Frame bytes of the last batch shipped: the next one's capacity.
+    batch_capacity: std::cell::Cell<usize>,
     sender: SyncSender<Command>,
     budget: Arc<Budget>,
     shared: Arc<SessionShared>,
     max_event_bytes: usize,
     next_seq: u64,
     started: Instant,
+    /// The batch's clock reading (`at_ms`, `elapsed_us`) and how many
+    /// events have used it.
+    clock: (u64, u64),
+    clock_uses: u32,
     lost_since_gap: u64,
     lost_total: u64,
     done: bool,
@@ -737,9 +916,36 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
+/// An event's body, as it becomes a frame.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// A wire message: type byte and body.
+    Message {
+        tag: u8,
+        body: &'a [u8],
+    },
+    Json(&'a EventKind),
+}
+
 impl Recorder {
     pub fn session_id(&self) -> &str {
         &self.session_id
+    }
+
+    /// The time of an event recorded now: the batch's clock reading,
+    /// taken when the batch started (or [`CLOCK_EVERY`] events ago).
+    fn now(&mut self) -> (u64, u64) {
+        if self.clock_uses == 0
+            || self.clock_uses >= CLOCK_EVERY
+            || self.batch.get_mut().events == 0
+        {
+            let elapsed_us = self.started.elapsed().as_micros() as u64;
+            // Monotonic even if a caller recorded with explicit times.
+            self.clock = (now_ms(), elapsed_us.max(self.clock.1));
+            self.clock_uses = 0;
+        }
+        self.clock_uses += 1;
+        self.clock
     }
 
     /// Record an event now. Never blocks: on [`RecordError::SpoolFull`]
@@ -755,9 +961,20 @@ impl Recorder {
     /// [`Recorder::record`] by reference, so that a caller can try again
     /// after [`RecordError::Busy`] without copying the event.
     pub fn record_ref(&mut self, direction: Direction, kind: &EventKind) -> Result<u64> {
-        let at_ms = now_ms();
-        let elapsed_us = self.started.elapsed().as_micros() as u64;
-        self.record_at_ref(at_ms, elapsed_us, direction, kind)
+        let (at_ms, elapsed_us) = self.now();
+        self.record_body(at_ms, elapsed_us, direction, Body::Json(kind))
+    }
+
+    /// Record a PostgreSQL message exactly as the client sent or received
+    /// it: its type byte and body (without the 4-byte length), after
+    /// masking. The cheap path for the data plane: the bytes are copied
+    /// into the batch behind a few bytes of framing, and decoded only
+    /// when the recording is read ([`crate::wire`] says what each type
+    /// becomes). Errors as [`Recorder::record`]; `direction` must not be
+    /// [`Direction::Meta`].
+    pub fn record_message(&mut self, direction: Direction, tag: u8, body: &[u8]) -> Result<u64> {
+        let (at_ms, elapsed_us) = self.now();
+        self.record_body(at_ms, elapsed_us, direction, Body::Message { tag, body })
     }
 
     /// Record an event with a given time (replays, tests).
@@ -768,15 +985,15 @@ impl Recorder {
         direction: Direction,
         kind: EventKind,
     ) -> Result<u64> {
-        self.record_at_ref(at_ms, elapsed_us, direction, &kind)
+        self.record_body(at_ms, elapsed_us, direction, Body::Json(&kind))
     }
 
-    fn record_at_ref(
+    fn record_body(
         &mut self,
         at_ms: u64,
         elapsed_us: u64,
         direction: Direction,
-        kind: &EventKind,
+        body: Body<'_>,
     ) -> Result<u64> {
         if let Some(reason) = self.shared.failure() {
             return Err(self.failed(reason));
@@ -786,7 +1003,7 @@ impl Recorder {
                 reason: "spool full".into(),
                 lost_events: self.lost_since_gap,
             };
-            if let Err(e) = self.send(at_ms, elapsed_us, Direction::Meta, &gap, false) {
+            if let Err(e) = self.send(at_ms, elapsed_us, Direction::Meta, Body::Json(&gap), false) {
                 if matches!(e, RecordError::SpoolFull { .. }) {
                     self.lost_since_gap += 1;
                     self.lost_total += 1;
@@ -795,7 +1012,7 @@ impl Recorder {
             }
             self.lost_since_gap = 0;
         }
-        match self.send(at_ms, elapsed_us, direction, kind, false) {
+        match self.send(at_ms, elapsed_us, direction, body, false) {
             Err(e @ RecordError::SpoolFull { .. }) => {
                 self.lost_since_gap += 1;
                 self.lost_total += 1;
@@ -805,102 +1022,100 @@ impl Recorder {
         }
     }
 
-    /// Serialise and queue one event; `force` bypasses the budget and
-    /// waits for room in the queue (the end of a session must be
-    /// recorded).
+    /// Encode one event into the batch; `force` bypasses the budget and
+    /// the batch limits and ships, waiting for room in the queue (the
+    /// start and end of a session must be recorded).
     fn send(
         &mut self,
         at_ms: u64,
         elapsed_us: u64,
         direction: Direction,
-        kind: &EventKind,
+        body: Body<'_>,
         force: bool,
     ) -> Result<u64> {
-        /// [`RecordEvent`]'s serialised form (same members, same order)
-        /// over a borrowed kind.
-        #[derive(serde::Serialize)]
-        struct EventLine<'a> {
-            seq: u64,
-            at_ms: u64,
-            elapsed_us: u64,
-            direction: Direction,
-            kind: &'a EventKind,
-        }
         let seq = self.next_seq;
-        let mut lost = match kind {
-            EventKind::Gap { lost_events, .. } => *lost_events,
-            _ => 0,
-        };
-        let mut event = EventLine {
-            seq,
-            at_ms,
-            elapsed_us,
-            direction,
-            kind,
-        };
-        let mut line = serde_json::to_vec(&event)?;
-        line.push(b'\n');
-        if line.len() > self.max_event_bytes {
-            let gap = EventKind::Gap {
-                reason: format!(
-                    "{} event of {} bytes exceeds the {}-byte event limit",
-                    kind.name(),
-                    line.len(),
-                    self.max_event_bytes
-                ),
-                lost_events: 1,
-            };
-            event.kind = &gap;
-            lost = 1;
-            line.clear();
-            serde_json::to_writer(&mut line, &event)?;
-            line.push(b'\n');
-        }
-        let size = line.len() as u64;
-        if force {
-            self.budget.add(size);
-        } else {
-            self.budget.reserve(size)?;
-        }
-        let command = Command::Event {
-            handle: self.handle,
-            seq,
-            at_ms,
-            elapsed_us,
-            lost,
-            line,
-        };
-        if force {
-            let sent = self.ship_blocking().and_then(|()| {
-                self.budget.force_queue(1);
-                self.sender
-                    .send(command)
-                    .map_err(|_| self.failed("the spool writer has stopped".into()))
-            });
-            if let Err(e) = sent {
-                self.budget.release(size);
-                return Err(e);
+        let json;
+        let tag_byte: [u8; 1];
+        let (kind, tag, payload, mut lost): (FrameKind, &[u8], &[u8], u64) = match body {
+            Body::Message { tag, body } => {
+                let Some(kind) = FrameKind::message(direction) else {
+                    return Err(RecordError::Invalid {
+                        what: "event direction",
+                        value: "meta".into(),
+                        reason: "a wire message goes to the client or from it",
+                    });
+                };
+                tag_byte = [tag];
+                (kind, &tag_byte[..], body, 0)
             }
-            self.next_seq += 1;
-            return Ok(seq);
-        }
-        // Never gather more than the writer's queue may hold at once.
-        let cap = (MAX_BATCH as u64).min(self.budget.max_queued) as usize;
-        if self.batch.borrow().len() >= cap
-            && let Err(e) = self.ship()
-        {
+            Body::Json(event) => {
+                json = serde_json::to_vec(event)?;
+                let lost = match event {
+                    EventKind::Gap { lost_events, .. } => *lost_events,
+                    _ => 0,
+                };
+                (FrameKind::json(direction), &[][..], &json[..], lost)
+            }
+        };
+        let gap_body;
+        let (kind, parts): (FrameKind, [&[u8]; 2]) =
+            if tag.len() + payload.len() > self.max_event_bytes {
+                let name = match body {
+                    Body::Message { tag, .. } => format!("'{}' message", char::from(tag)),
+                    Body::Json(event) => format!("{} event", event.name()),
+                };
+                let gap = EventKind::Gap {
+                    reason: format!(
+                        "{name} of {} bytes exceeds the {}-byte event limit",
+                        tag.len() + payload.len(),
+                        self.max_event_bytes
+                    ),
+                    lost_events: 1,
+                };
+                lost = 1;
+                gap_body = serde_json::to_vec(&gap)?;
+                (FrameKind::MetaJson, [&gap_body, &[]])
+            } else {
+                (kind, [tag, payload])
+            };
+        if !force {
+            let cap = MAX_BATCH.min(self.budget.max_queued);
+            let full = {
+                let batch = self.batch.get_mut();
+                batch.events >= cap || batch.frames.len() >= MAX_BATCH_BYTES
+            };
             // Busy: the writer is behind and this recorder holds all it
             // may; the caller waits and tries again.
-            self.budget.release(size);
+            if full {
+                self.ship()?;
+            }
+        }
+        let batch = self.batch.get_mut();
+        let start = batch.frames.len();
+        let cursor = batch.cursor;
+        encode_frame(
+            &mut batch.frames,
+            &mut batch.cursor,
+            seq,
+            at_ms,
+            elapsed_us,
+            kind,
+            &parts,
+        );
+        let size = (batch.frames.len() - start) as u64;
+        if force {
+            self.budget.add(size);
+        } else if let Err(e) = self.budget.reserve(size) {
+            batch.frames.truncate(start);
+            batch.cursor = cursor;
             return Err(e);
         }
-        let gathered = {
-            let mut batch = self.batch.borrow_mut();
-            batch.push(command);
-            batch.len()
-        };
+        batch.note(seq, at_ms, lost);
+        let (gathered, bytes) = (batch.events, batch.frames.len());
         self.next_seq += 1;
-        if gathered >= SHIP_AT {
+        if force {
+            self.ship_blocking()?;
+        } else if gathered >= SHIP_AT || bytes >= SHIP_AT_BYTES {
             match self.ship() {
                 Ok(()) | Err(RecordError::Busy) => {}
                 Err(e) => return Err(e),
@@ -909,23 +1124,36 @@ impl Recorder {
         Ok(seq)
     }
 
+    /// Take the gathered batch, leaving an empty one sized like it.
+    fn take_batch(&self) -> Batch {
+        let capacity = self.batch_capacity.get();
+        std::mem::replace(
+            &mut *self.batch.borrow_mut(),
+            Batch::with_capacity(capacity),
+        )
+    }
+
     /// Hand the gathered events to the writer. [`RecordError::Busy`] when
     /// its queue is full: they stay gathered; try again shortly.
     pub fn ship(&self) -> Result<()> {
-        let events = std::mem::take(&mut *self.batch.borrow_mut());
-        if events.is_empty() {
+        let count = self.batch.borrow().events;
+        if count == 0 {
             return Ok(());
         }
-        let count = events.len() as u64;
         if !self.budget.try_queue(count) {
-            *self.batch.borrow_mut() = events;
             return Err(RecordError::Busy);
         }
-        match self.sender.try_send(Command::Batch(events)) {
+        let batch = self.take_batch();
+        self.batch_capacity
+            .set(batch.frames.len().min(MAX_BATCH_BYTES));
+        match self.sender.try_send(Command::Events {
+            handle: self.handle,
+            batch,
+        }) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(Command::Batch(events))) => {
+            Err(TrySendError::Full(Command::Events { batch, .. })) => {
                 self.budget.dequeue(count);
-                *self.batch.borrow_mut() = events;
+                *self.batch.borrow_mut() = batch;
                 Err(RecordError::Busy)
             }
             Err(_) => {
@@ -937,13 +1165,17 @@ impl Recorder {
 
     /// [`Recorder::ship`], waiting for room in the queue.
     fn ship_blocking(&self) -> Result<()> {
-        let events = std::mem::take(&mut *self.batch.borrow_mut());
-        if events.is_empty() {
+        let count = self.batch.borrow().events;
+        if count == 0 {
             return Ok(());
         }
-        self.budget.force_queue(events.len() as u64);
+        let batch = self.take_batch();
+        self.budget.force_queue(count);
         self.sender
-            .send(Command::Batch(events))
+            .send(Command::Events {
+                handle: self.handle,
+                batch,
+            })
             .map_err(|_| self.failed("the spool writer has stopped".into()))
     }
 
@@ -1009,7 +1241,7 @@ impl Recorder {
     /// the signed manifest. Blocks until that is on disk; not from inside
     /// an async runtime (use [`Recorder::finish_async`]).
     pub fn finish(self, reason: &str) -> Result<Manifest> {
-        let elapsed_us = self.started.elapsed().as_micros() as u64;
+        let elapsed_us = self.end_elapsed_us();
         self.finish_at(now_ms(), elapsed_us, reason)
     }
 
@@ -1028,12 +1260,17 @@ impl Recorder {
     pub async fn finish_async(self, reason: &str) -> Result<Manifest> {
         let session = self.session_id.clone();
         let (ack, done) = Ack::async_();
-        let elapsed_us = self.started.elapsed().as_micros() as u64;
+        let elapsed_us = self.end_elapsed_us();
         self.queue_finish(now_ms(), elapsed_us, reason, ack)?;
         done.await.map_err(|_| RecordError::RecorderFailed {
             session,
             reason: "the spool writer has stopped".into(),
         })?
+    }
+
+    /// Elapsed time for the last event, never before an earlier one's.
+    fn end_elapsed_us(&self) -> u64 {
+        (self.started.elapsed().as_micros() as u64).max(self.clock.1)
     }
 
     fn queue_finish(
@@ -1052,13 +1289,13 @@ impl Recorder {
                 reason: "spool full".into(),
                 lost_events: self.lost_since_gap,
             };
-            self.send(at_ms, elapsed_us, Direction::Meta, &gap, true)?;
+            self.send(at_ms, elapsed_us, Direction::Meta, Body::Json(&gap), true)?;
             self.lost_since_gap = 0;
         }
         let end = EventKind::SessionEnd {
             reason: reason.to_string(),
         };
-        self.send(at_ms, elapsed_us, Direction::Meta, &end, true)?;
+        self.send(at_ms, elapsed_us, Direction::Meta, Body::Json(&end), true)?;
         self.sender
             .send(Command::Finish {
                 handle: self.handle,
@@ -1099,12 +1336,12 @@ impl Drop for Recorder {
         }
         let reason = "the session ended without closing its recording";
         let at_ms = now_ms();
-        let elapsed_us = self.started.elapsed().as_micros() as u64;
+        let elapsed_us = self.end_elapsed_us();
         let end = EventKind::SessionEnd {
             reason: reason.to_string(),
         };
         if self
-            .send(at_ms, elapsed_us, Direction::Meta, &end, false)
+            .send(at_ms, elapsed_us, Direction::Meta, Body::Json(&end), false)
             .and_then(|_| self.ship())
             .is_ok()
         {
@@ -1134,7 +1371,7 @@ struct OpenSession {
     events: fs::File,
     shared: Arc<SessionShared>,
     chunk: OpenChunk,
-    /// Bytes of `chunk.lines` already written to `events.jsonl`.
+    /// Bytes of `chunk.frames` already written to `events.frames`.
     written: usize,
     /// Events appended since the last fsync, and when the first came.
     unsynced: usize,
@@ -1212,7 +1449,7 @@ impl Writer {
             .sessions
             .iter()
             .filter_map(|(handle, s)| {
-                let seal = s.chunk.lines.len() >= self.config.chunk_target_bytes
+                let seal = s.chunk.frames.len() >= self.config.chunk_target_bytes
                     || s.chunk
                         .opened
                         .is_some_and(|t| now >= t + self.config.chunk_max_age);
@@ -1261,13 +1498,6 @@ impl Writer {
     /// Handle one command; false to stop.
     fn handle(&mut self, command: Command) -> bool {
         match command {
-            Command::Batch(commands) => {
-                for command in commands {
-                    if !self.handle(command) {
-                        return false;
-                    }
-                }
-            }
             Command::Start {
                 handle,
                 file,
@@ -1281,29 +1511,17 @@ impl Writer {
                     shared.fail(e.to_string());
                 }
             },
-            Command::Event {
-                handle,
-                seq,
-                at_ms,
-                elapsed_us,
-                lost,
-                line,
-            } => {
-                self.budget.dequeue(1);
-                let Some(session) = self.sessions.get_mut(&handle) else {
+            Command::Events { handle, batch } => {
+                self.budget.dequeue(batch.events);
+                if !self.sessions.contains_key(&handle) {
                     // The session failed: its bytes will never be written.
-                    self.budget.release(line.len() as u64);
+                    self.budget.release(batch.frames.len() as u64);
                     return true;
-                };
-                session.chunk.push(seq, at_ms, elapsed_us, lost, &line);
-                session.unsynced += 1;
-                session.unsynced_since.get_or_insert_with(Instant::now);
-                let seal = session.chunk.lines.len() >= self.config.chunk_target_bytes;
-                let sync = session.unsynced >= self.config.fsync_every_events;
-                if seal || sync {
-                    let budget = self.budget.clone();
-                    self.with_session(handle, |_, s| if seal { s.seal(&budget) } else { s.sync() });
                 }
+                let budget = self.budget.clone();
+                let target = self.config.chunk_target_bytes;
+                let sync_every = self.config.fsync_every_events;
+                self.with_session(handle, |_, s| s.append(batch, target, sync_every, &budget));
             }
             Command::Flush { handle, ack } => {
                 let result = self.with_session(handle, |_, s| s.sync()).ok_or_else(gone);
@@ -1355,7 +1573,7 @@ impl Writer {
 
 impl OpenSession {
     /// Create the session's directory atomically (under a temporary name,
-    /// renamed once `session.json` and an empty `events.jsonl` are on
+    /// renamed once `session.json` and an empty `events.frames` are on
     /// disk).
     fn create(spool: &Path, file: SpoolSessionFile, shared: Arc<SessionShared>) -> Result<Self> {
         let dir = spool.join(&file.info.session_id);
@@ -1394,15 +1612,49 @@ impl OpenSession {
         })
     }
 
-    /// Write the unwritten lines and fsync them.
+    /// Append a batch to the open chunk, sealing it whenever it reaches
+    /// `target` bytes (a batch that crosses the target is split there),
+    /// and sync once `sync_every` events are unsynced.
+    fn append(
+        &mut self,
+        batch: Batch,
+        target: usize,
+        sync_every: usize,
+        budget: &Budget,
+    ) -> Result<()> {
+        let mut next = Some(batch);
+        while let Some(batch) = next.take() {
+            let before = batch.frames.len();
+            let room = target.saturating_sub(self.chunk.frames.len());
+            let (head, tail) = split_batch(batch, room);
+            if let Some(tail) = &tail {
+                // The tail's first frame grew when it became absolute.
+                let after = head.frames.len() + tail.frames.len();
+                budget.add(after.saturating_sub(before) as u64);
+            }
+            self.unsynced += head.events as usize;
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            self.chunk.push_batch(head);
+            if self.chunk.frames.len() >= target {
+                self.seal(budget)?;
+            }
+            next = tail;
+        }
+        if self.unsynced >= sync_every {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Write the unwritten frames and fsync them.
     fn sync(&mut self) -> Result<()> {
-        if self.written < self.chunk.lines.len() {
+        if self.written < self.chunk.frames.len() {
             let path = self.dir.join(EVENTS_FILE);
             self.events
-                .write_all(&self.chunk.lines[self.written..])
+                .write_all(&self.chunk.frames[self.written..])
                 .and_then(|()| self.events.sync_data())
                 .map_err(io_err(&path))?;
-            self.written = self.chunk.lines.len();
+            self.written = self.chunk.frames.len();
         }
         self.unsynced = 0;
         self.unsynced_since = None;
@@ -1414,9 +1666,9 @@ impl OpenSession {
         Ok(())
     }
 
-    /// Seal the open chunk (if it has events) and empty `events.jsonl`.
+    /// Seal the open chunk (if it has events) and empty `events.frames`.
     fn seal(&mut self, budget: &Budget) -> Result<()> {
-        if self.chunk.lines.is_empty() {
+        if self.chunk.events == 0 {
             return Ok(());
         }
         let index = self.sealed.len() as u32 + 1;
@@ -1427,12 +1679,12 @@ impl OpenSession {
             &self.prev_hash,
             &self.chunk,
         )?;
-        // The chunk is durable: the spooled lines are redundant. No fsync
+        // The chunk is durable: the spooled frames are redundant. No fsync
         // needed: if the truncation is lost in a crash, recovery skips
-        // lines whose seq a sealed chunk already holds.
+        // frames whose seq a sealed chunk already holds.
         let path = self.dir.join(EVENTS_FILE);
         self.events.set_len(0).map_err(io_err(&path))?;
-        budget.release(self.chunk.lines.len() as u64);
+        budget.release(self.chunk.frames.len() as u64);
         budget.add(sealed.size);
         self.shared
             .durable_seq
@@ -1451,18 +1703,21 @@ impl OpenSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
     pub session_id: String,
-    /// Complete event lines found unsealed in `events.jsonl`.
+    /// Complete events found unsealed in the spool file.
     pub events_recovered: u64,
-    /// Torn (partial or unparseable) lines dropped, each counted in a
-    /// `Gap` event.
+    /// Events dropped from the spool file's torn tail (a partial,
+    /// undecodable or out-of-sequence frame and every one after it),
+    /// counted in a `Gap` event. A tail that cannot be split into frames
+    /// counts as one.
     pub torn_lines_dropped: u64,
     pub manifest: Manifest,
 }
 
 /// Seal and sign every session in `spool_dir` that a crash left without
-/// a manifest: sealed chunks are kept, complete lines of `events.jsonl`
-/// become a last chunk (a torn last line is dropped and counted in a
-/// `Gap`), a `SessionEnd` is added and the manifest says `interrupted`.
+/// a manifest: sealed chunks are kept, complete frames of `events.frames`
+/// (or lines of a version-1 node's `events.jsonl`) become a last chunk
+/// (a torn tail is dropped and counted in a `Gap`), a `SessionEnd` is
+/// added and the manifest says `interrupted`.
 /// [`Spool::open`] calls this; call it directly only on a spool no node
 /// is using (it takes the spool's lock).
 pub fn recover(spool_dir: &Path, key: &NodeSigningKey) -> Result<Vec<Recovered>> {
@@ -1511,13 +1766,143 @@ fn recover_locked(spool_dir: &Path, key: &NodeSigningKey) -> Result<Vec<Recovere
     Ok(recovered)
 }
 
+/// The last chunk of a recovered session, assembled from what the spool
+/// file held.
+struct Reassembly {
+    chunk: OpenChunk,
+    cursor: FrameCursor,
+    next_seq: u64,
+    last_at_ms: u64,
+    last_elapsed_us: u64,
+    recovered: u64,
+    torn: u64,
+}
+
+impl Reassembly {
+    /// Whether an event with `seq` continues the chunk: `Some(true)` yes,
+    /// `Some(false)` it was sealed before the crash (skip it), `None` it
+    /// is out of sequence (torn).
+    fn accepts(&self, seq: u64) -> Option<bool> {
+        match seq.cmp(&self.next_seq) {
+            std::cmp::Ordering::Less => Some(false),
+            std::cmp::Ordering::Equal => Some(true),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    fn push(&mut self, event: &RecordEvent, kind: FrameKind, body: &[u8]) {
+        let lost = match &event.kind {
+            EventKind::Gap { lost_events, .. } => *lost_events,
+            _ => 0,
+        };
+        encode_frame(
+            &mut self.chunk.frames,
+            &mut self.cursor,
+            event.seq,
+            event.at_ms,
+            event.elapsed_us,
+            kind,
+            &[body],
+        );
+        self.chunk.note(event.seq, event.at_ms, lost);
+        self.last_at_ms = event.at_ms;
+        self.last_elapsed_us = event.elapsed_us;
+        self.next_seq += 1;
+    }
+
+    /// Frames of `events.frames`. They are appended and fsync'd in
+    /// order, so only the tail can be torn: from the first frame that is
+    /// partial, undecodable or out of sequence on, frames are dropped and
+    /// counted (as far as they can still be told apart).
+    fn take_frames(&mut self, bytes: &[u8], max_event_bytes: usize) {
+        let mut cursor = FrameCursor::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let frame = match decode_frame(&bytes[at..], &mut cursor, max_event_bytes) {
+                Ok(Some(frame)) => frame,
+                Ok(None) | Err(_) => {
+                    self.torn += 1;
+                    return;
+                }
+            };
+            let (frame, used) = frame;
+            at += used;
+            if self.torn > 0 {
+                self.torn += 1;
+                continue;
+            }
+            let Ok(event) = frame_event(&frame) else {
+                self.torn += 1;
+                continue;
+            };
+            match self.accepts(event.seq) {
+                Some(true) => {
+                    self.push(&event, frame.kind, frame.body);
+                    self.recovered += 1;
+                }
+                Some(false) => {}
+                None => self.torn += 1,
+            }
+        }
+    }
+
+    /// Lines of a version-1 node's `events.jsonl`, with the same rules.
+    fn take_legacy_lines(&mut self, bytes: &[u8]) -> Result<()> {
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            if self.torn > 0 {
+                self.torn += 1;
+                continue;
+            }
+            let event = line
+                .strip_suffix(b"\n")
+                .and_then(|l| serde_json::from_slice::<RecordEvent>(l).ok());
+            let Some(event) = event else {
+                self.torn += 1;
+                continue;
+            };
+            match self.accepts(event.seq) {
+                Some(true) => {
+                    let body = serde_json::to_vec(&event.kind)?;
+                    self.push(&event, FrameKind::json(event.direction), &body);
+                    self.recovered += 1;
+                }
+                Some(false) => {}
+                None => self.torn += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Append an event the node adds itself, at the last event's time.
+    fn append_meta(&mut self, kind: EventKind) -> Result<()> {
+        let event = RecordEvent {
+            seq: self.next_seq,
+            at_ms: self.last_at_ms,
+            elapsed_us: self.last_elapsed_us,
+            direction: Direction::Meta,
+            kind,
+        };
+        let body = serde_json::to_vec(&event.kind)?;
+        self.push(&event, FrameKind::MetaJson, &body);
+        Ok(())
+    }
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
 fn recover_session(dir: &Path, key: &NodeSigningKey) -> Result<Recovered> {
     let file = SpoolSessionFile::read(dir)?;
     let session_id = file.info.session_id.clone();
 
     // Sealed chunks, as chunks.jsonl lists them (a torn last line there
     // means the chunk was not renamed into place: its events are still
-    // in events.jsonl).
+    // in the spool file).
     let mut sealed: Vec<SealedChunk> = Vec::new();
     let chunks_path = dir.join(CHUNKS_FILE);
     if let Ok(bytes) = fs::read(&chunks_path) {
@@ -1535,7 +1920,7 @@ fn recover_session(dir: &Path, key: &NodeSigningKey) -> Result<Recovered> {
         }
     }
     // Finish a rename a crash interrupted; drop temporaries whose events
-    // are still in events.jsonl.
+    // are still in the spool file.
     for chunk in &sealed {
         let name = chunk_file_name(chunk.index);
         let temporary = dir.join(format!("{name}.tmp"));
@@ -1556,92 +1941,35 @@ fn recover_session(dir: &Path, key: &NodeSigningKey) -> Result<Recovered> {
     }
     sync_dir(dir)?;
 
-    let last_sealed_seq = sealed.last().map_or(0, |c| c.last_seq);
+    let mut rebuilt = Reassembly {
+        chunk: OpenChunk::default(),
+        cursor: FrameCursor::new(),
+        next_seq: sealed.last().map_or(0, |c| c.last_seq) + 1,
+        last_at_ms: sealed
+            .last()
+            .map_or(file.info.started_at_ms, |c| c.last_at_ms),
+        last_elapsed_us: 0,
+        recovered: 0,
+        torn: 0,
+    };
     let events_path = dir.join(EVENTS_FILE);
-    let bytes = match fs::read(&events_path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io_err(&events_path)(e)),
-    };
-    let mut chunk = OpenChunk::default();
-    let mut next_seq = last_sealed_seq + 1;
-    let mut torn = 0u64;
-    let mut recovered_events = 0u64;
-    let mut last_at_ms = sealed
-        .last()
-        .map_or(file.info.started_at_ms, |c| c.last_at_ms);
-    let mut last_elapsed_us = 0;
-    // Lines are appended and fsync'd in order, so only the tail can be
-    // torn; from the first line that is partial, unreadable or out of
-    // sequence on, every line is dropped and counted.
-    for line in bytes.split_inclusive(|b| *b == b'\n') {
-        if torn > 0 {
-            torn += 1;
-            continue;
-        }
-        let event = line
-            .strip_suffix(b"\n")
-            .and_then(|l| serde_json::from_slice::<RecordEvent>(l).ok());
-        let Some(event) = event else {
-            torn += 1;
-            continue;
-        };
-        if event.seq < next_seq {
-            continue; // sealed before the crash
-        }
-        if event.seq > next_seq {
-            torn += 1;
-            continue;
-        }
-        chunk.push(
-            event.seq,
-            event.at_ms,
-            event.elapsed_us,
-            match &event.kind {
-                EventKind::Gap { lost_events, .. } => *lost_events,
-                _ => 0,
-            },
-            line,
-        );
-        recovered_events += 1;
-        last_at_ms = event.at_ms;
-        last_elapsed_us = event.elapsed_us;
-        next_seq += 1;
+    let legacy_path = dir.join(LEGACY_EVENTS_FILE);
+    if let Some(bytes) = read_if_exists(&events_path)? {
+        rebuilt.take_frames(&bytes, crate::DecodeLimits::default().max_event_bytes);
+    } else if let Some(bytes) = read_if_exists(&legacy_path)? {
+        rebuilt.take_legacy_lines(&bytes)?;
     }
-    let mut append = |kind: EventKind, chunk: &mut OpenChunk| -> Result<()> {
-        let lost = match &kind {
-            EventKind::Gap { lost_events, .. } => *lost_events,
-            _ => 0,
-        };
-        let event = RecordEvent {
-            seq: next_seq,
-            at_ms: last_at_ms,
-            elapsed_us: last_elapsed_us,
-            direction: Direction::Meta,
-            kind,
-        };
-        let mut line = serde_json::to_vec(&event)?;
-        line.push(b'\n');
-        chunk.push(event.seq, event.at_ms, event.elapsed_us, lost, &line);
-        next_seq += 1;
-        Ok(())
-    };
+    let torn = rebuilt.torn;
     if torn > 0 {
-        append(
-            EventKind::Gap {
-                reason: "torn spool lines dropped in crash recovery".into(),
-                lost_events: torn,
-            },
-            &mut chunk,
-        )?;
+        rebuilt.append_meta(EventKind::Gap {
+            reason: "torn spool frames dropped in crash recovery".into(),
+            lost_events: torn,
+        })?;
     }
     let reason = "recording interrupted: the node stopped before the session ended; sealed from the spool on restart";
-    append(
-        EventKind::SessionEnd {
-            reason: reason.into(),
-        },
-        &mut chunk,
-    )?;
+    rebuilt.append_meta(EventKind::SessionEnd {
+        reason: reason.into(),
+    })?;
     let prev_hash = sealed
         .last()
         .map_or(GENESIS_HASH.to_string(), |c| c.sha256.clone());
@@ -1650,7 +1978,7 @@ fn recover_session(dir: &Path, key: &NodeSigningKey) -> Result<Recovered> {
         &session_id,
         sealed.len() as u32 + 1,
         &prev_hash,
-        &chunk,
+        &rebuilt.chunk,
     )?;
     sealed.push(last);
     let manifest = write_manifest(
@@ -1659,14 +1987,15 @@ fn recover_session(dir: &Path, key: &NodeSigningKey) -> Result<Recovered> {
         &sealed,
         RecordingStatus::Interrupted,
         reason,
-        last_at_ms,
+        rebuilt.last_at_ms,
         key,
     )?;
     let _ = fs::remove_file(&events_path);
+    let _ = fs::remove_file(&legacy_path);
     sync_dir(dir)?;
     Ok(Recovered {
         session_id,
-        events_recovered: recovered_events,
+        events_recovered: rebuilt.recovered,
         torn_lines_dropped: torn,
         manifest,
     })

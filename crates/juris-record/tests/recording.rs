@@ -169,7 +169,7 @@ fn asciicast_is_valid_v2() {
     assert!(output.contains("ERROR:  juris: permission denied"));
 }
 
-/// (d) kill -9: sealed chunks, fsync'd lines and a torn last line are
+/// (d) kill -9: sealed chunks, fsync'd frames and a torn last frame are
 /// left behind; recovery seals them as `interrupted` and the result
 /// uploads and verifies.
 #[test]
@@ -199,17 +199,18 @@ fn crash_recovery_seals_what_was_durable() {
         chunks_before >= 2,
         "some chunks were sealed before the crash"
     );
-    let events_file = dir.join("events.jsonl");
+    let events_file = dir.join("events.frames");
     assert!(
         std::fs::metadata(&events_file).unwrap().len() > 0,
-        "unsealed lines exist"
+        "unsealed frames exist"
     );
-    // A write the crash cut in half, and a chunk that was being sealed.
+    // A write the crash cut in half (a DataRow frame's header and part of
+    // its body), and a chunk that was being sealed.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&events_file)
         .unwrap();
-    std::io::Write::write_all(&mut file, br#"{"seq":999,"at_ms":17672256"#).unwrap();
+    std::io::Write::write_all(&mut file, b"\x04\x00\x00\x20D\x00\x02").unwrap();
     std::fs::write(dir.join("chunk-000099.zst.tmp"), b"half a chunk").unwrap();
 
     let recovered = recover(&spool_dir, &key).unwrap();
@@ -266,6 +267,216 @@ fn crash_recovery_seals_what_was_durable() {
         &recording.events[n + 1].kind,
         EventKind::SessionEnd { reason } if reason.contains("interrupted")
     ));
+}
+
+/// A PostgreSQL message body: `values` as a DataRow.
+fn data_row_body(values: &[Option<&str>]) -> Vec<u8> {
+    let mut body = (values.len() as u16).to_be_bytes().to_vec();
+    for value in values {
+        match value {
+            Some(v) => {
+                body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                body.extend_from_slice(v.as_bytes());
+            }
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    body
+}
+
+/// A RowDescription body for text columns named `names` (type int4).
+fn row_description_body(names: &[&str]) -> Vec<u8> {
+    let mut body = (names.len() as u16).to_be_bytes().to_vec();
+    for name in names {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&0i32.to_be_bytes()); // table
+        body.extend_from_slice(&0i16.to_be_bytes()); // column
+        body.extend_from_slice(&23u32.to_be_bytes()); // int4
+        body.extend_from_slice(&4i16.to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+    }
+    body
+}
+
+/// The data plane records wire messages as the client got them; across
+/// several chunks, uploaded and read back, they are the statements, rows
+/// and tags a replay shows, and the recording verifies.
+#[test]
+fn wire_messages_replay_as_statements_and_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key.clone()).unwrap();
+    let session = session_id(7);
+    let mut recorder = spool
+        .start_session(info(&session, "billing-eu", "carol"))
+        .unwrap();
+    let c = Direction::ClientToServer;
+    let s = Direction::ServerToClient;
+    recorder
+        .record_message(c, b'Q', b"SELECT id, email FROM customers\0")
+        .unwrap();
+    recorder.ship().unwrap();
+    recorder
+        .record_message(s, b'T', &row_description_body(&["id", "email"]))
+        .unwrap();
+    let rows = 300;
+    for i in 0..rows {
+        let id = i.to_string();
+        let email = format!("u{i}***@example.com");
+        let email = (i % 7 != 0).then_some(email.as_str());
+        recorder
+            .record_message(s, b'D', &data_row_body(&[Some(&id), email]))
+            .unwrap();
+        if i % 50 == 0 {
+            recorder.ship().unwrap();
+        }
+    }
+    // A DataRow the codec cannot decode went out all the same: raw.
+    recorder.record_message(s, b'D', &[0, 9]).unwrap();
+    recorder.record_message(s, b'C', b"SELECT 300\0").unwrap();
+    // Bookkeeping is the caller's to filter; meta is not a wire direction.
+    assert!(
+        recorder
+            .record_message(Direction::Meta, b'Z', b"I")
+            .is_err()
+    );
+    let manifest = recorder.finish(END).unwrap();
+    assert_eq!(manifest.status, RecordingStatus::Complete);
+    assert!(
+        manifest.chunks.len() >= 3,
+        "{} chunks",
+        manifest.chunks.len()
+    );
+    assert_eq!(manifest.event_count, 1 + 1 + 1 + rows + 1 + 1 + 1);
+
+    let store = local_store(&tmp.path().join("store"));
+    let rt = runtime();
+    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    let recording = rt
+        .block_on(open_recording(
+            store.as_ref(),
+            Some(REGION),
+            &session,
+            Some(&key.public_key_hex()),
+        ))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+    let events = &recording.events;
+    assert_eq!(events.len() as u64, manifest.event_count);
+    assert_eq!(
+        events[1].kind,
+        EventKind::Query {
+            text: "SELECT id, email FROM customers".into()
+        }
+    );
+    assert_eq!(events[1].direction, c);
+    assert!(matches!(
+        &events[2].kind,
+        EventKind::RowDescription { columns } if columns.len() == 2 && columns[1].name == "email"
+    ));
+    for i in 0..rows {
+        let event = &events[3 + i as usize];
+        assert_eq!(event.direction, s);
+        let email = (i % 7 != 0).then(|| format!("u{i}***@example.com"));
+        assert_eq!(
+            event.kind,
+            EventKind::DataRow {
+                values: vec![Some(i.to_string()), email]
+            }
+        );
+    }
+    assert_eq!(events[3 + rows as usize].kind, EventKind::raw(&[0, 9]));
+    assert_eq!(
+        events[4 + rows as usize].kind,
+        EventKind::CommandComplete {
+            tag: "SELECT 300".into()
+        }
+    );
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert!(pair[1].elapsed_us >= pair[0].elapsed_us, "{pair:?}");
+    }
+    let text = render_text(events);
+    assert!(text.contains("SELECT id, email FROM customers"), "{text}");
+    assert!(text.contains("u299***@example.com"), "{text}");
+}
+
+/// A node that wrote chunk format 1 left `events.jsonl` behind: after
+/// the upgrade, recovery still turns its complete lines into the last
+/// chunk (a version-2 chunk) and counts the torn line.
+#[test]
+fn crash_recovery_reads_a_version_1_spool_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dir = tmp.path().join("spool");
+    let key = node_key();
+    let session = session_id(9);
+    let info = info(&session, "billing-eu", "bob");
+    {
+        let spool = Spool::open(spool_config(&spool_dir), key.clone()).unwrap();
+        let recorder = spool.start_session(info.clone()).unwrap();
+        recorder.flush().unwrap();
+        recorder.abandon();
+    }
+    let dir = spool_dir.join(&session);
+    // What the version-1 writer would have spooled: JSON Lines.
+    let started = juris_record::RecordEvent {
+        seq: 1,
+        at_ms: START_MS,
+        elapsed_us: 0,
+        direction: Direction::Meta,
+        kind: EventKind::SessionStart {
+            session_id: session.clone(),
+            principal: info.principal.clone(),
+            connection: info.connection.clone(),
+            node: "node-1".into(),
+            region: info.region.clone(),
+            client_addr: info.client_addr.clone(),
+        },
+    };
+    let query = juris_record::RecordEvent {
+        seq: 2,
+        at_ms: START_MS + 1,
+        elapsed_us: 1500,
+        direction: Direction::ClientToServer,
+        kind: EventKind::Query {
+            text: "select 1".into(),
+        },
+    };
+    let mut lines = Vec::new();
+    for event in [&started, &query] {
+        serde_json::to_writer(&mut lines, event).unwrap();
+        lines.push(b'\n');
+    }
+    lines.extend_from_slice(br#"{"seq":3,"at_ms":17672256"#);
+    std::fs::remove_file(dir.join("events.frames")).unwrap();
+    std::fs::write(dir.join("events.jsonl"), &lines).unwrap();
+
+    let recovered = recover(&spool_dir, &key).unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].events_recovered, 2);
+    assert_eq!(recovered[0].torn_lines_dropped, 1);
+    assert!(!dir.join("events.jsonl").exists());
+    assert_eq!(recovered[0].manifest.chunks.len(), 1);
+    let bytes = std::fs::read(dir.join("chunk-000001.zst")).unwrap();
+    assert_eq!(&bytes[8..10], &[0, 2], "recovery writes chunk format 2");
+    assert_eq!(
+        juris_record::chunk::sha256_hex(&bytes),
+        recovered[0].manifest.chunks[0].sha256
+    );
+    let events = juris_record::decode_chunk(&bytes).unwrap().events;
+    assert_eq!(&events[..2], &[started, query]);
+    assert!(matches!(
+        events[2].kind,
+        EventKind::Gap { lost_events: 1, .. }
+    ));
+    assert!(matches!(events[3].kind, EventKind::SessionEnd { .. }));
+    assert_eq!(events.len(), 4);
 }
 
 /// Spool::open recovers by itself, and a second open of a spool in use
