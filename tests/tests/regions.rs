@@ -556,3 +556,404 @@ async fn access_requests_are_created_and_decided_only_in_the_owning_region() -> 
     }
     Ok(())
 }
+
+/// A token that every piece of `region`'s workload carries (statements,
+/// table names, reasons), so a byte scan finds it wherever it went.
+fn residency_token(region: &str) -> String {
+    format!("{}_residency_6d1c", region.replace('-', "_"))
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn relative_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(dir) {
+                found.push(relative.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Run `juris … --config <file>` as the holder of `token`; fails the test
+/// with the output when the command fails.
+async fn routed_ok(token: &str, ca: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let (ok, out) = routed(token, ca, args).await?;
+    anyhow::ensure!(ok, "juris {args:?} failed: {out}");
+    Ok(out)
+}
+
+/// Two regions of three nodes, each with its own Raft group, PostgreSQL
+/// and S3 bucket (one S3-compatible server, a bucket per cloud region),
+/// one identity provider. In each region: a JIT request made and approved
+/// with the *other* region's deployment file, sessions on the grant reaching
+/// the other region's nodes, a statement held for review and approved, and
+/// a direct session. Afterwards every bucket, data directory, log and audit
+/// bundle is scanned: each region's evidence is found in that region only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_workload_leaves_each_regions_evidence_only_in_that_region() -> anyhow::Result<()> {
+    use juris_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let (pg_eu, pg_us, oidc) = upstreams().await?;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let s3 = S3Server::start_in_regions(
+        &root.join("s3"),
+        "127.0.0.1:0".parse()?,
+        &[("evidence-eu", "eu-west-1"), ("evidence-us", "us-east-1")],
+    )
+    .await?;
+    std::fs::write(root.join("key-id"), ACCESS_KEY)?;
+    std::fs::write(root.join("secret"), SECRET_KEY)?;
+    let directory = Directory::new(root, DOMAIN)?;
+    let regions = [
+        (
+            "eu-west",
+            "eu",
+            EU_CONNECTION,
+            "evidence-eu",
+            "eu-west-1",
+            &pg_eu,
+        ),
+        (
+            "us-east",
+            "us",
+            US_CONNECTION,
+            "evidence-us",
+            "us-east-1",
+            &pg_us,
+        ),
+    ];
+    let mut layout = Vec::new();
+    let mut rafts = Vec::new();
+    for (name, prefix, connection_name, bucket, cloud_region, pg) in regions {
+        let mut region =
+            RegionLayout::local(name, prefix, 3, vec![connection(connection_name, pg)], root)?;
+        region.store = format!(
+            "{{ kind = \"s3\", bucket = \"{bucket}\", region = \"{cloud_region}\", endpoint = \"{}\", allow_http = true, access_key_id = {{ file = {:?} }}, secret_access_key = {{ file = {:?} }} }}",
+            s3.endpoint(),
+            root.join("key-id").display().to_string(),
+            root.join("secret").display().to_string(),
+        );
+        region
+            .settings
+            .push(format!("cloud_regions = [\"{cloud_region}\"]"));
+        let raft_dir = root.join(format!("{prefix}-raft"));
+        std::fs::create_dir_all(&raft_dir)?;
+        let raft = TestRegion::new(3, &raft_dir, "dba")?;
+        region.control = raft.control_endpoints();
+        rafts.push(raft);
+        layout.push(region);
+    }
+    let mut base = GatewaySpec::new(&oidc.issuer, AUDIENCE);
+    base.roles = vec![
+        RoleSpec {
+            name: "dba".into(),
+            groups: vec!["dba".into()],
+            connections: vec![EU_CONNECTION.into(), US_CONNECTION.into()],
+            level: "admin".into(),
+            settings: Vec::new(),
+        },
+        RoleSpec::jit("oncall-eu", "analysts", EU_CONNECTION, "admin", "dba"),
+        RoleSpec::jit("oncall-us", "analysts", US_CONNECTION, "admin", "dba"),
+    ];
+    for connection in [EU_CONNECTION, US_CONNECTION] {
+        base.connection_settings.push((
+            connection.into(),
+            "[connection.approvals]\nreviewers = [\"dba\"]\nhold = \"60s\"".into(),
+        ));
+    }
+    let mut nodes = Vec::new();
+    for (raft, (name, ..)) in rafts.iter().zip(regions) {
+        let specs = (0..3)
+            .map(|i| directory.node_spec(&base, &layout, name, i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        nodes.push(raft.start_each(&specs).await?);
+    }
+    let alice = oidc.user_token("alice").await?;
+    let bob = oidc.user_token("bob").await?;
+    for region in &nodes {
+        wait_for_leader(&region.iter().collect::<Vec<_>>(), &alice).await?;
+    }
+    let ca = directory.client_ca_file.clone();
+    let conninfo = |node: &juris_testkit::gateway::RegionNode,
+                    connection: &str,
+                    user: &str,
+                    token: &str| {
+        format!(
+            "host={} hostaddr={} port={} dbname={connection} user={user} sslmode=verify-full sslrootcert={} password={token} connect_timeout=20",
+            directory.host(connection),
+            node.gateway.address.ip(),
+            node.gateway.address.port(),
+            ca.display(),
+        )
+    };
+
+    for (owner, (region, _, connection, ..)) in regions.into_iter().enumerate() {
+        let foreign = &nodes[1 - owner];
+        let foreign_config = foreign[0].gateway.config_file.display().to_string();
+        let token = residency_token(region);
+        let role = format!("oncall-{}", &region[..2]);
+
+        // bob asks with the other region's deployment file; the request is
+        // created and decided in the owning region.
+        let out = routed_ok(
+            &bob,
+            &ca,
+            &[
+                "access",
+                "request",
+                connection,
+                "--role",
+                &role,
+                "--for",
+                "1h",
+                "--reason",
+                &format!("incident {token}"),
+                "--config",
+                &foreign_config,
+            ],
+        )
+        .await?;
+        let request = id_with_prefix(&out, "ar-")?;
+        routed_ok(
+            &alice,
+            &ca,
+            &[
+                "access",
+                "approve",
+                &request,
+                "--reason",
+                "ok",
+                "--config",
+                &foreign_config,
+                "--region",
+                region,
+            ],
+        )
+        .await?;
+
+        // bob's sessions on the grant reach the other region's nodes and
+        // are handed over.
+        let table = format!("{token}_t");
+        let via_foreign = conninfo(&foreign[1], connection, "bob", &bob);
+        let create = format!(
+            "CREATE TABLE {table}(x int); INSERT INTO {table} VALUES (7); SELECT '{token}_session', count(*) FROM customers"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (ok, out, err) = psql(&via_foreign, &["-c", &create]).await?;
+            if ok {
+                assert_eq!(out.lines().last(), Some(&*format!("{token}_session|1000")));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no session on the {region} grant: {err}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // A DROP through a third node waits for review in the owning region.
+        let drop_sql = format!("DROP TABLE {table}");
+        let drop = tokio::spawn({
+            let conninfo = conninfo(&foreign[2], connection, "bob", &bob);
+            let sql = drop_sql.clone();
+            async move { psql(&conninfo, &["-c", &sql]).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let approval = loop {
+            let listed = routed_ok(
+                &alice,
+                &ca,
+                &[
+                    "approvals",
+                    "list",
+                    "--status",
+                    "pending",
+                    "--config",
+                    &foreign_config,
+                    "--region",
+                    region,
+                ],
+            )
+            .await?;
+            if let Some(line) = listed.lines().find(|l| l.contains(&drop_sql)) {
+                break id_with_prefix(line, "ap-")?;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no pending approval in {region}: {listed}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        routed_ok(
+            &alice,
+            &ca,
+            &[
+                "approvals",
+                "approve",
+                &approval,
+                "--reason",
+                &format!("approved {token}"),
+                "--config",
+                &foreign_config,
+                "--region",
+                region,
+            ],
+        )
+        .await?;
+        let (ok, _, err) = tokio::time::timeout(Duration::from_secs(30), drop).await???;
+        assert!(ok, "the approved DROP in {region} failed: {err}");
+
+        // And alice, directly on an owning node.
+        let (ok, out, err) = psql(
+            &conninfo(&nodes[owner][0], connection, "alice", &alice),
+            &["-c", &format!("SELECT '{token}_direct'")],
+        )
+        .await?;
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), format!("{token}_direct"));
+    }
+
+    // The foreign nodes only relayed: none of them terminated TLS for a
+    // connection of the other region.
+    for (owner, (_, _, connection, ..)) in regions.into_iter().enumerate() {
+        let mut handed_over = 0;
+        for planned in &layout[1 - owner].nodes {
+            let metrics = scrape(&planned.metrics_address()).await?;
+            let handshakes = metrics
+                [&format!("juris_client_tls_handshakes_total{{connection=\"{connection}\"}}")];
+            assert_eq!(handshakes, 0, "{}: {metrics:?}", planned.id);
+            assert_eq!(metrics["juris_handovers_cut_total"], 0, "{metrics:?}");
+            handed_over += metrics["juris_handovers_out_total"];
+        }
+        assert_eq!(handed_over, 2, "sessions of {connection} handed over");
+    }
+
+    // Stop every node (sealing and uploading its evidence).
+    let mut stopped = Vec::new();
+    for region in nodes {
+        for node in region {
+            node.gateway.signal(15)?;
+            stopped.push(node.gateway);
+        }
+    }
+    for node in &mut stopped {
+        node.wait(Duration::from_secs(60)).await?;
+    }
+    let (eu_nodes, us_nodes) = stopped.split_at(3);
+
+    for (owner, (region, prefix, _, bucket, ..)) in regions.into_iter().enumerate() {
+        let (_, other_prefix, _, other_bucket, ..) = regions[1 - owner];
+        let token = residency_token(region);
+        let (own_nodes, other_nodes) = if owner == 0 {
+            (eu_nodes, us_nodes)
+        } else {
+            (us_nodes, eu_nodes)
+        };
+
+        // The region's bucket holds only its own prefixes, with its
+        // recordings and audit segments.
+        let objects = relative_files(&root.join("s3").join(bucket));
+        let stray: Vec<_> = objects
+            .iter()
+            .filter(|key| {
+                !key.starts_with(&format!("audit/{region}/"))
+                    && !key.starts_with(&format!("recordings/{region}/"))
+                    && !key.starts_with(".")
+            })
+            .collect();
+        assert!(stray.is_empty(), "{bucket} holds {stray:?}");
+        for kind in ["audit", "recordings"] {
+            assert!(
+                objects
+                    .iter()
+                    .any(|k| k.starts_with(&format!("{kind}/{region}/"))),
+                "{bucket} has no {kind}: {objects:?}"
+            );
+        }
+        let in_bucket =
+            files_containing(&root.join("s3").join(bucket), &format!("{token}_session"));
+        assert!(
+            !in_bucket.is_empty(),
+            "{bucket} holds no recording of {region}'s sessions"
+        );
+
+        // The approval decided in the region is in its nodes' data
+        // directories (Raft log) and nowhere in the other region's.
+        let own_dirs: Vec<_> = (1..=3)
+            .flat_map(|i| {
+                files_containing(
+                    &root.join(format!("{prefix}-{i}-data")),
+                    &format!("approved {token}"),
+                )
+            })
+            .collect();
+        assert!(
+            !own_dirs.is_empty(),
+            "no node of {region} holds the approval"
+        );
+        for place in [
+            root.join("s3").join(other_bucket),
+            root.join(format!("{other_prefix}-raft")),
+        ]
+        .into_iter()
+        .chain((1..=3).map(|i| root.join(format!("{other_prefix}-{i}-data"))))
+        {
+            let found = files_containing(&place, &token);
+            assert!(
+                found.is_empty(),
+                "{region}'s evidence outside {region}: {found:?}"
+            );
+        }
+        for node in other_nodes {
+            assert!(
+                !node.log().contains(&token),
+                "a node of another region logged {region}'s workload"
+            );
+        }
+
+        // The region's bundle, exported from its bucket, verifies with its
+        // residency section and holds its evidence only.
+        let bundle = root.join(format!("{region}.tar.zst"));
+        let config = own_nodes[0].config_file.display().to_string();
+        let (ok, out, err) = juris(&[
+            "audit",
+            "export",
+            "--config",
+            &config,
+            "--region",
+            region,
+            "--recordings",
+            "-o",
+            bundle.to_str().unwrap(),
+        ])
+        .await?;
+        assert!(ok, "export {region}: {out}{err}");
+        let (ok, out, err) = juris(&["audit", "verify", bundle.to_str().unwrap()]).await?;
+        assert!(ok, "verify {region}: {out}{err}");
+        assert!(
+            out.contains(&format!("read from region {region}'s store s3://{bucket}"))
+                && out.contains("every one under the region's own prefixes"),
+            "{out}"
+        );
+        let unpacked = root.join(format!("{region}-bundle"));
+        std::fs::create_dir_all(&unpacked)?;
+        let status = std::process::Command::new("tar")
+            .args(["--zstd", "-xf", bundle.to_str().unwrap(), "-C"])
+            .arg(&unpacked)
+            .status()?;
+        assert!(status.success());
+        assert!(!files_containing(&unpacked, &format!("{token}_session")).is_empty());
+        let other_token = residency_token(regions[1 - owner].0);
+        let found = files_containing(&unpacked, &other_token);
+        assert!(found.is_empty(), "{region}'s bundle holds {found:?}");
+    }
+    s3.stop().await;
+    Ok(())
+}

@@ -179,8 +179,22 @@ impl TestRegion {
 
     /// Start the initial voters; the lowest id initializes the group.
     pub async fn start(&self, spec: &GatewaySpec) -> anyhow::Result<Vec<RegionNode>> {
+        self.start_each(&vec![spec.clone(); self.members.len()])
+            .await
+    }
+
+    /// Start the initial voters, voter `i` from `specs[i]` (nodes that
+    /// differ in more than their Raft table, e.g. their relay listener).
+    pub async fn start_each(&self, specs: &[GatewaySpec]) -> anyhow::Result<Vec<RegionNode>> {
+        if specs.len() != self.members.len() {
+            bail!(
+                "{} specs for a region of {} voters",
+                specs.len(),
+                self.members.len()
+            );
+        }
         let mut starting = Vec::new();
-        for &(id, raft, control) in &self.members {
+        for (&(id, raft, control), spec) in self.members.iter().zip(specs) {
             let node_spec = self.node_spec(spec, id, raft, control)?;
             starting.push(Self::launch(node_spec, id, raft, control));
         }

@@ -26,6 +26,9 @@ pub struct RegionLayout {
     /// Its nodes' control APIs (`[[region]] control`), when it runs a Raft
     /// group.
     pub control: Vec<String>,
+    /// More `key = value` lines of its `[[region]]` table (e.g.
+    /// `cloud_regions`), in every node's deployment file.
+    pub settings: Vec<String>,
 }
 
 /// A node's fixed ports (its PostgreSQL listener is chosen at start).
@@ -73,6 +76,7 @@ impl RegionLayout {
                 store.display().to_string()
             ),
             control: Vec::new(),
+            settings: Vec::new(),
         })
     }
 
@@ -186,6 +190,7 @@ impl Directory {
             .push(format!("relay = [{}]", own.relay_endpoints()));
         spec.region_settings
             .push(format!("control = [{}]", own.control_endpoints()));
+        spec.region_settings.extend(own.settings.iter().cloned());
         for r in regions {
             for c in &r.connections {
                 let mut c = c.clone();
@@ -193,13 +198,18 @@ impl Directory {
                 spec.connections.push(c);
             }
             if r.name != region {
-                spec.extra_tables.push(format!(
+                let mut table = format!(
                     "[[region]]\nname = {:?}\nstore = {}\nrelay = [{}]\ncontrol = [{}]",
                     r.name,
                     r.store,
                     r.relay_endpoints(),
                     r.control_endpoints()
-                ));
+                );
+                for line in &r.settings {
+                    table.push('\n');
+                    table.push_str(line);
+                }
+                spec.extra_tables.push(table);
             }
         }
         spec.extra_tables
