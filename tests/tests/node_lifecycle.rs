@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{CONNECTION, Env, db_error, psql};
 use juris_testkit::gateway::juris_binary;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_stops_accepting_lets_sessions_finish_then_ends_them_with_57p01()
@@ -102,27 +100,10 @@ upstream = { host = "127.0.0.1", port = 5432, database = "b", user = "u", passwo
 async fn juris_connect_lets_plain_psql_in_with_the_callers_token() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let token = env.oidc.user_token("bob").await?;
-    let mut child = tokio::process::Command::new(juris_binary()?)
-        .args(["connect", CONNECTION, "--port", "0"])
-        .arg("--gateway")
-        .arg(format!("localhost:{}", env.gateway.address.port()))
-        .arg("--ca")
-        .arg(&env.gateway.ca_file)
-        .env("JURIS_TOKEN", &token)
-        .env("HOME", tempfile::tempdir()?.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await??
-            .expect("juris connect exited");
-        if let Some(rest) = line.split("127.0.0.1:").nth(1) {
-            break rest.trim().parse::<u16>()?;
-        }
-    };
+    let gateway = format!("localhost:{}", env.gateway.address.port());
+    let ca = env.gateway.ca_file.display().to_string();
+    let (_connect, port) =
+        common::juris_connect(&[CONNECTION, "--gateway", &gateway, "--ca", &ca], &token).await?;
     let conninfo =
         format!("host=127.0.0.1 port={port} dbname={CONNECTION} user=bob sslmode=disable");
     let (ok, out, err) = psql(&conninfo, &["-c", "select count(*) from customers"]).await?;

@@ -957,3 +957,66 @@ async fn a_mixed_workload_leaves_each_regions_evidence_only_in_that_region() -> 
     s3.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn juris_connect_goes_straight_to_the_owning_region() -> anyhow::Result<()> {
+    let env = TwoRegions::start().await?;
+    let token = env.oidc.user_token("alice").await?;
+    // A user's copy of the deployment file in which each region publishes
+    // its endpoint (in production, the region's geo-DNS or load balancer).
+    let mut deployment = std::fs::read_to_string(&env.us.config_file)?;
+    for (region, node) in [("eu-west", &env.eu), ("us-east", &env.us)] {
+        deployment = deployment.replace(
+            &format!("name = \"{region}\"\n"),
+            &format!(
+                "name = \"{region}\"\nendpoint = \"127.0.0.1:{}\"\n",
+                node.address.port()
+            ),
+        );
+    }
+    let deployment_file = env.dir.path().join("user-deployment.toml");
+    std::fs::write(&deployment_file, deployment)?;
+    let ca = env.directory.client_ca_file.display().to_string();
+    let config = deployment_file.display().to_string();
+
+    for (connection, pg_port) in [
+        (EU_CONNECTION, env._pgs.0.port),
+        (US_CONNECTION, env._pgs.1.port),
+    ] {
+        let (_connect, port) =
+            common::juris_connect(&[connection, "--config", &config, "--ca", &ca], &token).await?;
+        let (ok, out, err) = psql(
+            &format!("host=127.0.0.1 port={port} dbname={connection} user=alice sslmode=disable"),
+            &["-c", "select current_setting('port')"],
+        )
+        .await?;
+        assert!(ok, "{connection}: {err}");
+        assert_eq!(out.trim(), pg_port.to_string());
+    }
+    // Each session went to its own region's node directly (verify-full on
+    // the connection's directory name): nothing was handed over.
+    for region in 0..2 {
+        let metrics = env.metrics(region).await?;
+        assert_eq!(metrics["juris_handovers_out_total"], 0, "{metrics:?}");
+        assert_eq!(metrics["juris_handovers_in_total"], 0, "{metrics:?}");
+    }
+    let handshakes = env.metrics(0).await?;
+    assert_eq!(
+        handshakes[&format!("juris_client_tls_handshakes_total{{connection=\"{EU_CONNECTION}\"}}")],
+        1
+    );
+
+    // A connection the file does not declare is named in the error.
+    let (ok, _, err) = juris_with_env(
+        &[
+            "connect", "nowhere", "--config", &config, "--ca", &ca, "--port", "0",
+        ],
+        &[("JURIS_TOKEN", &token)],
+    )
+    .await?;
+    assert!(
+        !ok && err.contains("connection \"nowhere\" is not declared"),
+        "{err}"
+    );
+    Ok(())
+}

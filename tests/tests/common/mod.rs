@@ -231,3 +231,37 @@ pub async fn juris_with_env(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+/// `juris connect <args> --port 0` as the holder of `token`, running until
+/// the returned child is dropped; returns it and the local port it printed.
+pub async fn juris_connect(
+    args: &[&str],
+    token: &str,
+) -> anyhow::Result<(tokio::process::Child, u16)> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let home = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(juris_testkit::gateway::juris_binary()?)
+        .arg("connect")
+        .args(args)
+        .args(["--port", "0"])
+        .env("JURIS_TOKEN", token)
+        .env("HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .context("juris connect exited before listening")?;
+        // "juris connect: C via <gateway> on 127.0.0.1:<port>"
+        if let Some((_, rest)) = line.rsplit_once(" on 127.0.0.1:") {
+            let port = rest.trim().parse()?;
+            // Keep reading: a closed pipe would end the process at its
+            // next line of output.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((child, port));
+        }
+    }
+}
