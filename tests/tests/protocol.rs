@@ -280,8 +280,11 @@ async fn a_million_rows_stream_through_in_bounded_memory() -> anyhow::Result<()>
     assert_eq!(count, 1_000_000);
     assert_eq!(sum, 500_000_500_000);
     let growth_mib = peak_kib(pid).saturating_sub(before) / 1024;
+    // Typically under 10 MiB: the relay's buffers, the recorder's batches
+    // and the open recording chunk (1 MiB), whatever the result's size. A
+    // buffer that grew with the result went to 80 MiB here.
     assert!(
-        growth_mib < 64,
+        growth_mib < 32,
         "gateway peak memory grew by {growth_mib} MiB while streaming ~200 MB"
     );
     Ok(())

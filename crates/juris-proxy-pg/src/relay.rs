@@ -492,6 +492,8 @@ where
     loop {
         let mut position = 0;
         let mut forwarded_tag = 0;
+        // The length of a frame that has begun but not arrived whole.
+        let mut pending = None;
         loop {
             let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
                 Ok(Some(header)) => header,
@@ -499,7 +501,7 @@ where
                 Err(e) => return Ending::ProtocolViolation(e.to_string()),
             };
             if buf.len() - position < total {
-                buf.reserve(total - (buf.len() - position));
+                pending = Some(total);
                 break;
             }
             let frame_bytes = &buf[position..position + total];
@@ -721,9 +723,7 @@ where
             return ending;
         }
         buf.advance(position);
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_CHUNK);
-        }
+        reserve_for_next_read(&mut buf, pending);
         match client.read_buf(&mut buf).await {
             Ok(0) => return Ending::ClientClosed,
             Ok(n) => {
@@ -1058,6 +1058,21 @@ fn inspect(
     Ok((cache.decide(&sql, level, masking, review), sql))
 }
 
+/// Make room for the next read once the handled frames are dropped from
+/// the front of `buf`: the rest of a frame that has begun (`pending`, its
+/// total length) and at least 4 KiB. Reserving only now lets `BytesMut`
+/// reuse its allocation; reserving while the handled frames were still in
+/// it grew the buffer by everything read so far, again and again while the
+/// upstream kept it full (a 200 MB result grew it to 64 MiB).
+fn reserve_for_next_read(buf: &mut BytesMut, pending: Option<usize>) {
+    if let Some(total) = pending {
+        buf.reserve(total.saturating_sub(buf.len()));
+    }
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// What the upstream direction works with.
 struct UpstreamSide<'a> {
     denials: &'a Denials,
@@ -1106,6 +1121,8 @@ where
     loop {
         let mut position = 0;
         let mut forwarded_tag = 0;
+        // The length of a frame that has begun but not arrived whole.
+        let mut pending = None;
         loop {
             let (tag, total) = match juris_pgwire::peek_frame(&buf[position..], limits) {
                 Ok(Some(header)) => header,
@@ -1113,7 +1130,7 @@ where
                 Err(e) => return Ending::Io(format!("upstream sent an invalid message: {e}")),
             };
             if buf.len() - position < total {
-                buf.reserve(total - (buf.len() - position));
+                pending = Some(total);
                 break;
             }
             let frame = &buf[position..position + total];
@@ -1192,9 +1209,7 @@ where
         if let Err(e) = client.flush().await {
             return Ending::Io(e.to_string());
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_CHUNK);
-        }
+        reserve_for_next_read(&mut buf, pending);
         tokio::select! {
             biased;
             reason = async {
