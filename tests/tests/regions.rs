@@ -1020,3 +1020,65 @@ async fn juris_connect_goes_straight_to_the_owning_region() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_in_psql_cancels_a_statement_served_by_another_region() -> anyhow::Result<()> {
+    let env = TwoRegions::start().await?;
+    let token = env.oidc.user_token("alice").await?;
+    // psql sends its CancelRequest in plaintext to the address it
+    // connected to: the us-east node, which only relays the session.
+    let started = std::time::Instant::now();
+    let sleeper = tokio::process::Command::new("psql")
+        .arg(env.conninfo(&env.us, EU_CONNECTION, &token, "verify-full"))
+        .args(["-X", "-A", "-t", "-c", "select pg_sleep(60)"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = sleeper.id().expect("psql is running").to_string();
+    // Wait until eu-west's PostgreSQL runs the statement.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = env
+            ._pgs
+            .0
+            .psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'")
+            .await?;
+        if running.trim() == "1" {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the statement never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()?;
+    assert!(status.success());
+    let output =
+        tokio::time::timeout(Duration::from_secs(20), sleeper.wait_with_output()).await??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(50));
+    let us = env.metrics(1).await?;
+    let eu = env.metrics(0).await?;
+    assert_eq!(us["juris_handover_cancels_out_total"], 1, "{us:?}");
+    assert_eq!(eu["juris_handover_cancels_in_total"], 1, "{eu:?}");
+
+    // A forged key cancels nothing and is not passed on.
+    let mut forged = tokio::net::TcpStream::connect(env.us.address).await?;
+    let mut request = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    request.extend_from_slice(&[0, 0, 0, 42, 1, 2, 3, 4]);
+    tokio::io::AsyncWriteExt::write_all(&mut forged, &request).await?;
+    drop(forged);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let us = env.metrics(1).await?;
+    assert_eq!(us["juris_handover_cancels_out_total"], 1, "{us:?}");
+    Ok(())
+}

@@ -11,6 +11,11 @@
 //! - [`HandoverHeader`] is the few facts the relaying node tells the owning
 //!   node before the client's bytes: who the client is and how it started
 //!   TLS. Binary, bounded, versioned.
+//! - [`LinkCancelKey`] is the owning node's one answer on a link (the
+//!   cancel key it will give the client), and the whole of a cancel link:
+//!   a client's plaintext CancelRequest reaches the node it connected to,
+//!   which only relayed the session, and must go on to the node that
+//!   serves it. [`LinkOpening`] tells the two kinds of link apart.
 //!
 //! Everything here treats its input as hostile and never panics.
 
@@ -162,8 +167,15 @@ pub struct HandoverHeader {
     pub direct_tls: bool,
 }
 
-/// Magic and version of [`HandoverHeader`].
-pub const HANDOVER_MAGIC: &[u8; 4] = b"JRH1";
+/// Magic and version of [`HandoverHeader`] (version 2: the owning node
+/// answers with a [`LinkCancelKey`]).
+pub const HANDOVER_MAGIC: &[u8; 4] = b"JRH2";
+/// Magic of the owning node's answer to a [`HandoverHeader`].
+pub const CANCEL_KEY_MAGIC: &[u8; 4] = b"JRK1";
+/// Magic of a link that carries one cancel request.
+pub const CANCEL_LINK_MAGIC: &[u8; 4] = b"JRC1";
+/// Encoded length of a [`LinkCancelKey`] message.
+pub const CANCEL_KEY_LEN: usize = 4 + 4 + 4;
 /// Longest encoded header: magic, a flags byte and four strings of at most
 /// 255 bytes, each with a length byte.
 pub const HANDOVER_MAX_LEN: usize = 4 + 1 + 4 * 256;
@@ -230,6 +242,64 @@ impl HandoverHeader {
             },
             at,
         )))
+    }
+}
+
+/// A client's cancel key (BackendKeyData) as it travels between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkCancelKey {
+    pub process_id: i32,
+    pub secret: [u8; 4],
+}
+
+impl LinkCancelKey {
+    /// `magic`, then the key: [`CANCEL_KEY_LEN`] bytes.
+    pub fn encode(&self, magic: &[u8; 4]) -> [u8; CANCEL_KEY_LEN] {
+        let mut out = [0u8; CANCEL_KEY_LEN];
+        out[..4].copy_from_slice(magic);
+        out[4..8].copy_from_slice(&self.process_id.to_be_bytes());
+        out[8..].copy_from_slice(&self.secret);
+        out
+    }
+
+    /// Decode a message that must start with `magic`. `Ok(None)`: more
+    /// bytes needed.
+    pub fn decode(magic: &[u8; 4], bytes: &[u8]) -> Result<Option<LinkCancelKey>, HandoverError> {
+        let magic_len = magic.len().min(bytes.len());
+        if bytes[..magic_len] != magic[..magic_len] {
+            return Err(HandoverError::Header("bad magic"));
+        }
+        let Some(body) = bytes.get(4..CANCEL_KEY_LEN) else {
+            return Ok(None);
+        };
+        let (process_id, secret) = body.split_at(4);
+        Ok(Some(LinkCancelKey {
+            process_id: i32::from_be_bytes(process_id.try_into().unwrap_or_default()),
+            secret: secret.try_into().unwrap_or_default(),
+        }))
+    }
+}
+
+/// What a node of another region opened a link for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOpening {
+    /// A client's session, whose TLS records follow.
+    Session(HandoverHeader),
+    /// One cancel request for a session this node serves.
+    Cancel(LinkCancelKey),
+}
+
+impl LinkOpening {
+    /// Decode the start of a link. `Ok(None)`: more bytes needed;
+    /// `Ok(Some((opening, used)))` otherwise.
+    pub fn decode(bytes: &[u8]) -> Result<Option<(LinkOpening, usize)>, HandoverError> {
+        let magic_len = CANCEL_LINK_MAGIC.len().min(bytes.len());
+        if bytes[..magic_len] == CANCEL_LINK_MAGIC[..magic_len] {
+            return Ok(LinkCancelKey::decode(CANCEL_LINK_MAGIC, bytes)?
+                .map(|key| (LinkOpening::Cancel(key), CANCEL_KEY_LEN)));
+        }
+        Ok(HandoverHeader::decode(bytes)?
+            .map(|(header, used)| (LinkOpening::Session(header), used)))
     }
 }
 
@@ -323,6 +393,44 @@ mod tests {
         bytes.extend_from_slice(&[22, 3, 1]);
         assert_eq!(HandoverHeader::decode(&bytes), Ok(Some((header, len))));
         assert!(HandoverHeader::decode(b"GET / HTTP/1.1").is_err());
-        assert!(HandoverHeader::decode(b"JRH1\x07").is_err());
+        assert!(HandoverHeader::decode(b"JRH2\x07").is_err());
+        // A version 1 peer (which expects no answer) is refused.
+        assert!(HandoverHeader::decode(b"JRH1\x00").is_err());
+    }
+
+    #[test]
+    fn links_open_with_a_session_or_a_cancel_key() {
+        let key = LinkCancelKey {
+            process_id: 0x1234_5678,
+            secret: [9, 8, 7, 6],
+        };
+        let cancel = key.encode(CANCEL_LINK_MAGIC);
+        for cut in 0..cancel.len() {
+            assert_eq!(LinkOpening::decode(&cancel[..cut]), Ok(None), "cut {cut}");
+        }
+        assert_eq!(
+            LinkOpening::decode(&cancel),
+            Ok(Some((LinkOpening::Cancel(key), CANCEL_KEY_LEN)))
+        );
+        let header = HandoverHeader {
+            client_addr: "[::1]:5".into(),
+            from_node: "eu-2".into(),
+            from_region: "eu-west".into(),
+            connection: "crm-us".into(),
+            direct_tls: false,
+        };
+        let bytes = header.encode().unwrap();
+        assert_eq!(
+            LinkOpening::decode(&bytes),
+            Ok(Some((LinkOpening::Session(header), bytes.len())))
+        );
+        // The owning node's answer is not an opening, and vice versa.
+        let answer = key.encode(CANCEL_KEY_MAGIC);
+        assert!(LinkOpening::decode(&answer).is_err());
+        assert_eq!(
+            LinkCancelKey::decode(CANCEL_KEY_MAGIC, &answer),
+            Ok(Some(key))
+        );
+        assert!(LinkCancelKey::decode(CANCEL_KEY_MAGIC, &cancel).is_err());
     }
 }

@@ -15,6 +15,11 @@
 //! cut), and counts them, which is how a test proves the node relayed
 //! ciphertext only.
 //!
+//! The owning node answers a link with the cancel key it will give the
+//! client; the relaying node keeps it while it forwards the session, so a
+//! client's plaintext CancelRequest, which reaches the node the client
+//! connected to, goes on to the serving node over a cancel link.
+//!
 //! If no node of the owning region answers, the client is told so: the node
 //! completes the handshake with its own certificate (which does not cover
 //! the name, so a verifying client stops there) and sends a FATAL naming
@@ -28,7 +33,8 @@ use std::time::Duration;
 use juris_audit::AuditEvent;
 use juris_audit::event::ConnectionRefusal;
 use juris_pgwire::handover::{
-    ClientHelloProgress, HANDOVER_MAX_LEN, HandoverHeader, TLS_RECORD_HEADER_LEN, TlsRecordScanner,
+    CANCEL_KEY_LEN, CANCEL_KEY_MAGIC, CANCEL_LINK_MAGIC, ClientHelloProgress, HANDOVER_MAX_LEN,
+    HandoverHeader, LinkCancelKey, LinkOpening, TLS_RECORD_HEADER_LEN, TlsRecordScanner,
     client_hello_progress,
 };
 use juris_types::SessionId;
@@ -162,8 +168,8 @@ pub(crate) async fn hand_over(
         connection: connection.clone(),
         direct_tls,
     };
-    let link = match dial(ctx, &region, &header, &hello).await {
-        Ok(link) => link,
+    let (link, endpoint, cancel_key) = match dial(ctx, &region, &header, &hello).await {
+        Ok(dialed) => dialed,
         Err(tried) => {
             ProxyMetrics::add(&ctx.metrics.handovers_unreachable, 1);
             warn!(%connection, owning_region = %region, %tried, "no node of the owning region could take the session");
@@ -183,6 +189,10 @@ pub(crate) async fn hand_over(
         }
     };
     ProxyMetrics::add(&ctx.metrics.handovers_out, 1);
+    let _cancel_key = ctx.cancels.relay(cancel_key, &region, &endpoint);
+    if _cancel_key.is_none() {
+        warn!(%connection, "the owning node's cancel key is in use here; the client cannot cancel through this node");
+    }
     let metrics = &ctx.metrics;
     // The hello went out with the header; count its records too.
     let mut to_region = TlsRecordScanner::default();
@@ -227,17 +237,18 @@ pub(crate) async fn hand_over(
     }
 }
 
-/// Open a link to the first node of `region` that accepts one and send the
-/// header and the client's hello. `Err` lists what was tried.
+type Link = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Open a link to the first node of `region` that accepts one, send the
+/// header and the client's hello, and read the node's answer. Returns the
+/// link, the endpoint and the client's cancel key; `Err` lists what was
+/// tried.
 async fn dial(
     ctx: &ProxyContext,
     region: &str,
     header: &HandoverHeader,
     hello: &[u8],
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let Some(links) = &ctx.handover else {
-        return Err("this node has no [node.relay] configured".into());
-    };
+) -> Result<(Link, String, LinkCancelKey), String> {
     let endpoints = ctx
         .deployment
         .region(region)
@@ -246,33 +257,88 @@ async fn dial(
     if endpoints.is_empty() {
         return Err(format!("region {region} lists no relay endpoints"));
     }
-    let encoded = header
+    let mut opening = header
         .encode()
         .ok_or_else(|| "handover header field too long".to_string())?;
-    let name = ServerName::try_from(juris_config::relay_server_name(region))
-        .map_err(|e| format!("relay name of region {region}: {e}"))?;
-    let connector = TlsConnector::from(links.tls.client.clone());
+    opening.extend_from_slice(hello);
     // Spread sessions over the region's nodes; fall through on failure.
     let first = rand::random_range(0..endpoints.len());
     let mut tried = Vec::new();
     for endpoint in endpoints.iter().cycle().skip(first).take(endpoints.len()) {
         let attempt = async {
-            let tcp = TcpStream::connect(endpoint.as_str()).await?;
-            let _ = tcp.set_nodelay(true);
-            let mut link = connector.connect(name.clone(), tcp).await?;
-            let mut first_bytes = encoded.clone();
-            first_bytes.extend_from_slice(hello);
-            link.write_all(&first_bytes).await?;
-            link.flush().await?;
-            Ok::<_, std::io::Error>(link)
+            let mut link = connect_link(ctx, region, endpoint, &opening).await?;
+            let mut answer = [0u8; CANCEL_KEY_LEN];
+            link.read_exact(&mut answer).await?;
+            let key = LinkCancelKey::decode(CANCEL_KEY_MAGIC, &answer)
+                .ok()
+                .flatten()
+                .ok_or_else(|| std::io::Error::other("the node's answer is not a cancel key"))?;
+            Ok::<_, std::io::Error>((link, key))
         };
-        match tokio::time::timeout(links.connect_timeout, attempt).await {
-            Ok(Ok(link)) => return Ok(link),
+        match tokio::time::timeout(link_timeout(ctx), attempt).await {
+            Ok(Ok((link, key))) => return Ok((link, endpoint.clone(), key)),
             Ok(Err(e)) => tried.push(format!("{endpoint}: {e}")),
             Err(_) => tried.push(format!("{endpoint}: timed out")),
         }
     }
     Err(tried.join("; "))
+}
+
+fn link_timeout(ctx: &ProxyContext) -> Duration {
+    ctx.handover
+        .as_ref()
+        .map_or(Duration::from_secs(3), |links| links.connect_timeout)
+}
+
+/// Mutual TLS to `endpoint`, a node of `region`, and `opening` sent.
+async fn connect_link(
+    ctx: &ProxyContext,
+    region: &str,
+    endpoint: &str,
+    opening: &[u8],
+) -> std::io::Result<Link> {
+    let Some(links) = &ctx.handover else {
+        return Err(std::io::Error::other(
+            "this node has no [node.relay] configured",
+        ));
+    };
+    let name = ServerName::try_from(juris_config::relay_server_name(region))
+        .map_err(|e| std::io::Error::other(format!("relay name of region {region}: {e}")))?;
+    let tcp = TcpStream::connect(endpoint).await?;
+    let _ = tcp.set_nodelay(true);
+    let mut link = TlsConnector::from(links.tls.client.clone())
+        .connect(name, tcp)
+        .await?;
+    link.write_all(opening).await?;
+    link.flush().await?;
+    Ok(link)
+}
+
+/// Pass a client's cancel request for a handed-over session to the node
+/// serving it, at `endpoint` in `region`.
+pub(crate) async fn relay_cancel(
+    ctx: &ProxyContext,
+    region: &str,
+    endpoint: &str,
+    key: LinkCancelKey,
+) {
+    let sent = tokio::time::timeout(link_timeout(ctx), async {
+        let mut link = connect_link(ctx, region, endpoint, &key.encode(CANCEL_LINK_MAGIC)).await?;
+        link.shutdown().await
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {
+            ProxyMetrics::add(&ctx.metrics.handover_cancels_out, 1);
+            info!(owning_region = %region, %endpoint, "cancel request passed on to the node serving the session");
+        }
+        Ok(Err(e)) => {
+            warn!(owning_region = %region, %endpoint, "could not pass a cancel request on: {e}")
+        }
+        Err(_) => {
+            warn!(owning_region = %region, %endpoint, "could not pass a cancel request on: timed out")
+        }
+    }
 }
 
 /// Copy `from` to `to`, checking that every byte belongs to a TLS record.
@@ -336,10 +402,10 @@ pub async fn serve_link(
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 512];
         loop {
-            match HandoverHeader::decode(&buf).map_err(|e| e.to_string())? {
-                Some((header, used)) => {
+            match LinkOpening::decode(&buf).map_err(|e| e.to_string())? {
+                Some((opening, used)) => {
                     let rest = buf.split_off(used);
-                    return Ok((header, link, rest));
+                    return Ok((opening, link, rest));
                 }
                 None if buf.len() >= HANDOVER_MAX_LEN => {
                     return Err("handover header too long".to_string());
@@ -358,8 +424,13 @@ pub async fn serve_link(
         }
     })
     .await;
-    let (header, link, rest) = match opened {
-        Ok(Ok(opened)) => opened,
+    let (header, mut link, rest) = match opened {
+        Ok(Ok((LinkOpening::Session(header), link, rest))) => (header, link, rest),
+        Ok(Ok((LinkOpening::Cancel(key), _, _))) => {
+            ProxyMetrics::add(&ctx.metrics.handover_cancels_in, 1);
+            crate::session::forward_cancel(&ctx, key.process_id, &key.secret, true).await;
+            return;
+        }
         Ok(Err(reason)) => {
             warn!(%link_peer, "handover link refused: {reason}");
             return;
@@ -378,8 +449,21 @@ pub async fn serve_link(
         warn!(%link_peer, connection = %header.connection, from_region = %header.from_region, "handover link for a connection region {own} does not own refused");
         return;
     }
+    // The client's cancel key, issued now so the relaying node, where the
+    // client will send its cancel requests, can pass them on.
+    let cancel_key = ctx.cancels.reserve();
+    let answer = cancel_key.key.encode(CANCEL_KEY_MAGIC);
+    if let Err(e) = async {
+        link.write_all(&answer).await?;
+        link.flush().await
+    }
+    .await
+    {
+        warn!(%link_peer, "handover link: {e}");
+        return;
+    }
     ProxyMetrics::add(&ctx.metrics.handovers_in, 1);
     let client: SocketAddr = header.client_addr.parse().unwrap_or(link_peer);
     let transport = ClientTransport::HandedOver(Box::new(Rewind::new(rest, link)));
-    crate::session::serve_handed_over(ctx, transport, header, client, terminate).await;
+    crate::session::serve_handed_over(ctx, transport, header, client, cancel_key, terminate).await;
 }

@@ -35,6 +35,11 @@ pub struct ProxyMetrics {
     /// Sessions of this region's connections received from nodes of other
     /// regions.
     pub handovers_in: AtomicU64,
+    /// Clients' cancel requests for handed-over sessions passed on to the
+    /// node serving the session.
+    pub handover_cancels_out: AtomicU64,
+    /// Cancel requests received from nodes that relay sessions served here.
+    pub handover_cancels_in: AtomicU64,
 }
 
 /// Append one counter in the Prometheus text format.
@@ -112,6 +117,16 @@ impl ProxyMetrics {
                 "juris_handovers_cut_total",
                 "Handed-over streams cut because they stopped being TLS records.",
                 &self.handovers_cut,
+            ),
+            (
+                "juris_handover_cancels_out_total",
+                "Cancel requests for handed-over sessions passed on to the node serving them.",
+                &self.handover_cancels_out,
+            ),
+            (
+                "juris_handover_cancels_in_total",
+                "Cancel requests received from nodes relaying sessions served here.",
+                &self.handover_cancels_in,
             ),
             (
                 "juris_handover_records_to_region_total",

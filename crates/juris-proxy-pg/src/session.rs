@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::cancel::{CancelRegistration, CancelTarget};
 use crate::handover;
 use crate::io::{read_frame, read_startup, send, send_fatal};
 use crate::masking::{SessionLabels, SessionMasking};
@@ -81,11 +82,13 @@ pub async fn serve_connection(
 
 /// Serve a client's session that a node of another region handed over,
 /// still encrypted: TLS is terminated here, with this region's certificate.
+/// The client gets `cancel_key`, which the relaying node already knows.
 pub(crate) async fn serve_handed_over(
     ctx: Arc<ProxyContext>,
     transport: ClientTransport,
     header: HandoverHeader,
     peer: SocketAddr,
+    cancel_key: CancelRegistration,
     terminate: CancellationToken,
 ) {
     let session_id = SessionId::random();
@@ -94,7 +97,15 @@ pub(crate) async fn serve_handed_over(
         let started = std::time::Instant::now();
         let opened = tokio::time::timeout(ctx.settings.auth_timeout, async {
             let tls = terminate_tls(&ctx, transport, header.direct_tls).await?;
-            authenticate(&ctx, tls, BytesMut::with_capacity(1024), session_id, peer).await
+            authenticate(
+                &ctx,
+                tls,
+                BytesMut::with_capacity(1024),
+                session_id,
+                peer,
+                Some(cancel_key),
+            )
+            .await
         })
         .await;
         match opened {
@@ -253,7 +264,7 @@ async fn accept(
                     process_id,
                     secret_key,
                 })) => {
-                    forward_cancel(ctx, process_id, &secret_key).await;
+                    forward_cancel(ctx, process_id, &secret_key, false).await;
                     return None;
                 }
                 Ok(Some(StartupPacket::Startup { .. })) => {
@@ -276,19 +287,23 @@ async fn accept(
         }
     };
     match opened {
-        Ok(tls) => authenticate(ctx, tls, buf, session_id, peer)
+        Ok(tls) => authenticate(ctx, tls, buf, session_id, peer, None)
             .await
             .map(|accepted| Opened::Here(Box::new(accepted))),
         Err(outbound) => Some(Opened::Elsewhere(outbound)),
     }
 }
 
+/// `cancel_key`: the key the session's client will be given, when it was
+/// issued before the session opened (a handed-over session's, which the
+/// relaying node already knows).
 async fn authenticate(
     ctx: &Arc<ProxyContext>,
     mut client: ClientStream,
     mut buf: BytesMut,
     session_id: SessionId,
     peer: SocketAddr,
+    cancel_key: Option<CancelRegistration>,
 ) -> Option<Accepted> {
     buf.clear();
     let parameters = match read_startup(&mut client, &mut buf, &PRE_AUTH_LIMITS).await {
@@ -297,7 +312,7 @@ async fn authenticate(
             process_id,
             secret_key,
         })) => {
-            forward_cancel(ctx, process_id, &secret_key).await;
+            forward_cancel(ctx, process_id, &secret_key, false).await;
             return None;
         }
         Ok(Some(_)) => {
@@ -565,11 +580,18 @@ async fn authenticate(
         }
     };
 
-    let registration = ctx.cancels.register(crate::cancel::UpstreamKey {
+    let upstream_key = crate::cancel::UpstreamKey {
         target: target.clone(),
         process_id: upstream.process_id,
         secret: upstream.secret_key.clone(),
-    });
+    };
+    let registration = match cancel_key {
+        Some(reserved) => {
+            reserved.bind(upstream_key);
+            reserved
+        }
+        None => ctx.cancels.register(upstream_key),
+    };
     let mut greeting = BytesMut::new();
     BackendMessage::Authentication(Authentication::Ok).encode(&mut greeting);
     for frame in &upstream.startup_frames {
@@ -782,9 +804,25 @@ fn resolve_access(
 }
 
 /// Forward a CancelRequest only if a live session owns the key.
-async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret: &[u8]) {
+/// Pass a client's cancel request on: to the upstream backend of a session
+/// served here, or, for a session this node hands over to another region,
+/// to the node serving it (not when the request itself came over a link:
+/// links never chain).
+pub(crate) async fn forward_cancel(
+    ctx: &ProxyContext,
+    process_id: i32,
+    secret: &[u8],
+    from_link: bool,
+) {
     match ctx.cancels.lookup(process_id, secret) {
-        Some(key) => {
+        Some(CancelTarget::Relayed { region, endpoint }) if !from_link => {
+            let key = crate::cancel::ClientKey {
+                process_id,
+                secret: secret.try_into().unwrap_or_default(),
+            };
+            crate::handover::relay_cancel(ctx, &region, &endpoint, key).await;
+        }
+        Some(CancelTarget::Upstream(key)) => {
             let target: Arc<UpstreamTarget> = key.target.clone();
             if let Err(e) = target.send_cancel(key.process_id, key.secret).await {
                 warn!(connection = %target.connection, "could not forward cancel request: {e}");
@@ -792,6 +830,8 @@ async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret: &[u8]) {
                 info!(connection = %target.connection, "cancel request forwarded");
             }
         }
-        None => info!("cancel request with an unknown key ignored"),
+        Some(CancelTarget::Relayed { .. } | CancelTarget::Reserved) | None => {
+            info!("cancel request with an unknown key ignored")
+        }
     }
 }
