@@ -5,7 +5,8 @@
 //! only queues. Server messages, and client messages of sessions that
 //! mask nothing, are recorded as the wire bytes the client received or
 //! sent ([`juris_record::Recorder::record_message`]): a copy per message,
-//! decoded into events only when the recording is read. What happens when it cannot (the spool is full, its disk
+//! decoded into events only when the recording is read. What happens
+//! when it cannot (the spool is full, its disk
 //! failed) is the connection's [`RecordingMode`]: `strict` sessions end
 //! with a FATAL before the client receives anything that was not recorded;
 //! `best_effort` sessions continue, the loss is reported once to the audit
