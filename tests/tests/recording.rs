@@ -528,7 +528,10 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
     std::fs::write(s3_dir.path().join("secret"), SECRET_KEY)?;
     let endpoint = s3.endpoint();
     let secrets = s3_dir.path().to_path_buf();
+    let metrics_address = format!("127.0.0.1:{}", juris_testkit::gateway::free_port()?);
     let env = Env::start_with(UpstreamAuth::ScramSha256, |spec| {
+        spec.node_settings
+            .push(format!("metrics_listen = \"{metrics_address}\""));
         spec.region_settings.push(format!(
             "store = {{ kind = \"s3\", bucket = \"{bucket}\", region = \"us-east-1\", endpoint = \"{endpoint}\", allow_http = true, access_key_id = {{ file = {:?} }}, secret_access_key = {{ file = {:?} }} }}",
             secrets.join("key-id").display().to_string(),
@@ -586,6 +589,18 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
         table.contains("not uploaded yet") || table.contains("QUARANTINED"),
         "{table}"
     );
+    // So do the metrics, once the uploader has tried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = juris_testkit::regions::scrape(&metrics_address).await?;
+        let waiting = metrics["juris_recording_upload_pending_files"]
+            + metrics["juris_recording_quarantined_files"];
+        if metrics["juris_recording_upload_failures_total"] > 0 && waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // S3 comes back on the same address: everything is uploaded, once.
     let s3 = S3Server::start(&s3_dir.path().join("s3"), s3_addr, &[bucket]).await?;
@@ -601,6 +616,22 @@ async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), listed, "no session listed twice");
+    // The metrics agree once the uploader has made its pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = juris_testkit::regions::scrape(&metrics_address).await?;
+        if metrics["juris_recording_upload_pending_files"] == 0
+            && metrics["juris_recording_quarantined_files"] == 0
+        {
+            assert!(
+                metrics["juris_recording_uploaded_files_total"] >= 6,
+                "{metrics:?}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut saw_gap = false;
     for id in ids {
         let (ok, json, verdict) = juris(&[

@@ -26,7 +26,7 @@ const AUDIT_UPLOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// The node's evidence on its way to the region's store.
 pub struct Evidence {
     pub spool: Arc<Spool>,
-    uploader: juris_record::UploaderHandle,
+    pub(crate) uploader: juris_record::UploaderHandle,
     audit_uploads: (watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
 

@@ -344,6 +344,7 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
         let sources = Arc::new(metrics::Sources {
             proxy: context.metrics.clone(),
             spool: context.recordings.clone(),
+            uploads: evidence.as_ref().map(|e| e.uploader.monitor()),
         });
         side_tasks.push(tokio::spawn(metrics::serve(
             listener,

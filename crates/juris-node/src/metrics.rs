@@ -12,8 +12,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use juris_proxy_pg::ProxyMetrics;
-use juris_proxy_pg::metrics::write_gauge;
+use juris_proxy_pg::metrics::{write_counter, write_gauge};
 use juris_record::Spool;
+use juris_record::uploader::UploaderMonitor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -22,6 +23,7 @@ use tracing::{debug, warn};
 pub(crate) struct Sources {
     pub proxy: Arc<ProxyMetrics>,
     pub spool: Option<Arc<Spool>>,
+    pub uploads: Option<UploaderMonitor>,
 }
 
 impl Sources {
@@ -34,6 +36,33 @@ impl Sources {
                 "juris_recording_spool_bytes",
                 "Bytes of recordings in the local spool not yet uploaded (quarantined files included).",
                 spool.used_bytes(),
+            );
+        }
+        if let Some(uploads) = &self.uploads {
+            let stats = uploads.stats();
+            write_gauge(
+                &mut out,
+                "juris_recording_upload_pending_files",
+                "Recording chunks and manifests in the spool waiting for upload (not quarantined), after the last pass.",
+                stats.pending,
+            );
+            write_gauge(
+                &mut out,
+                "juris_recording_quarantined_files",
+                "Recording files that kept failing to upload, kept in the spool's quarantine and retried.",
+                stats.quarantined,
+            );
+            write_counter(
+                &mut out,
+                "juris_recording_uploaded_files_total",
+                "Recording chunks and manifests stored in the region's object store.",
+                stats.uploaded,
+            );
+            write_counter(
+                &mut out,
+                "juris_recording_upload_failures_total",
+                "Failed attempts to upload a recording file.",
+                stats.failures,
             );
         }
         out

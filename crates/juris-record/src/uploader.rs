@@ -419,6 +419,16 @@ impl Uploader {
     }
 }
 
+/// Reads an uploader's counters.
+#[derive(Debug, Clone)]
+pub struct UploaderMonitor(Arc<Uploader>);
+
+impl UploaderMonitor {
+    pub fn stats(&self) -> UploaderStats {
+        self.0.stats()
+    }
+}
+
 /// A running uploader.
 #[derive(Debug)]
 pub struct UploaderHandle {
@@ -431,6 +441,11 @@ pub struct UploaderHandle {
 impl UploaderHandle {
     pub fn stats(&self) -> UploaderStats {
         self.uploader.stats()
+    }
+
+    /// A reader of the counters that outlives the handle (for metrics).
+    pub fn monitor(&self) -> UploaderMonitor {
+        UploaderMonitor(self.uploader.clone())
     }
 
     /// Start the next pass now (a session just finished).
