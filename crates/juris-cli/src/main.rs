@@ -41,11 +41,15 @@ enum Command {
         /// Gateway port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// Run several regions (one node and one PostgreSQL each), e.g.
+        /// Run several regions (one PostgreSQL each), e.g.
         /// `eu-west,us-east`: sessions reaching the wrong region's node are
         /// handed over, still encrypted, to their own region.
         #[arg(long, value_delimiter = ',')]
         regions: Vec<String>,
+        /// Nodes per region with --regions (1 to 5); with more than one,
+        /// each region's nodes form their own Raft group.
+        #[arg(long, default_value_t = 1, requires = "regions", value_parser = clap::value_parser!(u8).range(1..=5))]
+        nodes: u8,
     },
     /// Log in with the OIDC device authorization flow and cache the tokens.
     Login {
@@ -173,10 +177,12 @@ fn main() -> anyhow::Result<()> {
                 println!("{}: ok", config.display());
                 Ok(())
             }
-            Command::Demo { port, regions } if regions.is_empty() => {
+            Command::Demo { port, regions, .. } if regions.is_empty() => {
                 Ok(juris_demo::run(port).await?)
             }
-            Command::Demo { regions, .. } => Ok(juris_demo::regions::run(&regions).await?),
+            Command::Demo { regions, nodes, .. } => {
+                Ok(juris_demo::regions::run(&regions, usize::from(nodes)).await?)
+            }
             Command::Audit { command } => juris_cli::audit_cmd::run(command).await,
             Command::Mask {
                 command:

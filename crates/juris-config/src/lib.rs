@@ -646,7 +646,9 @@ mod duration_text {
     }
 }
 
-mod defaults {
+/// Default values of optional keys (for programs that build a deployment
+/// in code, like the demo).
+pub mod defaults {
     pub fn auth_timeout_secs() -> u64 {
         30
     }

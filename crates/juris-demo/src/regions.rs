@@ -1,15 +1,19 @@
-//! `juris demo --regions eu-west,us-east`: the demo with one region per
-//! name, all in this process: a throwaway PostgreSQL and a node per region,
-//! one connection per region (`billing-<region>`), one directory domain, and
-//! the certificates a real multi-region deployment has (each region's
-//! server certificate names only its own connection; a relay CA for the
-//! hand-overs between regions). It prints how to reach every connection
-//! through its own region's node and through another region's node (the
-//! session is handed over, still encrypted).
+//! `juris demo --regions eu-west,us-east [--nodes 3]`: the demo with one
+//! region per name, all in this process: a throwaway PostgreSQL and one or
+//! more nodes per region (several form the region's own Raft group, with a
+//! peer CA of its own), one connection per region (`billing-<region>`),
+//! one directory domain, and the certificates a real multi-region
+//! deployment has (each region's server certificate names only its own
+//! connection; a relay CA for the hand-overs between regions). It prints
+//! how to reach every connection through its own region's node and through
+//! another region's node (the session is handed over, still encrypted).
 
 use std::path::{Path, PathBuf};
 
-use juris_config::{Deployment, DirectoryConfig, PeerTlsConfig, RelayConfig, relay_server_name};
+use juris_config::{
+    ClusterConfig, ClusterMember, Deployment, DirectoryConfig, PeerTlsConfig, RelayConfig,
+    defaults, relay_server_name,
+};
 
 use crate::DemoError;
 use crate::certs::DemoCa;
@@ -27,10 +31,29 @@ struct DemoRegion {
     name: String,
     dir: PathBuf,
     pg: TempPostgres,
+    nodes: Vec<DemoNode>,
+    deployment: Deployment,
+}
+
+/// One node's addresses (Raft and control only in a group of several).
+struct DemoNode {
     listen: String,
     relay: String,
     metrics: String,
-    deployment: Deployment,
+    raft: String,
+    control: String,
+}
+
+impl DemoNode {
+    fn new() -> Result<DemoNode, DemoError> {
+        Ok(DemoNode {
+            listen: free_address()?,
+            relay: free_address()?,
+            metrics: free_address()?,
+            raft: free_address()?,
+            control: free_address()?,
+        })
+    }
 }
 
 fn free_address() -> Result<String, DemoError> {
@@ -43,8 +66,10 @@ fn connection_name(region: &str) -> String {
     format!("billing-{region}")
 }
 
-/// Run a demo of `names` regions until Ctrl-C or SIGTERM.
-pub async fn run(names: &[String]) -> Result<(), DemoError> {
+/// Run a demo of `names` regions of `nodes_per_region` nodes each until
+/// Ctrl-C or SIGTERM.
+pub async fn run(names: &[String], nodes_per_region: usize) -> Result<(), DemoError> {
+    let nodes_per_region = nodes_per_region.max(1);
     let dir = tempfile::Builder::new().prefix("juris-demo-").tempdir()?;
     println!(
         "Starting the Juris demo with regions {} (everything lives in {} and is removed on exit)...",
@@ -64,55 +89,92 @@ pub async fn run(names: &[String]) -> Result<(), DemoError> {
         let region_dir = dir.path().join(name);
         std::fs::create_dir_all(&region_dir)?;
         let pg = start_postgres(&region_dir).await?;
-        let server =
-            client_ca.issue_server(&[format!("{}.{DOMAIN}", connection_name(name))], false)?;
+        // The connection's directory name for clients; localhost for the
+        // control API.
+        let server = client_ca.issue_server(
+            &[
+                format!("{}.{DOMAIN}", connection_name(name)),
+                "localhost".into(),
+            ],
+            true,
+        )?;
         write_private(&region_dir.join("server.pem"), &server.cert_pem)?;
         write_private(&region_dir.join("server.key"), &server.key_pem)?;
         let relay = relay_ca.issue_peer(&[relay_server_name(name)])?;
         write_private(&region_dir.join("relay.pem"), &relay.cert_pem)?;
         write_private(&region_dir.join("relay.key"), &relay.key_pem)?;
-        let listen = free_address()?;
-        let deployment = deployment(&region_dir, &listen, issuer.issuer(), &pg);
+        if nodes_per_region > 1 {
+            // The region's own peer CA: no node of another region can
+            // join its Raft group.
+            let peer_ca = DemoCa::new(&format!("Juris demo {name} peer CA (throwaway)"))?;
+            std::fs::write(region_dir.join("peer-ca.pem"), &peer_ca.ca_cert_pem)?;
+            let peer = peer_ca.issue_peer(&["localhost".into()])?;
+            write_private(&region_dir.join("peer.pem"), &peer.cert_pem)?;
+            write_private(&region_dir.join("peer.key"), &peer.key_pem)?;
+        }
+        let nodes = (0..nodes_per_region)
+            .map(|_| DemoNode::new())
+            .collect::<Result<Vec<_>, _>>()?;
+        let deployment = deployment(&region_dir, &nodes[0].listen, issuer.issuer(), &pg);
         regions.push(DemoRegion {
             name: name.clone(),
             dir: region_dir,
             pg,
-            listen,
-            relay: free_address()?,
-            metrics: free_address()?,
+            nodes,
             deployment,
         });
     }
-    let deployments: Vec<Deployment> = regions
-        .iter()
-        .map(|r| compose(r, &regions, &relay_ca_file))
-        .collect();
     let mut nodes = Vec::new();
-    for (region, deployment) in regions.iter().zip(deployments) {
-        deployment.validate(&region.name)?;
-        std::fs::write(
-            region.dir.join("juris.toml"),
-            toml_text(&deployment).unwrap_or_default(),
-        )?;
-        nodes.push(juris_node::start(deployment).await?);
+    for region in &regions {
+        for index in 0..region.nodes.len() {
+            let deployment = compose(region, index, &regions, &relay_ca_file);
+            deployment.validate(&region.name)?;
+            std::fs::write(
+                region.dir.join(format!("juris-{}.toml", index + 1)),
+                toml_text(&deployment).unwrap_or_default(),
+            )?;
+            nodes.push(juris_node::start(deployment).await?);
+        }
     }
 
     println!();
-    println!("Juris demo is running: one node per region, one directory domain ({DOMAIN}).");
+    println!(
+        "Juris demo is running: {nodes_per_region} node(s) per region{}, one directory domain ({DOMAIN}).",
+        if nodes_per_region > 1 {
+            ", each region's nodes in their own Raft group"
+        } else {
+            ""
+        }
+    );
     println!(
         "Demo-only OIDC issuer: {} (loopback only; never use it for anything real)",
         issuer.issuer()
     );
     for region in &regions {
         println!(
-            "  region {}: node {} (metrics: curl http://{}/metrics), PostgreSQL 127.0.0.1:{}, connection {}, deployment file {}",
+            "  region {}: PostgreSQL 127.0.0.1:{}, connection {}",
             region.name,
-            region.listen,
-            region.metrics,
             region.pg.port,
             connection_name(&region.name),
-            region.dir.join("juris.toml").display()
         );
+        for (index, node) in region.nodes.iter().enumerate() {
+            let control = if nodes_per_region > 1 {
+                format!(", control API {}", node.control)
+            } else {
+                String::new()
+            };
+            println!(
+                "    node {}-{}: {} (metrics: curl http://{}/metrics){control}, deployment file {}",
+                region.name,
+                index + 1,
+                node.listen,
+                node.metrics,
+                region
+                    .dir
+                    .join(format!("juris-{}.toml", index + 1))
+                    .display()
+            );
+        }
     }
     println!();
     let (login, groups, what) = PEOPLE[1];
@@ -122,7 +184,10 @@ pub async fn run(names: &[String]) -> Result<(), DemoError> {
         let connection = connection_name(&region.name);
         let other = &regions[(i + 1) % regions.len()];
         let psql = |via: &DemoRegion| {
-            let (host, port) = via.listen.rsplit_once(':').unwrap_or(("127.0.0.1", "0"));
+            let (host, port) = via.nodes[0]
+                .listen
+                .rsplit_once(':')
+                .unwrap_or(("127.0.0.1", "0"));
             format!(
                 "psql \"host={connection}.{DOMAIN} hostaddr={host} port={port} dbname={connection} user={login} sslmode=verify-full sslrootcert={} password={token}\"",
                 ca_file.display()
@@ -161,15 +226,24 @@ pub async fn run(names: &[String]) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// `region`'s deployment: its own node and connection, every other
-/// region's connection and endpoints, the directory and the relay link.
-fn compose(region: &DemoRegion, all: &[DemoRegion], relay_ca_file: &Path) -> Deployment {
+/// The deployment of node `index` of `region`: its own addresses and
+/// files, every region's connection and endpoints, the directory, the
+/// relay link, and with several nodes per region its Raft group.
+fn compose(
+    region: &DemoRegion,
+    index: usize,
+    all: &[DemoRegion],
+    relay_ca_file: &Path,
+) -> Deployment {
+    let node = &region.nodes[index];
     let mut deployment = region.deployment.clone();
-    deployment.node.id = format!("{}-1", region.name);
+    deployment.node.id = format!("{}-{}", region.name, index + 1);
     deployment.node.region = region.name.clone();
-    deployment.node.metrics_listen = Some(region.metrics.clone());
+    deployment.node.listen = node.listen.clone();
+    deployment.node.data_dir = Some(region.dir.join(format!("node-{}", index + 1)));
+    deployment.node.metrics_listen = Some(node.metrics.clone());
     deployment.node.relay = Some(RelayConfig {
-        listen: region.relay.clone(),
+        listen: node.relay.clone(),
         tls: PeerTlsConfig {
             cert_file: region.dir.join("relay.pem"),
             key_file: region.dir.join("relay.key"),
@@ -177,6 +251,32 @@ fn compose(region: &DemoRegion, all: &[DemoRegion], relay_ca_file: &Path) -> Dep
         },
         connect_timeout_ms: 3000,
     });
+    if region.nodes.len() > 1 {
+        deployment.node.cluster = Some(ClusterConfig {
+            raft_id: index as u64 + 1,
+            listen: node.raft.clone(),
+            advertise: None,
+            control_listen: node.control.clone(),
+            members: region
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ClusterMember {
+                    id: i as u64 + 1,
+                    address: n.raft.clone(),
+                    control: Some(n.control.clone()),
+                })
+                .collect(),
+            tls: PeerTlsConfig {
+                cert_file: region.dir.join("peer.pem"),
+                key_file: region.dir.join("peer.key"),
+                ca_file: region.dir.join("peer-ca.pem"),
+            },
+            admin_groups: vec!["dba".into()],
+            lease_bound: defaults::lease_bound(),
+            snapshot_every: defaults::snapshot_every(),
+        });
+    }
     deployment.directory = Some(DirectoryConfig {
         domain: DOMAIN.into(),
     });
@@ -185,8 +285,11 @@ fn compose(region: &DemoRegion, all: &[DemoRegion], relay_ca_file: &Path) -> Dep
     for other in all {
         let mut own = other.deployment.regions[0].clone();
         own.name = other.name.clone();
-        own.endpoint = Some(other.listen.clone());
-        own.relay = vec![other.relay.clone()];
+        own.endpoint = Some(other.nodes[0].listen.clone());
+        own.relay = other.nodes.iter().map(|n| n.relay.clone()).collect();
+        if other.nodes.len() > 1 {
+            own.control = other.nodes.iter().map(|n| n.control.clone()).collect();
+        }
         deployment.regions.push(own);
         let mut connection = other.deployment.connections[0].clone();
         connection.name = connection_name(&other.name);
