@@ -159,7 +159,8 @@ impl Endpoint {
 pub struct RunResult {
     /// The round (0-based) it ran in.
     pub round: usize,
-    /// `tps = … (without initial connection time)`.
+    /// `tps = … (without initial connection time)`, or with `-C`
+    /// `(including reconnection times)`.
     pub tps: f64,
     /// `latency average = … ms`.
     pub latency_ms: Option<f64>,
@@ -184,8 +185,7 @@ pub async fn measure(
     let before = cpu()?;
     let output = pgbench(endpoint, args, limit).await?;
     let after = cpu()?;
-    let tps = parse_field(&output, "tps = ", " (without initial connection time)")
-        .context("no tps line in pgbench output")?;
+    let tps = parse_tps(&output).context("no tps line in pgbench output")?;
     let transactions: u64 =
         parse_field(&output, "number of transactions actually processed: ", "\n")
             .context("no transaction count in pgbench output")?;
@@ -481,6 +481,13 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// pgbench's `tps = …` line: `(without initial connection time)`, or with
+/// `-C`, where every transaction reconnects, `(including reconnection times)`.
+pub fn parse_tps(output: &str) -> Option<f64> {
+    parse_field(output, "tps = ", " (without initial connection time)")
+        .or_else(|| parse_field(output, "tps = ", " (including reconnection times)"))
+}
+
 /// The value between `prefix` and `suffix` in pgbench's report.
 pub fn parse_field<T: std::str::FromStr>(output: &str, prefix: &str, suffix: &str) -> Option<T> {
     let rest = &output[output.find(prefix)? + prefix.len()..];
@@ -572,6 +579,10 @@ mod tests {
             parse_field::<f64>(report, "average connection time = ", " ms"),
             Some(3.217)
         );
+        let reconnecting = "latency average = 4.120 ms\n\
+                            tps = 1941.7 (including reconnection times)\n";
+        assert_eq!(parse_tps(reconnecting), Some(1941.7));
+        assert_eq!(parse_tps(report), Some(12345.678901));
         let stat = "4242 (juris (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
         assert_eq!(parse_cpu_ticks(stat), Some(325));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
