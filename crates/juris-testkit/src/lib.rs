@@ -3,7 +3,9 @@
 
 pub mod gateway;
 pub mod oidc;
+pub mod pgbench;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod regions;
+pub mod relay_bench;
 pub mod s3;
