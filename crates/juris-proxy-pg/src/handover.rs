@@ -189,8 +189,8 @@ pub(crate) async fn hand_over(
         }
     };
     ProxyMetrics::add(&ctx.metrics.handovers_out, 1);
-    let _cancel_key = ctx.cancels.relay(cancel_key, &region, &endpoint);
-    if _cancel_key.is_none() {
+    let relayed_cancel_key = ctx.cancels.relay(cancel_key, &region, &endpoint);
+    if relayed_cancel_key.is_none() {
         warn!(%connection, "the owning node's cancel key is in use here; the client cannot cancel through this node");
     }
     let metrics = &ctx.metrics;
