@@ -172,6 +172,40 @@ fn zstd_decode(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(output.stdout)
 }
 
+/// `juris audit export --config … --region R --recordings` into `bundle`,
+/// then `juris audit verify`, which must accept the bundle and its
+/// residency section (read from `store`, e.g. `file://` or `s3://bucket`,
+/// every object under the region's prefixes). Returns the export's output.
+async fn export_verified(
+    config: &Path,
+    region: &str,
+    bundle: &Path,
+    store: &str,
+) -> anyhow::Result<String> {
+    let (config, bundle) = (config.display().to_string(), bundle.display().to_string());
+    let (ok, exported, err) = juris(&[
+        "audit",
+        "export",
+        "--config",
+        &config,
+        "--region",
+        region,
+        "--recordings",
+        "-o",
+        &bundle,
+    ])
+    .await?;
+    assert!(ok, "export {region}: {exported}{err}");
+    let (ok, out, err) = juris(&["audit", "verify", &bundle]).await?;
+    assert!(ok, "verify {region}: {out}{err}");
+    assert!(
+        out.contains(&format!("read from region {region}'s store {store}"))
+            && out.contains("every one under the region's own prefixes"),
+        "{out}"
+    );
+    Ok(exported)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_of_another_region_hands_the_session_over_still_encrypted() -> anyhow::Result<()> {
     let env = TwoRegions::start().await?;
@@ -262,29 +296,9 @@ async fn a_node_of_another_region_hands_the_session_over_still_encrypted() -> an
         ("us-east", &us_node, "eu-west"),
     ] {
         let bundle = root.join(format!("{region}.tar.zst"));
-        let config = node.config_file.display().to_string();
-        let (ok, out, err) = juris(&[
-            "audit",
-            "export",
-            "--config",
-            &config,
-            "--region",
-            region,
-            "--recordings",
-            "-o",
-            bundle.to_str().unwrap(),
-        ])
-        .await?;
-        assert!(ok, "export {region}: {out}{err}");
+        let out = export_verified(&node.config_file, region, &bundle, "file://").await?;
         assert!(
             out.contains("1 recording manifests with their chunks"),
-            "{out}"
-        );
-        let (ok, out, err) = juris(&["audit", "verify", bundle.to_str().unwrap()]).await?;
-        assert!(ok, "verify {region}: {out}{err}");
-        assert!(
-            out.contains(&format!("read from region {region}'s store file://"))
-                && out.contains("every one under the region's own prefixes"),
             "{out}"
         );
         let listing = std::process::Command::new("tar")
@@ -921,27 +935,13 @@ async fn a_mixed_workload_leaves_each_regions_evidence_only_in_that_region() -> 
         // The region's bundle, exported from its bucket, verifies with its
         // residency section and holds its evidence only.
         let bundle = root.join(format!("{region}.tar.zst"));
-        let config = own_nodes[0].config_file.display().to_string();
-        let (ok, out, err) = juris(&[
-            "audit",
-            "export",
-            "--config",
-            &config,
-            "--region",
+        export_verified(
+            &own_nodes[0].config_file,
             region,
-            "--recordings",
-            "-o",
-            bundle.to_str().unwrap(),
-        ])
+            &bundle,
+            &format!("s3://{bucket}"),
+        )
         .await?;
-        assert!(ok, "export {region}: {out}{err}");
-        let (ok, out, err) = juris(&["audit", "verify", bundle.to_str().unwrap()]).await?;
-        assert!(ok, "verify {region}: {out}{err}");
-        assert!(
-            out.contains(&format!("read from region {region}'s store s3://{bucket}"))
-                && out.contains("every one under the region's own prefixes"),
-            "{out}"
-        );
         let unpacked = root.join(format!("{region}-bundle"));
         std::fs::create_dir_all(&unpacked)?;
         let status = std::process::Command::new("tar")

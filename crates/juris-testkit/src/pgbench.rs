@@ -10,6 +10,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use juris_demo::certs::DemoCa;
+
+use crate::gateway::ConnectionSpec;
+use crate::postgres::{ServerTls, TempPostgres, TempPostgresOptions, UpstreamAuth};
+
+/// pgbench's scale factor for every benchmark (1,000,000 accounts).
+pub const SCALE: &str = "10";
+/// How long `pgbench -i` may take.
+const INIT_LIMIT: Duration = Duration::from_secs(600);
 
 /// How much longer than `-T` a run may take before it counts as stalled.
 pub const STALL_GRACE: Duration = Duration::from_secs(30);
@@ -395,8 +404,25 @@ impl Measurements {
             .sum()
     }
 
+    /// What every report ends with: the transaction count and the failed
+    /// runs.
+    pub fn footer(
+        &self,
+        workloads: &[Workload],
+        endpoints: &[Endpoint],
+        options: &Options,
+    ) -> String {
+        let mut out = format!("\n{} transactions in all.\n", self.transactions());
+        let notes = self.failure_notes(workloads, endpoints, options);
+        if !notes.is_empty() {
+            out.push('\n');
+            out.push_str(&notes);
+        }
+        out
+    }
+
     /// One markdown bullet per workload and endpoint with failed runs.
-    pub fn failure_notes(
+    fn failure_notes(
         &self,
         workloads: &[Workload],
         endpoints: &[Endpoint],
@@ -419,6 +445,75 @@ impl Measurements {
         }
         notes
     }
+}
+
+/// The PostgreSQL every benchmark measures: TLS required with a throwaway
+/// CA's certificate for `localhost`, SCRAM, 200 connections, initialised
+/// with `pgbench -i -s` [`SCALE`].
+pub struct BenchPostgres {
+    pub pg: TempPostgres,
+    pub ca: DemoCa,
+    /// Its server certificate and key (PgBouncer's client side reuses them).
+    pub tls: ServerTls,
+    /// It, reached directly as the superuser.
+    pub direct: Endpoint,
+}
+
+impl BenchPostgres {
+    pub async fn start(ca_name: &str) -> anyhow::Result<BenchPostgres> {
+        let ca = DemoCa::new(ca_name)?;
+        let cert = ca.issue_server(&["localhost".to_string()], true)?;
+        let tls = ServerTls {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        };
+        eprintln!("starting PostgreSQL (TLS required) ...");
+        let pg = TempPostgres::start(TempPostgresOptions {
+            auth: UpstreamAuth::ScramSha256,
+            tls: Some(tls.clone()),
+            superuser_password: format!("bench-{:08x}", std::process::id()),
+            extra_conf: vec![("max_connections".into(), "200".into())],
+        })
+        .await?;
+        let direct = Endpoint::loopback("Direct", pg.port, &pg.superuser, "postgres", &pg.password);
+        eprintln!("pgbench -i -s {SCALE} ...");
+        pgbench(&direct, &["-i", "-s", SCALE, "-q"], INIT_LIMIT).await?;
+        Ok(BenchPostgres {
+            pg,
+            ca,
+            tls,
+            direct,
+        })
+    }
+
+    /// A gateway connection `name` to its `postgres` database as the
+    /// superuser, verifying its certificate.
+    pub fn connection(&self, name: &str) -> ConnectionSpec {
+        ConnectionSpec {
+            name: name.into(),
+            host: self.pg.host.clone(),
+            port: self.pg.port,
+            database: "postgres".into(),
+            user: self.pg.superuser.clone(),
+            password: Some(self.pg.password.clone()),
+            tls_ca_pem: Some(self.ca.ca_cert_pem.clone()),
+            settings: Vec::new(),
+        }
+    }
+}
+
+/// pgbench's built-in select-only script, 8 clients on 2 threads, in each
+/// query protocol.
+pub fn select_only_workloads() -> Vec<Workload> {
+    ["simple", "extended", "prepared"]
+        .into_iter()
+        .map(|mode| {
+            Workload::new(
+                &format!("select-only, {mode} (-S -M {mode} -c 8)"),
+                &["-S", "-M", mode, "-c", "8", "-j", "2"],
+            )
+        })
+        .collect()
 }
 
 /// Run `bench` until it ends, Ctrl-C or SIGTERM. On a signal the future is

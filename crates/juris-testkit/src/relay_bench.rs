@@ -16,14 +16,13 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use juris_demo::certs::DemoCa;
 use juris_demo::issuer::DevIssuer;
 
-use crate::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec};
+use crate::gateway::{GatewayProcess, GatewaySpec, RoleSpec};
 use crate::pgbench::{
-    Endpoint, LoadWatch, Measurements, Options, Workload, cell, pgbench, ratio, run_rounds,
+    BenchPostgres, Endpoint, LoadWatch, Measurements, Options, Workload, cell, ratio, run_rounds,
+    select_only_workloads,
 };
-use crate::postgres::{ServerTls, TempPostgres, TempPostgresOptions, UpstreamAuth};
 use crate::regions::{Directory, RegionLayout, scrape};
 
 pub const USAGE: &str =
@@ -35,8 +34,6 @@ const DOMAIN: &str = "db.bench.test";
 const CONNECTION: &str = "billing-eu";
 /// us-east's own connection (a region owns at least one).
 const US_CONNECTION: &str = "crm-us";
-const SCALE: &str = "10";
-const INIT_LIMIT: Duration = Duration::from_secs(600);
 /// Issue 6: relaying adds at most 10 % latency.
 const TARGET_RATIO: f64 = 1.10;
 
@@ -51,24 +48,12 @@ const US_NODE: usize = 1;
 /// pgbench select-only, 8 clients, 2 threads, each protocol; then a new
 /// connection per transaction, where a hand-over costs most.
 pub fn workloads() -> Vec<Workload> {
-    vec![
-        Workload::new(
-            "select-only, simple (-S -M simple -c 8)",
-            &["-S", "-M", "simple", "-c", "8", "-j", "2"],
-        ),
-        Workload::new(
-            "select-only, extended (-S -M extended -c 8)",
-            &["-S", "-M", "extended", "-c", "8", "-j", "2"],
-        ),
-        Workload::new(
-            "select-only, prepared (-S -M prepared -c 8)",
-            &["-S", "-M", "prepared", "-c", "8", "-j", "2"],
-        ),
-        Workload::new(
-            "select-only, simple, new connection per transaction (-S -M simple -C -c 8)",
-            &["-S", "-M", "simple", "-C", "-c", "8", "-j", "2"],
-        ),
-    ]
+    let mut workloads = select_only_workloads();
+    workloads.push(Workload::new(
+        "select-only, simple, new connection per transaction (-S -M simple -C -c 8)",
+        &["-S", "-M", "simple", "-C", "-c", "8", "-j", "2"],
+    ));
+    workloads
 }
 
 /// Start everything, run the rounds, print the report on stdout.
@@ -77,23 +62,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // Before anything runs that would need stopping: this may take minutes.
     eprintln!("building juris ...");
     tokio::task::spawn_blocking(crate::gateway::juris_binary).await??;
-    let ca = DemoCa::new("Juris relay benchmark upstream CA")?;
-    let cert = ca.issue_server(&["localhost".to_string()], true)?;
-
-    eprintln!("starting PostgreSQL (TLS required) ...");
-    let pg = TempPostgres::start(TempPostgresOptions {
-        auth: UpstreamAuth::ScramSha256,
-        tls: Some(ServerTls {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-        }),
-        superuser_password: format!("bench-{:08x}", std::process::id()),
-        extra_conf: vec![("max_connections".into(), "200".into())],
-    })
-    .await?;
-    let direct = Endpoint::loopback("Direct", pg.port, &pg.superuser, "postgres", &pg.password);
-    eprintln!("pgbench -i -s {SCALE} ...");
-    pgbench(&direct, &["-i", "-s", SCALE, "-q"], INIT_LIMIT).await?;
+    let bench = BenchPostgres::start("Juris relay benchmark upstream CA").await?;
 
     eprintln!("starting the eu-west and us-east nodes ...");
     let issuer = DevIssuer::start(AUDIENCE).await?;
@@ -105,16 +74,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     )?;
     let dir = tempfile::tempdir()?;
     let directory = Directory::new(dir.path(), DOMAIN)?;
-    let upstream = |name: &str| ConnectionSpec {
-        name: name.into(),
-        host: pg.host.clone(),
-        port: pg.port,
-        database: "postgres".into(),
-        user: pg.superuser.clone(),
-        password: Some(pg.password.clone()),
-        tls_ca_pem: Some(ca.ca_cert_pem.clone()),
-        settings: Vec::new(),
-    };
+    let upstream = |name: &str| bench.connection(name);
     let layout = vec![
         RegionLayout::local("eu-west", "eu", 1, vec![upstream(CONNECTION)], dir.path())?,
         RegionLayout::local(
@@ -146,7 +106,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .charging("eu-1", eu.pid())
             .charging("us-1", us.pid())
     };
-    let endpoints = [direct, via("Owning", &eu), via("Foreign", &us)];
+    let endpoints = [
+        bench.direct.clone(),
+        via("Owning", &eu),
+        via("Foreign", &us),
+    ];
     if endpoints[OWNING].charged.len() != 2 {
         bail!("a node exited before the benchmark started");
     }
@@ -204,7 +168,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write next to {}", path.display()))?;
     }
     drop((eu, us));
-    drop(pg);
+    drop(bench);
     Ok(())
 }
 
@@ -279,12 +243,7 @@ fn table(
              |---|---:|---:|---:|---:|\n{connections}"
         ));
     }
-    out.push_str(&format!("\n{} transactions in all.\n", m.transactions()));
-    let notes = m.failure_notes(workloads, endpoints, options);
-    if !notes.is_empty() {
-        out.push('\n');
-        out.push_str(&notes);
-    }
+    out.push_str(&m.footer(workloads, endpoints, options));
     out
 }
 

@@ -15,14 +15,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use juris_demo::certs::DemoCa;
 use juris_demo::issuer::DevIssuer;
-use juris_testkit::gateway::{ConnectionSpec, GatewayProcess, GatewaySpec, RoleSpec};
+use juris_testkit::gateway::{GatewayProcess, GatewaySpec, RoleSpec};
 use juris_testkit::pgbench::{
-    Endpoint, Measurements, Options, Workload, cell, pgbench, ratio, run_rounds, until_interrupted,
+    BenchPostgres, Endpoint, Measurements, Options, Workload, cell, ratio, run_rounds,
+    select_only_workloads, until_interrupted,
 };
 use juris_testkit::pgbouncer::{PgBouncer, PgBouncerOptions};
-use juris_testkit::postgres::{ServerTls, TempPostgres, TempPostgresOptions, UpstreamAuth};
 
 const AUDIENCE: &str = "urn:juris:gateway";
 const CONNECTION: &str = "bench";
@@ -54,10 +53,7 @@ strategy = "partial"
 detector = "email"
 strategy = "hash"
 "#;
-const SCALE: &str = "10";
 const WIDE_SCRIPT: &str = "SELECT * FROM pgbench_accounts LIMIT 10000;\n";
-
-const INIT_LIMIT: Duration = Duration::from_secs(600);
 
 const USAGE: &str = "usage: pgbench-compare [--rounds N] [--seconds S] [--only WORKLOAD-SUBSTRING]";
 
@@ -90,52 +86,24 @@ fn workloads(script: &Path) -> Vec<Workload> {
         &script.display().to_string(),
     ]
     .map(String::from);
-    vec![
-        Workload::new(
-            "select-only, simple (-S -M simple -c 8)",
-            &["-S", "-M", "simple", "-c", "8", "-j", "2"],
-        ),
-        Workload::new(
-            "select-only, extended (-S -M extended -c 8)",
-            &["-S", "-M", "extended", "-c", "8", "-j", "2"],
-        ),
-        Workload::new(
-            "select-only, prepared (-S -M prepared -c 8)",
-            &["-S", "-M", "prepared", "-c", "8", "-j", "2"],
-        ),
-        Workload::new(
-            "TPC-B-like, simple (-M simple -c 8)",
-            &["-M", "simple", "-c", "8", "-j", "2"],
-        ),
-        Workload {
-            name: "10,000-row SELECT (-f, -c 4)".into(),
-            args: wide.to_vec(),
-        },
-    ]
+    let mut workloads = select_only_workloads();
+    workloads.push(Workload::new(
+        "TPC-B-like, simple (-M simple -c 8)",
+        &["-M", "simple", "-c", "8", "-j", "2"],
+    ));
+    workloads.push(Workload {
+        name: "10,000-row SELECT (-f, -c 4)".into(),
+        args: wide.to_vec(),
+    });
+    workloads
 }
 
 async fn run(options: Options) -> anyhow::Result<()> {
     // Before anything runs that would need stopping: this may take minutes.
     eprintln!("building juris (release) ...");
     tokio::task::spawn_blocking(juris_testkit::gateway::juris_binary).await??;
-    let ca = DemoCa::new("Juris benchmark CA")?;
-    let cert = ca.issue_server(&["localhost".to_string()], true)?;
-    let tls = ServerTls {
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key_pem,
-    };
-
-    eprintln!("starting PostgreSQL (TLS required) ...");
-    let pg = TempPostgres::start(TempPostgresOptions {
-        auth: UpstreamAuth::ScramSha256,
-        tls: Some(tls.clone()),
-        superuser_password: format!("bench-{:08x}", std::process::id()),
-        extra_conf: vec![("max_connections".into(), "200".into())],
-    })
-    .await?;
-    let direct = Endpoint::loopback("Direct", pg.port, &pg.superuser, "postgres", &pg.password);
-    eprintln!("pgbench -i -s {SCALE} ...");
-    pgbench(&direct, &["-i", "-s", SCALE, "-q"], INIT_LIMIT).await?;
+    let bench = BenchPostgres::start("Juris benchmark CA").await?;
+    let pg = &bench.pg;
 
     eprintln!("starting PgBouncer (session mode) ...");
     let bouncer = PgBouncer::start(&PgBouncerOptions {
@@ -145,7 +113,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         password: pg.password.clone(),
         pool_mode: "session".into(),
         pool_size: 20,
-        client_tls: tls,
+        client_tls: bench.tls.clone(),
     })
     .await?;
     let pgbouncer = Endpoint::loopback(
@@ -167,20 +135,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
     )?;
     let mut spec = GatewaySpec::new(issuer.issuer(), AUDIENCE);
     for name in [CONNECTION, MASKED_CONNECTION, UNRECORDED_CONNECTION] {
-        spec.connections.push(ConnectionSpec {
-            name: name.into(),
-            host: pg.host.clone(),
-            port: pg.port,
-            database: "postgres".into(),
-            user: pg.superuser.clone(),
-            password: Some(pg.password.clone()),
-            tls_ca_pem: Some(ca.ca_cert_pem.clone()),
-            settings: if name == UNRECORDED_CONNECTION {
-                vec!["recording = \"off\"".into()]
-            } else {
-                Vec::new()
-            },
-        });
+        let mut connection = bench.connection(name);
+        if name == UNRECORDED_CONNECTION {
+            connection.settings.push("recording = \"off\"".into());
+        }
+        spec.connections.push(connection);
         spec.roles.push(RoleSpec::new(name, "dba", name, "admin"));
     }
     spec.mask_hash_key = Some("benchmark-only-mask-key-0123456789".into());
@@ -193,7 +152,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     };
     // The order of the column constants above.
     let endpoints = [
-        direct,
+        bench.direct.clone(),
         pgbouncer,
         juris("Juris", CONNECTION),
         juris("JurisMasking", MASKED_CONNECTION),
@@ -214,7 +173,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     }
     drop(gateway);
     drop(bouncer);
-    drop(pg);
+    drop(bench);
     Ok(())
 }
 
@@ -262,12 +221,7 @@ fn table(
             cell(cpu(PGBOUNCER), 1),
         ));
     }
-    out.push_str(&format!("\n{} transactions in all.\n", m.transactions()));
-    let notes = m.failure_notes(workloads, endpoints, options);
-    if !notes.is_empty() {
-        out.push('\n');
-        out.push_str(&notes);
-    }
+    out.push_str(&m.footer(workloads, endpoints, options));
     out
 }
 
