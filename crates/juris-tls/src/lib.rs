@@ -60,6 +60,19 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
     })
 }
 
+/// The largest TLS record (header included) sent to PostgreSQL clients.
+///
+/// libpq's asynchronous API (pgbench, psycopg's async mode, anything that
+/// polls `PQsocket`) reads at most one record per `SSL_read` into at least
+/// 8 KiB of free buffer, then waits for the socket to become readable. A
+/// record larger than that free space leaves decrypted bytes inside
+/// OpenSSL, invisible to `poll`: if they end the server's answer (the final
+/// ReadyForQuery), the client waits forever for bytes that already arrived.
+/// PostgreSQL servers write answers from an 8 KiB buffer, so clients rarely
+/// meet this (a known libpq limitation); rustls writes 16 KiB records unless
+/// told otherwise, and 10,000-row answers through the gateway stalled.
+pub const CLIENT_TLS_MAX_RECORD: usize = 8192;
+
 /// Server config for terminating client TLS.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certificates(cert_file)?;
@@ -69,6 +82,7 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    config.max_fragment_size = Some(CLIENT_TLS_MAX_RECORD);
     Ok(Arc::new(config))
 }
 
@@ -165,6 +179,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    /// The record sizes of a large answer, as the client's socket sees them.
+    #[test]
+    fn records_to_clients_fit_libpqs_read_buffer() {
+        use std::io::{Read, Write};
+
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["db.example".into()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+
+        let mut server =
+            rustls::ServerConnection::new(server_config(&cert, &key).unwrap()).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("db.example").unwrap();
+        let mut client =
+            rustls::ClientConnection::new(client_config(Some(&ca)).unwrap(), name).unwrap();
+        // Handshake in memory, then one 200 KiB answer from the server.
+        let mut wire = Vec::new();
+        while client.is_handshaking() || server.is_handshaking() {
+            wire.clear();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut wire.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            wire.clear();
+            server.write_tls(&mut wire).unwrap();
+            client.read_tls(&mut wire.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let answer: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+        server.set_buffer_limit(None);
+        server.writer().write_all(&answer).unwrap();
+        wire.clear();
+        while server.wants_write() {
+            server.write_tls(&mut wire).unwrap();
+        }
+
+        // Hand the client one record at a time, as OpenSSL reads them, and
+        // see how much plaintext each one gives.
+        client.set_buffer_limit(None);
+        let mut received = Vec::new();
+        let mut records = 0;
+        let mut rest = wire.as_slice();
+        while !rest.is_empty() {
+            let length = 5 + usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            let (record, after) = rest.split_at(length);
+            let mut record = record;
+            while !record.is_empty() {
+                client.read_tls(&mut record).unwrap();
+            }
+            client.process_new_packets().unwrap();
+            let mut plaintext = Vec::new();
+            match client.reader().read_to_end(&mut plaintext) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                plaintext.len() <= 8192,
+                "a record of {} bytes of plaintext would strand bytes in libpq's 8 KiB read",
+                plaintext.len()
+            );
+            received.extend_from_slice(&plaintext);
+            records += 1;
+            rest = after;
+        }
+        assert!(records > answer.len() / 8192, "{records} records");
+        assert_eq!(received, answer);
     }
 
     #[test]
