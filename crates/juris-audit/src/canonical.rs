@@ -61,19 +61,32 @@ fn write(out: &mut String, value: &Value) {
 
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+    // Statement texts are long and rarely need escaping: copy the runs
+    // between escapes whole. Every escaped character is ASCII, so a run
+    // always ends on a character boundary.
+    let mut run_start = 0;
+    for (at, byte) in s.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            byte if byte < 0x20 => {
+                out.push_str(&s[run_start..at]);
+                out.push_str(&format!("\\u{byte:04x}"));
+                run_start = at + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&s[run_start..at]);
+        out.push_str(escaped);
+        run_start = at + 1;
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 
@@ -114,6 +127,13 @@ mod tests {
         // round-tripping, so pin the agreement.
         for s in ["plain", "a\u{0}b", "\u{2028}", "tab\there", "😀"] {
             assert_eq!(to_string(&json!(s)), serde_json::to_string(s).unwrap());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(s in "\\PC*|[\\x00-\\x7f]{0,40}") {
+            proptest::prop_assert_eq!(to_string(&json!(s)), serde_json::to_string(&s).unwrap());
         }
     }
 

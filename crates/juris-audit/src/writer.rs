@@ -85,6 +85,9 @@ struct Current {
     last_time: Timestamp,
     bytes: u64,
     records: u64,
+    /// Lines of a group commit not yet written: one `write` per group
+    /// instead of one per record.
+    pending: Vec<u8>,
 }
 
 /// Appends records to one node's chain. Dropping it without
@@ -204,10 +207,19 @@ impl ChainWriter {
         events: impl IntoIterator<Item = (Timestamp, AuditEvent)>,
     ) -> Result<usize> {
         let mut written = 0;
+        let mut appended = Ok(());
         for (time, event) in events {
-            self.append_one(time, event, false)?;
+            if let Err(e) = self.append_one(time, event, false) {
+                appended = Err(e);
+                break;
+            }
             written += 1;
         }
+        // What was appended before a failure is still written (and synced
+        // below if the write works): the chain state already includes it.
+        let flushed = self.write_pending();
+        appended?;
+        flushed?;
         if let Some(current) = &self.current {
             let synced = current.file.sync_data().map_err(io_err(&current.path));
             if synced.is_err() {
@@ -216,6 +228,25 @@ impl ChainWriter {
             synced?;
         }
         Ok(written)
+    }
+
+    /// Write the current segment's buffered lines to its file.
+    fn write_pending(&mut self) -> Result<()> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if current.pending.is_empty() {
+            return Ok(());
+        }
+        let written = current
+            .file
+            .write_all(&current.pending)
+            .map_err(io_err(&current.path));
+        current.pending.clear();
+        if written.is_err() {
+            self.poisoned = true;
+        }
+        written
     }
 
     fn append_one(
@@ -280,21 +311,20 @@ impl ChainWriter {
                     last_time: record.time,
                     bytes: 0,
                     records: 0,
+                    pending: Vec::new(),
                 }
             }
         };
         let current = self.current.insert(current);
-        current
-            .file
-            .write_all(line)
-            .and_then(|()| {
-                if sync {
-                    current.file.sync_data()
-                } else {
-                    Ok(())
-                }
-            })
-            .map_err(io_err(&current.path))?;
+        current.pending.extend_from_slice(line);
+        if sync {
+            let pending = std::mem::take(&mut current.pending);
+            current
+                .file
+                .write_all(&pending)
+                .and_then(|()| current.file.sync_data())
+                .map_err(io_err(&current.path))?;
+        }
         current.bytes += line.len() as u64;
         current.records += 1;
         current.last_time = record.time;
@@ -307,6 +337,7 @@ impl ChainWriter {
         if self.poisoned {
             return Err(AuditError::Poisoned);
         }
+        self.write_pending()?;
         let Some(current) = self.current.take() else {
             return Ok(None);
         };
@@ -645,6 +676,20 @@ mod tests {
             assert_eq!(pair[1].seq, pair[0].seq + 1);
         }
         assert_eq!(segments(tmp.path()).len(), 4, "rotated after 3 records");
+        // A segment sealed in the middle of a group holds what its seal says
+        // (the group's buffered lines were written before sealing).
+        for name in segments(tmp.path())
+            .iter()
+            .filter(|n| n.ends_with(".jsonl"))
+        {
+            let path = tmp.path().join(name);
+            let seal = Seal::from_file_bytes(
+                &fs::read(tmp.path().join(format!("{name}.seal.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(seal.sha256, sha256_hex(&fs::read(&path).unwrap()), "{name}");
+            assert_eq!(seal.last_hash, lines(&path).last().unwrap().hash, "{name}");
+        }
     }
 
     #[test]
