@@ -112,7 +112,7 @@ pub(crate) fn encode_chunk(header: ChunkHeader, frames: &[u8]) -> Result<Vec<u8>
 fn assemble_chunk(version: u16, mut header: ChunkHeader, payload: &[u8]) -> Result<Vec<u8>> {
     header.uncompressed_bytes = payload.len() as u64;
     let header_bytes = header_bytes(&header)?;
-    let payload = zstd::bulk::compress(payload, ZSTD_LEVEL).map_err(|e| RecordError::Corrupt {
+    let payload = compress(payload).map_err(|e| RecordError::Corrupt {
         what: format!("chunk {} of session {}", header.index, header.session_id),
         reason: format!("zstd compression failed: {e}"),
     })?;
@@ -123,6 +123,25 @@ fn assemble_chunk(version: u16, mut header: ChunkHeader, payload: &[u8]) -> Resu
     out.extend_from_slice(&header_bytes);
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+thread_local! {
+    /// One compression context per thread (in practice the spool's writer),
+    /// reused for every chunk: a fresh context per chunk allocated and
+    /// zeroed its tables each time, a tenth of the writer's work.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compressor = match cell.as_mut() {
+            Some(compressor) => compressor,
+            None => cell.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        compressor.compress(payload)
+    })
 }
 
 fn header_bytes(header: &ChunkHeader) -> Result<Vec<u8>> {
