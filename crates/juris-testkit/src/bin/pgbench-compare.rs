@@ -4,6 +4,7 @@
 //! `pgbench_accounts` (column rules on its four columns plus the ssn, card
 //! and email detectors on every text value), and through the same node on
 //! a connection that is not recorded (`recording = "off"`: what recording
+//! costs) and one that masks but is not recorded (what masking alone
 //! costs), all over TLS on this machine,
 //! interleaved round by round. Prints a markdown
 //! table of median TPS, the ratios, and the proxies' CPU time per
@@ -27,6 +28,7 @@ const AUDIENCE: &str = "urn:juris:gateway";
 const CONNECTION: &str = "bench";
 const MASKED_CONNECTION: &str = "bench_masked";
 const UNRECORDED_CONNECTION: &str = "bench_unrecorded";
+const MASKED_UNRECORDED_CONNECTION: &str = "bench_masked_unrecorded";
 /// Four masked columns: every column of `pgbench_accounts`, with each strategy.
 const MASKING_POLICY: &str = r#"
 [connection.masking]
@@ -73,6 +75,7 @@ const PGBOUNCER: usize = 1;
 const JURIS: usize = 2;
 const MASKING: usize = 3;
 const UNRECORDED: usize = 4;
+const MASKING_UNRECORDED: usize = 5;
 
 fn workloads(script: &Path) -> Vec<Workload> {
     let wide = [
@@ -134,17 +137,24 @@ async fn run(options: Options) -> anyhow::Result<()> {
         Duration::from_secs(7200),
     )?;
     let mut spec = GatewaySpec::new(issuer.issuer(), AUDIENCE);
-    for name in [CONNECTION, MASKED_CONNECTION, UNRECORDED_CONNECTION] {
+    for name in [
+        CONNECTION,
+        MASKED_CONNECTION,
+        UNRECORDED_CONNECTION,
+        MASKED_UNRECORDED_CONNECTION,
+    ] {
         let mut connection = bench.connection(name);
-        if name == UNRECORDED_CONNECTION {
+        if name == UNRECORDED_CONNECTION || name == MASKED_UNRECORDED_CONNECTION {
             connection.settings.push("recording = \"off\"".into());
         }
         spec.connections.push(connection);
         spec.roles.push(RoleSpec::new(name, "dba", name, "admin"));
     }
     spec.mask_hash_key = Some("benchmark-only-mask-key-0123456789".into());
-    spec.connection_settings
-        .push((MASKED_CONNECTION.into(), MASKING_POLICY.into()));
+    for name in [MASKED_CONNECTION, MASKED_UNRECORDED_CONNECTION] {
+        spec.connection_settings
+            .push((name.into(), MASKING_POLICY.into()));
+    }
     let gateway = GatewayProcess::start(&spec).await?;
     let juris = |name: &str, connection: &str| {
         Endpoint::loopback(name, gateway.address.port(), "bench", connection, &token)
@@ -157,6 +167,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         juris("Juris", CONNECTION),
         juris("JurisMasking", MASKED_CONNECTION),
         juris("JurisUnrecorded", UNRECORDED_CONNECTION),
+        juris("JurisMaskingUnrecorded", MASKED_UNRECORDED_CONNECTION),
     ];
 
     let script_dir = tempfile::tempdir()?;
@@ -186,40 +197,47 @@ fn table(
     let mut out = format!(
         "Median of {} rounds, {} s each, TLS on every hop. \"Masking\" is the same node on a \
          connection that masks all four columns of pgbench_accounts; \"Unrecorded\" the same node \
-         on a connection with `recording = \"off\"` (Juris and Masking record every session).\n\n\
-         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Unrecorded TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris/Unrecorded | Juris CPU µs/txn | Masking CPU µs/txn | Unrecorded CPU µs/txn | PgBouncer CPU µs/txn |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         on a connection with `recording = \"off\"` (Juris and Masking record every session); \
+         \"Masking unrec.\" masks like Masking and is not recorded, so Masking unrec./Unrecorded \
+         is what masking alone costs and Juris/Unrecorded what recording alone costs.\n\n\
+         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Unrecorded TPS | Masking unrec. TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris/Unrecorded | Masking unrec./direct | Masking unrec./PgBouncer | Masking unrec./Unrecorded | Juris CPU µs/txn | Masking CPU µs/txn | Unrecorded CPU µs/txn | Masking unrec. CPU µs/txn | PgBouncer CPU µs/txn |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         options.rounds, options.seconds
     );
     for (w, workload) in workloads.iter().enumerate() {
         let tps = |t: usize| m.tps(w, t);
         let cpu = |t: usize| m.cpu_us_per_txn(w, t, 0);
-        let (direct, bouncer, juris, masking, unrecorded) = (
+        let (direct, bouncer, juris, masking, unrecorded, masking_unrecorded) = (
             tps(DIRECT),
             tps(PGBOUNCER),
             tps(JURIS),
             tps(MASKING),
             tps(UNRECORDED),
+            tps(MASKING_UNRECORDED),
         );
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            workload.name,
+        let cells = [
             cell(direct, 0),
             cell(bouncer, 0),
             cell(juris, 0),
             cell(masking, 0),
             cell(unrecorded, 0),
+            cell(masking_unrecorded, 0),
             cell(ratio(juris, direct), 2),
             cell(ratio(bouncer, direct), 2),
             cell(ratio(juris, bouncer), 2),
             cell(ratio(masking, direct), 2),
             cell(ratio(masking, bouncer), 2),
             cell(ratio(juris, unrecorded), 2),
+            cell(ratio(masking_unrecorded, direct), 2),
+            cell(ratio(masking_unrecorded, bouncer), 2),
+            cell(ratio(masking_unrecorded, unrecorded), 2),
             cell(cpu(JURIS), 1),
             cell(cpu(MASKING), 1),
             cell(cpu(UNRECORDED), 1),
+            cell(cpu(MASKING_UNRECORDED), 1),
             cell(cpu(PGBOUNCER), 1),
-        ));
+        ];
+        out.push_str(&format!("| {} | {} |\n", workload.name, cells.join(" | ")));
     }
     out.push_str(&m.footer(workloads, endpoints, options));
     out
