@@ -59,7 +59,8 @@ fn write(out: &mut String, value: &Value) {
     }
 }
 
-fn write_str(out: &mut String, s: &str) {
+/// Append `s` as a canonical JSON string.
+pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
     // Statement texts are long and rarely need escaping: copy the runs
     // between escapes whole. Every escaped character is ASCII, so a run

@@ -380,6 +380,60 @@ impl AuditRecord {
         Ok(record)
     }
 
+    /// Build a record and its line in a segment (with the trailing `\n`)
+    /// in one pass: the writer's path. The canonical JSON is composed
+    /// member by member, in the sorted key order (`event`, `hash`, `node`,
+    /// `prev_hash`, `region`, `seq`, `time`), so the event is serialised
+    /// once instead of twice and the record never becomes a
+    /// `serde_json::Value`. [`AuditRecord::compute_hash`] and
+    /// [`AuditRecord::to_line`] stay the generic definitions; a test
+    /// checks that both paths agree.
+    pub fn new_with_line(
+        seq: u64,
+        time: Timestamp,
+        node: &str,
+        region: &str,
+        prev_hash: &str,
+        event: AuditEvent,
+    ) -> Result<(Self, String)> {
+        let mut head = String::from("{\"event\":");
+        head.push_str(&canonical::to_string(&serde_json::to_value(&event)?));
+        let mut tail = String::from(",\"node\":");
+        canonical::write_str(&mut tail, node);
+        tail.push_str(",\"prev_hash\":");
+        canonical::write_str(&mut tail, prev_hash);
+        tail.push_str(",\"region\":");
+        canonical::write_str(&mut tail, region);
+        tail.push_str(",\"seq\":");
+        tail.push_str(&seq.to_string());
+        tail.push_str(",\"time\":");
+        canonical::write_str(&mut tail, &time.to_string());
+        tail.push('}');
+        let hash = {
+            use sha2::Digest;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(head.as_bytes());
+            hasher.update(tail.as_bytes());
+            hex::encode(hasher.finalize())
+        };
+        let mut line = head;
+        line.push_str(",\"hash\":\"");
+        line.push_str(&hash);
+        line.push('"');
+        line.push_str(&tail);
+        line.push('\n');
+        let record = AuditRecord {
+            seq,
+            time,
+            node: node.to_string(),
+            region: region.to_string(),
+            prev_hash: prev_hash.to_string(),
+            event,
+            hash,
+        };
+        Ok((record, line))
+    }
+
     /// The hash this record should carry.
     pub fn compute_hash(&self) -> Result<String> {
         let mut value = serde_json::to_value(self)?;
@@ -501,6 +555,31 @@ mod tests {
         let check = check_line(line.trim_end_matches('\n').as_bytes());
         assert!(check.problems.is_empty(), "{:?}", check.problems);
         assert_eq!(check.record.unwrap(), r);
+    }
+
+    #[test]
+    fn the_writers_one_pass_line_is_the_canonical_line() {
+        let awkward = AuditEvent::Statement(Statement {
+            text: "SELECT '\"x\"\\\n\t\u{1}é€😀'".into(),
+            ..match statement() {
+                AuditEvent::Statement(s) => s,
+                _ => unreachable!(),
+            }
+        });
+        for (seq, event, node, region) in [
+            (1, statement(), "n1", "eu-west"),
+            (42, awkward, "node \"q\"", "us-east"),
+            (u64::MAX, statement(), "", ""),
+        ] {
+            let slow =
+                AuditRecord::new(seq, t(5), node, region, GENESIS_HASH, event.clone()).unwrap();
+            let (fast, line) =
+                AuditRecord::new_with_line(seq, t(5), node, region, GENESIS_HASH, event).unwrap();
+            assert_eq!(fast, slow);
+            assert_eq!(line, slow.to_line().unwrap());
+            let check = check_line(line.trim_end_matches('\n').as_bytes());
+            assert!(check.problems.is_empty(), "{:?}", check.problems);
+        }
     }
 
     #[test]

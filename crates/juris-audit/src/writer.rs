@@ -259,7 +259,7 @@ impl ChainWriter {
             return Err(AuditError::Poisoned);
         }
         let time = self.last_time.map_or(time, |last| time.max(last));
-        let record = AuditRecord::new(
+        let (record, line) = AuditRecord::new_with_line(
             self.next_seq,
             time,
             &self.config.node,
@@ -267,7 +267,6 @@ impl ChainWriter {
             &self.prev_hash,
             event,
         )?;
-        let line = record.to_line()?;
         let len = line.len() as u64;
         if let Some(current) = &self.current
             && (current.records >= self.config.max_segment_records
