@@ -1340,6 +1340,9 @@ async fn a_view_redefined_behind_the_nodes_back_is_masked_by_its_new_source() ->
     Ok(())
 }
 
+/// The log line per masked statement is opt-in (`juris::audit=debug`; test
+/// nodes run with it, see `juris_testkit::gateway`); the audit chain always
+/// gets the event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_node_logs_one_masking_event_per_statement_without_cleartext() -> anyhow::Result<()> {
     let m = Masked::start(|_| {}).await?;

@@ -537,7 +537,7 @@ impl GatewayProcess {
             .arg("node")
             .arg("--config")
             .arg(config_file)
-            .env("JURIS_LOG", "info,juris_proxy_pg=debug")
+            .env("JURIS_LOG", "info,juris_proxy_pg=debug,juris::audit=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
