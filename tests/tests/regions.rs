@@ -1082,3 +1082,76 @@ async fn ctrl_c_in_psql_cancels_a_statement_served_by_another_region() -> anyhow
     assert_eq!(us["juris_handover_cancels_out_total"], 1, "{us:?}");
     Ok(())
 }
+
+/// Behind a load balancer or geo-DNS a client's cancel request (a new
+/// connection) may reach any node. Here the session runs on the eu-west
+/// node and its cancel request reaches the us-east node, which never saw
+/// the session: the key names the node that issued it, so the us-east
+/// node passes the request on to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_request_that_reaches_another_node_still_cancels() -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let env = TwoRegions::start().await?;
+    let token = env.oidc.user_token("alice").await?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&env.directory.client_ca_file)? {
+        roots.add(cert?)?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"postgresql".to_vec()];
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(env.directory.host(EU_CONNECTION))
+        .hostaddr(env.eu.address.ip())
+        .port(env.eu.address.port())
+        .dbname(EU_CONNECTION)
+        .user("alice")
+        .password(&token)
+        // TLS for the session; the cancel request below goes in plaintext,
+        // as libpq sends it.
+        .ssl_mode(tokio_postgres::config::SslMode::Prefer)
+        .connect_timeout(Duration::from_secs(20));
+    let (client, connection) = config
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        .await?;
+    tokio::spawn(connection);
+    let cancel = client.cancel_token();
+    let sleeping = tokio::spawn(async move { client.simple_query("select pg_sleep(60)").await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = env
+            ._pgs
+            .0
+            .psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'")
+            .await?;
+        if running.trim() == "1" {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the statement never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wrong_node = tokio::net::TcpStream::connect(env.us.address).await?;
+    cancel
+        .cancel_query_raw(wrong_node, tokio_postgres::NoTls)
+        .await?;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), sleeping).await??;
+    let error = outcome.expect_err("the statement was cancelled");
+    let (code, message) = common::db_error(&error).expect("a server error");
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("57014", "canceling statement due to user request")
+    );
+    let us = env.metrics(1).await?;
+    let eu = env.metrics(0).await?;
+    assert_eq!(us["juris_handover_cancels_out_total"], 1, "{us:?}");
+    assert_eq!(eu["juris_handover_cancels_in_total"], 1, "{eu:?}");
+    Ok(())
+}

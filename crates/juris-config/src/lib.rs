@@ -101,6 +101,12 @@ impl DirectoryConfig {
 pub struct RelayConfig {
     /// Listener for relayed sessions, e.g. `10.0.0.5:7601`.
     pub listen: String,
+    /// This node's entry in its region's `relay` list, when that is not
+    /// `listen` (e.g. `listen = "0.0.0.0:7601"`, listed as
+    /// `"10.0.1.5:7601"`). Other nodes pass cancel requests for this
+    /// node's sessions to it there.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// This node's relay certificate (its SAN must include
     /// `<region>.relay.juris`, which is what a relaying node verifies), its
     /// key, and the CA that signs the relay certificates of every region.
@@ -828,6 +834,20 @@ impl Deployment {
                     "must be at least 1".into(),
                 );
             }
+            if let Some(advertise) = &relay.advertise {
+                let listed = self
+                    .region(&self.node.region)
+                    .is_some_and(|r| r.relay.contains(advertise));
+                if !listed {
+                    problem(
+                        "node.relay.advertise".into(),
+                        format!(
+                            "`{advertise}` is not in the relay list of this node's region `{}`",
+                            self.node.region
+                        ),
+                    );
+                }
+            }
         }
         for (i, r) in self.regions.iter().enumerate() {
             let endpoints = r
@@ -1529,6 +1549,38 @@ level = "admin"
             &fixed.replace(", \"nowhere\"", "").replace(
                 "metrics_listen = \"localhost\"",
                 "metrics_listen = \"127.0.0.1:9464\"",
+            ),
+        )
+        .unwrap();
+        d.validate("t.toml").unwrap();
+        // A node listening on 0.0.0.0 says where its region's list has it;
+        // a name not in the list is refused.
+        let advertising = |at: &str| {
+            fixed
+                .replace(", \"nowhere\"", "")
+                .replace(
+                    "metrics_listen = \"localhost\"",
+                    "metrics_listen = \"127.0.0.1:9464\"",
+                )
+                .replace(
+                    "listen = \"0.0.0.0:7601\",",
+                    &format!("listen = \"0.0.0.0:7601\", advertise = \"{at}\","),
+                )
+        };
+        let err = Deployment::from_toml("t.toml", &advertising("10.0.9.9:7601"))
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("node.relay.advertise: `10.0.9.9:7601` is not in the relay list of this node's region `eu-west`"),
+            "{err}"
+        );
+        let d = Deployment::from_toml(
+            "t.toml",
+            &advertising("10.0.0.5:7601").replace(
+                "name = \"eu-west\"\n",
+                "name = \"eu-west\"\nrelay = [\"10.0.0.5:7601\"]\n",
             ),
         )
         .unwrap();

@@ -244,6 +244,7 @@ fn compose(
     deployment.node.metrics_listen = Some(node.metrics.clone());
     deployment.node.relay = Some(RelayConfig {
         listen: node.relay.clone(),
+        advertise: None,
         tls: PeerTlsConfig {
             cert_file: region.dir.join("relay.pem"),
             key_file: region.dir.join("relay.key"),

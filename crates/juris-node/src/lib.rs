@@ -22,8 +22,8 @@ use juris_config::{Deployment, UpstreamTlsMode};
 use juris_mask::Masker;
 use juris_pgwire::Limits;
 use juris_proxy_pg::{
-    AuditSink, CancelRegistry, ConnectionMasking, HandoverLinks, LogAuditSink, ProxyContext,
-    ProxySettings, UpstreamTarget,
+    AuditSink, CancelRegistry, ConnectionMasking, HandoverLinks, KeyOrigin, LogAuditSink,
+    ProxyContext, ProxySettings, UpstreamTarget,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -199,7 +199,7 @@ pub fn build_context(
         targets,
         tls: TlsAcceptor::from(server_tls),
         authenticator: Arc::new(authenticator),
-        cancels: CancelRegistry::default(),
+        cancels: CancelRegistry::issuing_as(KeyOrigin::of_node(&deployment)),
         settings: ProxySettings {
             auth_timeout: Duration::from_secs(node.auth_timeout_secs),
             upstream_connect_timeout: Duration::from_secs(node.upstream_connect_timeout_secs),

@@ -61,7 +61,7 @@ use juris_types::Principal;
 use juris_types::audit::MaskingEvent;
 use tokio_rustls::TlsAcceptor;
 
-pub use cancel::CancelRegistry;
+pub use cancel::{CancelRegistry, KeyOrigin};
 pub use handover::HandoverLinks;
 pub use metrics::ProxyMetrics;
 pub use session::serve_connection;

@@ -803,11 +803,11 @@ fn resolve_access(
     }
 }
 
-/// Forward a CancelRequest only if a live session owns the key.
 /// Pass a client's cancel request on: to the upstream backend of a session
-/// served here, or, for a session this node hands over to another region,
-/// to the node serving it (not when the request itself came over a link:
-/// links never chain).
+/// served here; for a session this node hands over to another region, to
+/// the node serving it; for a key this node does not know, to the node
+/// that issued it (see [`crate::cancel::KeyOrigin`]). A request that came
+/// over a link is only acted on here: links never chain.
 pub(crate) async fn forward_cancel(
     ctx: &ProxyContext,
     process_id: i32,
@@ -829,6 +829,25 @@ pub(crate) async fn forward_cancel(
             } else {
                 info!(connection = %target.connection, "cancel request forwarded");
             }
+        }
+        None if !from_link => {
+            // Reached the wrong node (a load balancer, geo-DNS): pass it,
+            // once, to the node that issued the key, if it is one we know.
+            let key = crate::cancel::ClientKey {
+                process_id,
+                secret: secret.try_into().unwrap_or_default(),
+            };
+            let Some((region, endpoint)) =
+                ctx.cancels.issuer_elsewhere(process_id, &ctx.deployment)
+            else {
+                info!("cancel request with an unknown key ignored");
+                return;
+            };
+            let Some(_permit) = ctx.cancels.forwarding_permit() else {
+                warn!("too many cancel requests being passed on; one was dropped");
+                return;
+            };
+            crate::handover::relay_cancel(ctx, &region, &endpoint, key).await;
         }
         Some(CancelTarget::Relayed { .. } | CancelTarget::Reserved) | None => {
             info!("cancel request with an unknown key ignored")
