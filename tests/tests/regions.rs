@@ -118,6 +118,25 @@ impl TwoRegions {
         )
     }
 
+    /// Wait until eu-west's PostgreSQL runs `statement`.
+    async fn wait_until_eu_runs(&self, statement: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let query = format!(
+            "select count(*) from pg_stat_activity where query = '{}'",
+            statement.replace('\'', "''")
+        );
+        loop {
+            if self._pgs.0.psql(&query).await?.trim() == "1" {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the statement never started"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn metrics(
         &self,
         region: usize,
@@ -1036,23 +1055,7 @@ async fn ctrl_c_in_psql_cancels_a_statement_served_by_another_region() -> anyhow
         .kill_on_drop(true)
         .spawn()?;
     let pid = sleeper.id().expect("psql is running").to_string();
-    // Wait until eu-west's PostgreSQL runs the statement.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running = env
-            ._pgs
-            .0
-            .psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'")
-            .await?;
-        if running.trim() == "1" {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the statement never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_until_eu_runs("select pg_sleep(60)").await?;
     let status = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()?;
@@ -1122,22 +1125,7 @@ async fn a_cancel_request_that_reaches_another_node_still_cancels() -> anyhow::R
     tokio::spawn(connection);
     let cancel = client.cancel_token();
     let sleeping = tokio::spawn(async move { client.simple_query("select pg_sleep(60)").await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running = env
-            ._pgs
-            .0
-            .psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'")
-            .await?;
-        if running.trim() == "1" {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the statement never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_until_eu_runs("select pg_sleep(60)").await?;
     let wrong_node = tokio::net::TcpStream::connect(env.us.address).await?;
     cancel
         .cancel_query_raw(wrong_node, tokio_postgres::NoTls)
