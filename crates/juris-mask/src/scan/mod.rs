@@ -10,7 +10,13 @@
 //! after each finding and the few validators that look backwards (email's
 //! local part, JWT's `ey`, IPv6's leading groups) stop at the previous
 //! finding's end.
+//!
+//! Values longer than 16 bytes first pass `gate`, which rules out, with
+//! bit masks over the whole value, those that cannot hold any finding
+//! (most timestamps, ids, addresses and prose); the loop is not run for
+//! them, and runs unchanged for the others.
 
+mod gate;
 mod numeric;
 mod text;
 
@@ -107,6 +113,10 @@ impl Builtins {
     /// Append the findings in `v` to `spans` (sorted, non-overlapping).
     pub(crate) fn scan(&self, v: &[u8], spans: &mut Vec<RawSpan>) {
         if self.enabled == 0 {
+            return;
+        }
+        // Values of one or two words are cheaper to scan than to classify.
+        if v.len() > 16 && !gate::may_match(v, self.enabled) {
             return;
         }
         let mut st = State {
@@ -479,6 +489,95 @@ pub(crate) mod tests {
                 b.scan(v.as_bytes(), &mut got);
                 assert_eq!(got, reference_scan(b, v.as_bytes()), "in {v:?}");
             }
+        }
+    }
+
+    /// Values of bytes that detectors care about, in random orders and
+    /// lengths: whenever the unfiltered loop finds something, the gate
+    /// must have let the value through.
+    #[test]
+    fn gate_never_hides_a_finding() {
+        const ALPHABET: &[u8] = b"0123456789000111------....    ::::++((()@AAJJKIey                                  beBErRSDGxz_,=\t\xc3\xa9\xff";
+        const WORDS: &[&str] = &[
+            "4111",
+            "1111",
+            "123",
+            "45",
+            "6789",
+            "555",
+            "415",
+            "eyJ",
+            "AKIA",
+            "Bearer ",
+            "bearer   ",
+            "DE89",
+            "3704",
+            "::",
+            "192.",
+            "10.",
+            "+1",
+            "+44 ",
+            "(415)",
+            "@example.com",
+            "jane",
+        ];
+        let mut seed = 0x0bad_5eed_1234_5678u64;
+        let mut next = || {
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let all = Builtins::new(0x1ff);
+        let singles: Vec<Builtins> = (0..9).map(|d| Builtins::new(1 << d)).collect();
+        let mut found = 0;
+        for _ in 0..60_000 {
+            let len = (next() % 160) as usize;
+            let mut v = Vec::with_capacity(len + 16);
+            while v.len() < len {
+                if next() % 4 == 0 {
+                    v.extend_from_slice(WORDS[(next() % WORDS.len() as u64) as usize].as_bytes());
+                } else {
+                    v.push(ALPHABET[(next() % ALPHABET.len() as u64) as usize]);
+                }
+            }
+            for b in std::iter::once(&all).chain(&singles) {
+                let want = reference_scan(b, &v);
+                if !want.is_empty() {
+                    found += 1;
+                    assert!(
+                        gate::may_match(&v, b.enabled),
+                        "gate hides {want:?} in {:?}",
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+            }
+        }
+        // The generator must actually produce findings for this to mean much.
+        assert!(found > 1_000, "only {found} values with findings");
+    }
+
+    /// Each detector's shortest finding is found and let through.
+    #[test]
+    fn shortest_findings_pass_the_gate() {
+        for (detector, v) in [
+            (IP, "1::2"),
+            (IP, "0.0.0.0"),
+            (EMAIL, "a@b.io"),
+            (SSN, "123456789"),
+            (PHONE, "+12345678"),
+            (CARD, "4222222222222"),
+            (IBAN, "NO9386011117947"),
+            (JWT, "eyJabcde.eyJabcde."),
+            (AWS_KEY, "AKIAIOSFODNN7EXAMPLE"),
+            (BEARER, "Bearer abcdefghijklmnop"),
+        ] {
+            let b = Builtins::new(1 << detector);
+            assert_eq!(reference_scan(&b, v.as_bytes()).len(), 1, "{v}");
+            assert!(gate::may_match(v.as_bytes(), b.enabled), "{v}");
+            let shorter = &v.as_bytes()[1..];
+            assert!(reference_scan(&b, shorter).is_empty(), "{v}");
         }
     }
 
