@@ -128,7 +128,8 @@ fn assemble_chunk(version: u16, mut header: ChunkHeader, payload: &[u8]) -> Resu
 thread_local! {
     /// One compression context per thread (in practice the spool's writer),
     /// reused for every chunk: a fresh context per chunk allocated and
-    /// zeroed its tables each time, a tenth of the writer's work.
+    /// zeroed its tables each time (page faults were about a tenth of the
+    /// writer's time in a profile of 10,000-row results).
     static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
 }
