@@ -469,14 +469,7 @@ pub(crate) mod tests {
             "12",
             "3f2a-4b7d",
         ];
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix(0x1234_5678_9abc_def0u64);
         let all = Builtins::new(0x1ff);
         let singles: Vec<Builtins> = (0..9).map(|d| Builtins::new(1 << d)).collect();
         for _ in 0..20_000 {
@@ -489,6 +482,17 @@ pub(crate) mod tests {
                 b.scan(v.as_bytes(), &mut got);
                 assert_eq!(got, reference_scan(b, v.as_bytes()), "in {v:?}");
             }
+        }
+    }
+
+    /// A small deterministic generator (SplitMix64) for the randomised tests.
+    fn splitmix(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
         }
     }
 
@@ -521,14 +525,7 @@ pub(crate) mod tests {
             "@example.com",
             "jane",
         ];
-        let mut seed = 0x0bad_5eed_1234_5678u64;
-        let mut next = || {
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix(0x0bad_5eed_1234_5678u64);
         let all = Builtins::new(0x1ff);
         let singles: Vec<Builtins> = (0..9).map(|d| Builtins::new(1 << d)).collect();
         let mut found = 0;
@@ -536,7 +533,7 @@ pub(crate) mod tests {
             let len = (next() % 160) as usize;
             let mut v = Vec::with_capacity(len + 16);
             while v.len() < len {
-                if next() % 4 == 0 {
+                if next().is_multiple_of(4) {
                     v.extend_from_slice(WORDS[(next() % WORDS.len() as u64) as usize].as_bytes());
                 } else {
                     v.push(ALPHABET[(next() % ALPHABET.len() as u64) as usize]);
