@@ -6,6 +6,7 @@ pub mod certs;
 mod demo;
 mod error;
 pub mod issuer;
+pub mod ports;
 pub mod postgres;
 pub mod regions;
 

@@ -194,12 +194,6 @@ fn chown(path: &Path, user: Option<(u32, u32)>) -> Result<(), DemoError> {
     Ok(())
 }
 
-fn free_port() -> Result<u16, DemoError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A SQL string literal.
 pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -333,7 +327,7 @@ impl TempPostgres {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            server.port = free_port()?;
+            server.port = crate::ports::free_port()?;
             server.spawn(&settings)?;
             match server.wait_ready().await {
                 Ok(()) => break,

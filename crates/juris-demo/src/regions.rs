@@ -57,9 +57,7 @@ impl DemoNode {
 }
 
 fn free_address() -> Result<String, DemoError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string())
+    Ok(format!("127.0.0.1:{}", crate::ports::free_port()?))
 }
 
 fn connection_name(region: &str) -> String {

@@ -114,11 +114,10 @@ pub struct RegionNode {
     pub gateway: GatewayProcess,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 for a process started later to listen on
+/// (see [`juris_demo::ports::free_port`]).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(juris_demo::ports::free_port()?)
 }
 
 /// Start `size` nodes of one region that form a Raft group over mutual TLS

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::gateway::free_port;
 use anyhow::{Context, bail};
 use juris_demo::postgres::{ServerTls, lookup_user};
 
@@ -71,12 +72,6 @@ impl std::fmt::Debug for PgBouncer {
 /// file: double quotes doubled.
 fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn write_private(path: &Path, contents: &str, user: Option<(u32, u32)>) -> anyhow::Result<()> {
