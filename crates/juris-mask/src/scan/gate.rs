@@ -8,8 +8,9 @@
 //! detector's shortest necessary shape with shifts and ands: a card needs
 //! 13 digits in a row or `dddd` + space/dash + `ddd`, an SSN `ddd-dd-dddd`
 //! or nine digits, and so on (see [`hits`]). Only when a shape is present
-//! does the scan loop run, unchanged, so results cannot differ; a test
-//! checks the gate never says no where the unfiltered loop finds something.
+//! does the scan loop run (from the masks of the value's first block, which
+//! the gate hands over), so results cannot differ; a test checks the gate
+//! never says no where the unfiltered loop finds something.
 //!
 //! Values longer than 64 bytes (prose, mostly) first get a quick pass with
 //! six classes only (digits, capitals, space, `e`, `b`, and `@+(:`), which
@@ -20,40 +21,64 @@
 //! value's colon count.
 //!
 //! The SSE2 compares are x86-64 only (one small `unsafe` call, see
-//! `chunk_masks`); other targets use a portable byte loop, and a test holds
-//! the two to the same result.
+//! `block_masks`); other targets classify eight bytes at a time in a `u64`
+//! (SWAR), and a test holds both to a plain byte-at-a-time definition.
 
 use super::{AWS_KEY, BEARER, CARD, EMAIL, IBAN, IP, JWT, PHONE, SSN, tail_at};
 
-// Byte classes, by index into a mask array.
-const DIGIT: usize = 0;
+// Byte classes, by index into a mask array. The scan loop reads some of
+// them too (`scan::worth_mask`).
+pub(super) const DIGIT: usize = 0;
 const ZERO: usize = 1;
-const UPPER: usize = 2;
+pub(super) const UPPER: usize = 2;
 const DASH: usize = 3;
 const DOT: usize = 4;
 const SPACE: usize = 5;
-const COLON: usize = 6;
-const PLUS: usize = 7;
-const LPAREN: usize = 8;
+pub(super) const COLON: usize = 6;
+pub(super) const PLUS: usize = 7;
+pub(super) const LPAREN: usize = 8;
 const RPAREN: usize = 9;
-const AT: usize = 10;
+pub(super) const AT: usize = 10;
 const CAP_A: usize = 11;
-const CAP_J: usize = 12;
+pub(super) const CAP_J: usize = 12;
 const LOWER_Y: usize = 13;
 /// `e` or `E`.
-const E: usize = 14;
+pub(super) const E: usize = 14;
 /// `b` or `B`.
-const B: usize = 15;
+pub(super) const B: usize = 15;
 /// `@`, `+`, `(` or `:`: the anchors of email, E.164, `(415)` and IPv6.
 const SPECIAL: usize = 16;
-const CLASSES: usize = 17;
-/// The classes [`quick_hits`] needs: a first, cheaper pass over a block.
-/// (The SSE2 code lists them itself; this list defines them for the
-/// portable code and the tests.)
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-const QUICK: [usize; 6] = [DIGIT, UPPER, SPACE, E, B, SPECIAL];
+/// `a`–`z`.
+pub(super) const LOWER: usize = 17;
+pub(super) const CLASSES: usize = 18;
 
-const BLOCK: usize = 64;
+/// A set of classes (bit `class`): which masks [`block_masks`] computes;
+/// the others are left clear.
+const fn set(classes: &[usize]) -> u32 {
+    let mut s = 0;
+    let mut k = 0;
+    while k < classes.len() {
+        s |= 1 << classes[k];
+        k += 1;
+    }
+    s
+}
+/// The classes [`quick_hits`] needs: a first, cheaper pass over a block.
+const QUICK: u32 = set(&[DIGIT, UPPER, SPACE, E, B, SPECIAL]);
+/// The classes [`hits`] needs, plus `LOWER`, so that the scan loop can
+/// reuse the masks of a value's first block (see [`check`]).
+pub(super) const FULL: u32 = set(&[
+    DIGIT, ZERO, UPPER, DASH, DOT, SPACE, COLON, PLUS, LPAREN, RPAREN, AT, CAP_A, CAP_J, LOWER_Y,
+    E, B, LOWER,
+]);
+/// The classes the scan loop needs (`scan::worth_mask`).
+pub(super) const LOOP: u32 = set(&[DIGIT, UPPER, LOWER, CAP_J, E, B, PLUS, LPAREN, AT, COLON]);
+const _: () = assert!(LOOP & FULL == LOOP);
+
+/// The class masks of a block: bit `i` of mask `c` = byte `i` is in class `c`.
+pub(super) type Masks = [u64; CLASSES];
+
+pub(super) const BLOCK: usize = 64;
 /// Longest span (minus one) of any shape [`hits`] tests: a dotted quad.
 const REACH: usize = 14;
 /// Block starts: consecutive blocks overlap by more than [`REACH`].
@@ -61,11 +86,21 @@ const STRIDE: usize = 48;
 const _: () = assert!(STRIDE + REACH < BLOCK);
 
 /// Whether `v` may hold a finding of a detector in `enabled` (bit `id` per
-/// detector). `false` means the scan loop would find nothing.
-pub(super) fn may_match(v: &[u8], enabled: u16) -> bool {
+/// detector): `None` means the scan loop would find nothing; otherwise
+/// the masks of the `FULL` classes of the value's first block (its first
+/// [`BLOCK`] bytes), for the scan loop to start from.
+pub(super) fn check(v: &[u8], enabled: u16) -> Option<Masks> {
     // A value of one block is classified once: most values that short are
     // timestamps, ids or addresses, which the quick pass lets through.
-    (v.len() <= BLOCK || quick_pass(v)) && full_pass(v, enabled)
+    if v.len() > BLOCK && !quick_pass(v) {
+        return None;
+    }
+    full_pass(v, enabled)
+}
+
+#[cfg(test)]
+pub(super) fn may_match(v: &[u8], enabled: u16) -> bool {
+    check(v, enabled).is_some()
 }
 
 /// A first, cheaper pass over the whole value with the `QUICK` classes
@@ -73,7 +108,7 @@ pub(super) fn may_match(v: &[u8], enabled: u16) -> bool {
 /// is seen through the next block's masks). Prose and other letter-only
 /// text stops here.
 fn quick_pass(v: &[u8]) -> bool {
-    let mut blocks = v.chunks(BLOCK).map(block_masks::<false>);
+    let mut blocks = v.chunks(BLOCK).map(block_masks::<QUICK>);
     let Some(mut cur) = blocks.next() else {
         return false;
     };
@@ -110,27 +145,29 @@ fn quick_hits(m: &[u64; CLASSES], next: &[u64; CLASSES]) -> bool {
         || m[B] & shr(E, 1) & shr(E, 4) & shr(SPACE, 6) != 0
 }
 
-/// The exact shapes of [`hits`], in overlapping blocks.
-fn full_pass(v: &[u8], enabled: u16) -> bool {
+/// The exact shapes of [`hits`], in overlapping blocks; the masks of the
+/// first block when some shape occurs.
+fn full_pass(v: &[u8], enabled: u16) -> Option<Masks> {
+    let first = block_masks::<FULL>(&v[..v.len().min(BLOCK)]);
+    let mut m = first;
     let mut colons = 0;
     let mut start = 0;
     loop {
-        let end = v.len().min(start + BLOCK);
-        let m = block_masks::<true>(&v[start..end]);
         if hits(&m) & enabled != 0 {
-            return true;
+            return Some(first);
         }
         // Overlapping blocks count some colons twice: an over-estimate,
         // which only lets more values through.
         colons += m[COLON].count_ones();
-        if end == v.len() {
+        if start + BLOCK >= v.len() {
             break;
         }
         start += STRIDE;
+        m = block_masks::<FULL>(&v[start..v.len().min(start + BLOCK)]);
     }
     // `is_ipv6` wants `::` (tested per block by `hits`) or six or seven
     // colons, which may be further apart than a block.
-    enabled & (1 << IP) != 0 && colons >= 6
+    (enabled & (1 << IP) != 0 && colons >= 6).then_some(first)
 }
 
 /// Detectors (bit `id`) whose shortest necessary shape occurs in a block.
@@ -179,6 +216,7 @@ fn hits(m: &[u64; CLASSES]) -> u16 {
 /// Up to sixteen bytes as two zero-padded little-endian words. The last
 /// piece of a value is padded from overlapping loads: a copy into a buffer
 /// would cost a `memcpy` call and stall the 16-byte load that follows it.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn padded_chunk(piece: &[u8]) -> (u64, u64) {
     debug_assert!(piece.len() <= 16);
@@ -206,104 +244,174 @@ fn at_least_3(x: u64) -> bool {
     x & x.wrapping_sub(1) != 0
 }
 
-/// The class masks of up to 64 bytes; bits past the end are clear (a zero
-/// byte is in no class).
-/// Only the `QUICK` classes unless `FULL` (the others are left clear).
-#[inline(always)]
-fn block_masks<const FULL: bool>(block: &[u8]) -> [u64; CLASSES] {
-    debug_assert!(block.len() <= BLOCK);
-    let mut m = [0u64; CLASSES];
-    for (k, piece) in block.chunks(16).enumerate() {
-        let (lo, hi) = padded_chunk(piece);
-        let c = chunk_masks::<FULL>(lo, hi);
-        for (acc, bits) in m.iter_mut().zip(c) {
-            *acc |= u64::from(bits) << (16 * k);
-        }
-    }
-    m
-}
-
-/// Class masks of sixteen bytes: SSE2 compares, three instructions a class
-/// for all sixteen bytes, where the portable definition takes a branch-free
-/// but byte-at-a-time loop.
+/// The masks of the classes in `SET` over up to 64 bytes; bits past the
+/// end, and the masks of classes not in `SET`, are clear (a zero byte is
+/// in no class).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn chunk_masks<const FULL: bool>(lo: u64, hi: u64) -> [u16; CLASSES] {
+pub(super) fn block_masks<const SET: u32>(block: &[u8]) -> Masks {
+    debug_assert!(block.len() <= BLOCK);
     // SAFETY: the only requirement of a `#[target_feature]` function is that
     // the CPU has the feature; this code is compiled only when SSE2 is
     // statically enabled (it is part of the x86-64 baseline), so every CPU
     // that runs it has SSE2. The function takes no pointers.
     #[allow(unsafe_code)]
     unsafe {
-        chunk_masks_sse2::<FULL>(lo, hi)
+        // As many 16-byte chunks as the block has, each count unrolled.
+        match block.len() {
+            0..=16 => block_masks_sse2::<SET, 1>(block),
+            17..=32 => block_masks_sse2::<SET, 2>(block),
+            33..=48 => block_masks_sse2::<SET, 3>(block),
+            _ => block_masks_sse2::<SET, 4>(block),
+        }
     }
 }
 
+/// Sixteen bytes a compare: three instructions a class for sixteen bytes,
+/// and one `movemask` each, shifted into place in the block's mask.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
 #[inline]
-fn chunk_masks_sse2<const FULL: bool>(lo: u64, hi: u64) -> [u16; CLASSES] {
+fn block_masks_sse2<const SET: u32, const N: usize>(block: &[u8]) -> Masks {
     use std::arch::x86_64::{
         __m128i, _mm_add_epi8, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set_epi64x, _mm_set1_epi8,
+        _mm_set_epi64x, _mm_set1_epi8, _mm_setzero_si128,
     };
-    let x = _mm_set_epi64x(hi as i64, lo as i64);
-    let splat = |b: u8| _mm_set1_epi8(b as i8);
-    // Bit 7 of each lane to bit `lane`; the mask fits in 16 bits.
-    let bits = |y: __m128i| _mm_movemask_epi8(y) as u16;
-    let eq = |b: u8| bits(_mm_cmpeq_epi8(x, splat(b)));
-    // `lo..=hi` moved to the bottom of the signed range: one compare.
-    let range = |lo: u8, hi: u8| {
-        let shifted = _mm_add_epi8(x, splat(0x80u8.wrapping_sub(lo)));
-        bits(_mm_cmplt_epi8(shifted, splat(0x80 + (hi - lo) + 1)))
-    };
-    let folded = _mm_or_si128(x, splat(0x20));
-    let eq_folded = |b: u8| bits(_mm_cmpeq_epi8(folded, splat(b)));
-    let mut m = [0u16; CLASSES];
-    m[DIGIT] = range(b'0', b'9');
-    m[UPPER] = range(b'A', b'Z');
-    m[SPACE] = eq(b' ');
-    m[E] = eq_folded(b'e');
-    m[B] = eq_folded(b'b');
-    let hit = |b: u8| _mm_cmpeq_epi8(x, splat(b));
-    let pair = |a: u8, b: u8| _mm_or_si128(hit(a), hit(b));
-    m[SPECIAL] = bits(_mm_or_si128(pair(b'@', b'+'), pair(b'(', b':')));
-    if FULL {
-        m[ZERO] = eq(b'0');
-        m[DASH] = eq(b'-');
-        m[DOT] = eq(b'.');
-        m[COLON] = eq(b':');
-        m[PLUS] = eq(b'+');
-        m[LPAREN] = eq(b'(');
-        m[RPAREN] = eq(b')');
-        m[AT] = eq(b'@');
-        m[CAP_A] = eq(b'A');
-        m[CAP_J] = eq(b'J');
-        m[LOWER_Y] = eq(b'y');
+    let mut x = [_mm_setzero_si128(); N];
+    for (k, chunk) in x.iter_mut().enumerate() {
+        let piece = block.get(16 * k..).unwrap_or_default();
+        let (lo, hi) = padded_chunk(&piece[..piece.len().min(16)]);
+        *chunk = _mm_set_epi64x(hi as i64, lo as i64);
     }
+    let splat = |b: u8| _mm_set1_epi8(b as i8);
+    let eq = |y: __m128i, b: u8| _mm_cmpeq_epi8(y, splat(b));
+    // `lo..=hi` moved to the bottom of the signed range: one compare.
+    let range = |y: __m128i, lo: u8, hi: u8| {
+        let shifted = _mm_add_epi8(y, splat(0x80u8.wrapping_sub(lo)));
+        _mm_cmplt_epi8(shifted, splat(0x80 + (hi - lo) + 1))
+    };
+    let folded = |y: __m128i| _mm_or_si128(y, splat(0x20));
+    let mut m = [0u64; CLASSES];
+    // Class `$c` (when in `SET`): bit 7 of each lane of `$e` (`$y` being
+    // each chunk in turn) to bit `lane` of the chunk's 16 bits.
+    macro_rules! class {
+        ($c:expr, |$y:ident| $e:expr) => {
+            if SET & (1 << $c) != 0 {
+                let mut bits = 0u64;
+                for (k, &$y) in x.iter().enumerate() {
+                    bits |= u64::from(_mm_movemask_epi8($e) as u16) << (16 * k);
+                }
+                m[$c] = bits;
+            }
+        };
+    }
+    class!(DIGIT, |y| range(y, b'0', b'9'));
+    class!(UPPER, |y| range(y, b'A', b'Z'));
+    class!(LOWER, |y| range(y, b'a', b'z'));
+    class!(SPACE, |y| eq(y, b' '));
+    class!(E, |y| eq(folded(y), b'e'));
+    class!(B, |y| eq(folded(y), b'b'));
+    class!(SPECIAL, |y| _mm_or_si128(
+        _mm_or_si128(eq(y, b'@'), eq(y, b'+')),
+        _mm_or_si128(eq(y, b'('), eq(y, b':'))
+    ));
+    class!(ZERO, |y| eq(y, b'0'));
+    class!(DASH, |y| eq(y, b'-'));
+    class!(DOT, |y| eq(y, b'.'));
+    class!(COLON, |y| eq(y, b':'));
+    class!(PLUS, |y| eq(y, b'+'));
+    class!(LPAREN, |y| eq(y, b'('));
+    class!(RPAREN, |y| eq(y, b')'));
+    class!(AT, |y| eq(y, b'@'));
+    class!(CAP_A, |y| eq(y, b'A'));
+    class!(CAP_J, |y| eq(y, b'J'));
+    class!(LOWER_Y, |y| eq(y, b'y'));
     m
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-#[inline]
-fn chunk_masks<const FULL: bool>(lo: u64, hi: u64) -> [u16; CLASSES] {
-    let mut m = chunk_masks_scalar(lo, hi);
-    if !FULL {
-        for (class, bits) in m.iter_mut().enumerate() {
-            if !QUICK.contains(&class) {
-                *bits = 0;
-            }
+#[inline(always)]
+pub(super) fn block_masks<const SET: u32>(block: &[u8]) -> Masks {
+    block_masks_swar::<SET>(block)
+}
+
+/// The portable classification: eight bytes at a time in a `u64` (SWAR),
+/// each class's per-byte flags (bit 7 of each byte) gathered into eight
+/// bits by one multiplication.
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline(always)]
+fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
+    debug_assert!(block.len() <= BLOCK);
+    /// Bit 7 of byte `j` to bit `j`: the products of distinct bits land on
+    /// distinct bits (no carries), and byte `j`'s on bit `56 + j`.
+    fn gather(flags: u64) -> u64 {
+        (flags & HI).wrapping_mul(0x0002_0408_1020_4081) >> 56
+    }
+    let mut m = [0u64; CLASSES];
+    for (k, piece) in block.chunks(8).enumerate() {
+        let x = word(piece);
+        let folded = x | (LO * 0x20);
+        macro_rules! class {
+            ($c:expr, $flags:expr) => {
+                if SET & (1 << $c) != 0 {
+                    m[$c] |= gather($flags) << (8 * k);
+                }
+            };
         }
+        class!(DIGIT, in_range(x, b'0', b'9'));
+        class!(UPPER, in_range(x, b'A', b'Z'));
+        class!(LOWER, in_range(x, b'a', b'z'));
+        class!(SPACE, eq(x, b' '));
+        class!(E, eq(folded, b'e'));
+        class!(B, eq(folded, b'b'));
+        class!(
+            SPECIAL,
+            eq(x, b'@') | eq(x, b'+') | eq(x, b'(') | eq(x, b':')
+        );
+        class!(ZERO, eq(x, b'0'));
+        class!(DASH, eq(x, b'-'));
+        class!(DOT, eq(x, b'.'));
+        class!(COLON, eq(x, b':'));
+        class!(PLUS, eq(x, b'+'));
+        class!(LPAREN, eq(x, b'('));
+        class!(RPAREN, eq(x, b')'));
+        class!(AT, eq(x, b'@'));
+        class!(CAP_A, eq(x, b'A'));
+        class!(CAP_J, eq(x, b'J'));
+        class!(LOWER_Y, eq(x, b'y'));
     }
     m
 }
 
-/// The plain definition of the classes, one byte at a time.
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-fn chunk_masks_scalar(lo: u64, hi: u64) -> [u16; CLASSES] {
-    let mut m = [0u16; CLASSES];
-    let bytes = (u128::from(hi) << 64 | u128::from(lo)).to_le_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
+const LO: u64 = 0x0101_0101_0101_0101;
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
+/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline(always)]
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let a = x & !HI;
+    let ge_lo = a + LO * u64::from(0x80 - lo);
+    let gt_hi = a + LO * u64::from(0x7f - hi);
+    ge_lo & !gt_hi & !x & HI
+}
+
+/// Bit 7 set in each byte of `x` equal to `b` (exact per byte).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline(always)]
+fn eq(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * u64::from(b));
+    !(((y & !HI) + !HI) | y) & HI
+}
+
+/// The plain definition of the classes, one byte at a time.
+#[cfg(test)]
+fn block_masks_scalar(block: &[u8]) -> Masks {
+    let mut m = [0u64; CLASSES];
+    for (i, &b) in block.iter().enumerate() {
         let classes = [
             (DIGIT, b.is_ascii_digit()),
             (ZERO, b == b'0'),
@@ -322,9 +430,10 @@ fn chunk_masks_scalar(lo: u64, hi: u64) -> [u16; CLASSES] {
             (E, b.eq_ignore_ascii_case(&b'e')),
             (B, b.eq_ignore_ascii_case(&b'b')),
             (SPECIAL, b"@+(:".contains(&b)),
+            (LOWER, b.is_ascii_lowercase()),
         ];
         for (class, on) in classes {
-            m[class] |= u16::from(on) << i;
+            m[class] |= u64::from(on) << i;
         }
     }
     m
@@ -334,43 +443,55 @@ fn chunk_masks_scalar(lo: u64, hi: u64) -> [u16; CLASSES] {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunk_masks_match_the_plain_definition() {
-        let mut chunk = [0u8; 16];
-        for start in 0..=255u8 {
-            for (i, b) in chunk.iter_mut().enumerate() {
-                *b = start.wrapping_add((i as u8).wrapping_mul(17));
+    /// Only the classes of `set`.
+    fn only(set: u32, mut m: Masks) -> Masks {
+        for (class, bits) in m.iter_mut().enumerate() {
+            if set & (1 << class) == 0 {
+                *bits = 0;
             }
-            let lo = u64::from_le_bytes(chunk[..8].try_into().unwrap());
-            let hi = u64::from_le_bytes(chunk[8..].try_into().unwrap());
-            let want = chunk_masks_scalar(lo, hi);
-            assert_eq!(chunk_masks::<true>(lo, hi), want, "{chunk:?}");
-            let quick = chunk_masks::<false>(lo, hi);
-            for (class, (got, want)) in quick.iter().zip(want).enumerate() {
-                let want = if QUICK.contains(&class) { want } else { 0 };
-                assert_eq!(*got, want, "class {class} of {chunk:?}");
+        }
+        m
+    }
+
+    /// Every byte value at every position of every block length, for
+    /// each class set, against the plain definition.
+    #[test]
+    fn block_masks_match_the_plain_definition() {
+        let mut next = crate::scan::tests::splitmix(0x5eed_b10c_u64);
+        let mut block = [0u8; BLOCK];
+        for round in 0..600 {
+            for (i, b) in block.iter_mut().enumerate() {
+                *b = if round < 256 {
+                    (round as u8).wrapping_add((i as u8).wrapping_mul(17))
+                } else {
+                    next() as u8
+                };
+            }
+            for len in 0..=BLOCK {
+                let v = &block[..len];
+                let want = block_masks_scalar(v);
+                for set in [QUICK, FULL, LOOP] {
+                    let want = only(set, want);
+                    assert_eq!(block_masks_any(set, v), want, "set {set:#x} of {v:?}");
+                    assert_eq!(swar_any(set, v), want, "SWAR set {set:#x} of {v:?}");
+                }
             }
         }
     }
 
-    #[test]
-    fn block_masks_pad_with_nothing() {
-        let v: Vec<u8> = (0..64u8)
-            .map(|i| b"09 -.:+()@AJyeEbBz"[usize::from(i) % 18])
-            .collect();
-        for len in 0..=64 {
-            let m = block_masks::<true>(&v[..len]);
-            let mut want = [0u64; CLASSES];
-            for (k, piece) in v[..len].chunks(16).enumerate() {
-                let mut bytes = [0u8; 16];
-                bytes[..piece.len()].copy_from_slice(piece);
-                let lo = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-                let hi = u64::from_le_bytes(bytes[8..].try_into().unwrap());
-                for (w, bits) in want.iter_mut().zip(chunk_masks_scalar(lo, hi)) {
-                    *w |= u64::from(bits) << (16 * k);
-                }
-            }
-            assert_eq!(m, want, "len {len}");
+    fn block_masks_any(set: u32, v: &[u8]) -> Masks {
+        match set {
+            QUICK => block_masks::<QUICK>(v),
+            FULL => block_masks::<FULL>(v),
+            _ => block_masks::<LOOP>(v),
+        }
+    }
+
+    fn swar_any(set: u32, v: &[u8]) -> Masks {
+        match set {
+            QUICK => block_masks_swar::<QUICK>(v),
+            FULL => block_masks_swar::<FULL>(v),
+            _ => block_masks_swar::<LOOP>(v),
         }
     }
 

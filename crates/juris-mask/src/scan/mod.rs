@@ -1,20 +1,23 @@
 //! The detection engine: one left-to-right pass for all built-in detectors,
 //! then the custom detectors, then span normalisation.
 //!
-//! The pass looks every byte up in a 256-entry trigger table built for the
-//! detectors the policy actually uses, and skips untriggered bytes in a tight
-//! loop. A trigger byte dispatches to an anchored validator (no regex, no
-//! allocation); a validator that rejects tells the loop how far it may skip,
-//! normally to the end of the word or digit run it looked at. Findings are
-//! emitted in increasing order and never overlap, because the loop resumes
-//! after each finding and the few validators that look backwards (email's
-//! local part, JWT's `ey`, IPv6's leading groups) stop at the previous
-//! finding's end.
+//! The pass classifies the value 64 bytes at a time into byte-class bit
+//! masks (`gate::block_masks`) and picks from them the bytes that can
+//! start (or, for `@`, `:` and `J`, anchor) a finding (`worth_mask`);
+//! a 256-entry trigger table built for the detectors the policy actually
+//! uses has the final word on each. A trigger dispatches to an anchored
+//! validator (no regex, no allocation); a validator that rejects tells the
+//! loop how far it may skip, normally to the end of the word or digit run
+//! it looked at. Findings are emitted in increasing order and never
+//! overlap, because the loop resumes after each finding and the few
+//! validators that look backwards (email's local part, JWT's `ey`, IPv6's
+//! leading groups) stop at the previous finding's end.
 //!
 //! Values longer than 16 bytes first pass `gate`, which rules out, with
-//! bit masks over the whole value, those that cannot hold any finding
-//! (most timestamps, ids, addresses and prose); the loop is not run for
-//! them, and runs unchanged for the others.
+//! the same kind of masks over the whole value, those that cannot hold any
+//! finding (most timestamps, ids, addresses and prose); the loop is not run
+//! for them, and for the others starts from the gate's masks of the first
+//! block, so a value of up to 64 bytes is classified once.
 
 mod gate;
 mod numeric;
@@ -115,10 +118,15 @@ impl Builtins {
         if self.enabled == 0 {
             return;
         }
-        // Values of one or two words are cheaper to scan than to classify.
-        if v.len() > 16 && !gate::may_match(v, self.enabled) {
-            return;
-        }
+        // Values of one or two words are cheaper to scan than to gate.
+        let first = if v.len() > 16 {
+            match gate::check(v, self.enabled) {
+                Some(masks) => Some(masks),
+                None => return,
+            }
+        } else {
+            None
+        };
         let mut st = State {
             v,
             enabled: self.enabled,
@@ -126,9 +134,46 @@ impl Builtins {
             spans,
         };
         let table = &self.table;
+        if v.len() < 8 {
+            // A word or a number: cheaper to look up than to classify.
+            let mut i = 0;
+            let rest = |i: usize| v.get(i..).unwrap_or_default();
+            while let Some(k) = rest(i).iter().position(|&b| table[usize::from(b)] != 0) {
+                let k = i + k;
+                i = dispatch(&mut st, table[usize::from(v[k])], k).max(k + 1);
+            }
+            return;
+        }
+        // Block by block: the triggers worth a look (see `worth_mask`) from
+        // the block's class masks, each dispatched in turn. A block starts
+        // where the scan resumes, and its first one is the gate's.
         let mut i = 0;
-        while let Some(k) = next_trigger(v, i, table) {
-            i = dispatch(&mut st, table[usize::from(v[k])], k).max(k + 1);
+        let mut first = first;
+        while i < v.len() {
+            let end = v.len().min(i + gate::BLOCK);
+            let masks = match first.take() {
+                Some(masks) => masks,
+                None => gate::block_masks::<{ gate::LOOP }>(&v[i..end]),
+            };
+            let prev = if i > 0 { v[i - 1] } else { 0 };
+            let mut worth = worth_mask(&masks, prev, at(v, end));
+            let base = i;
+            i = end;
+            while worth != 0 {
+                let k = base + worth.trailing_zeros() as usize;
+                worth &= worth - 1;
+                let kind = table[usize::from(v[k])];
+                if kind == 0 {
+                    continue;
+                }
+                let resume = dispatch(&mut st, kind, k).max(k + 1);
+                if resume >= end {
+                    i = resume;
+                    break;
+                }
+                // Drop the candidates the validator skipped.
+                worth &= u64::MAX << (resume - base);
+            }
         }
     }
 }
@@ -148,38 +193,9 @@ fn dispatch(st: &mut State<'_, '_>, kind: u8, k: usize) -> usize {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-/// Bit 7 of the last byte of a word.
-const TOP: u64 = 0x80 << 56;
-
-/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
-/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
-#[inline(always)]
-fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
-    let a = x & !HI;
-    let ge_lo = a + LO * u64::from(0x80 - lo);
-    let gt_hi = a + LO * u64::from(0x7f - hi);
-    ge_lo & !gt_hi & !x & HI
-}
-
-/// Bit 7 set in each byte of `x` equal to `b` (exact per byte).
-#[inline(always)]
-fn eq(x: u64, b: u8) -> u64 {
-    let y = x ^ (LO * u64::from(b));
-    !(((y & !HI) + !HI) | y) & HI
-}
-
-/// Bytes of `x` that may be triggers of any detector: digits, `:`, `@`,
-/// capitals (all in `0x30..=0x5a`), `(`, `+` and `b`. A superset of every
-/// trigger table; the table has the final word.
-#[inline(always)]
-fn candidates(x: u64) -> u64 {
-    in_range(x, 0x30, 0x5a) | eq(x, b'(') | eq(x, b'+') | eq(x, b'b')
-}
-
-/// The candidates of `x` whose validator can do anything, given the bytes
-/// just before (`prev`) and after (`next`) the word (0 outside the value).
+/// The triggers of a block worth dispatching, from its class masks (bit
+/// `i` = byte `i`), given the bytes just before (`prev`) and after
+/// (`next`) the block (0 outside the value).
 ///
 /// Every validator anchored on a digit, a capital, `b`, `+` or `(` gives up
 /// at once when the byte before is alphanumeric (it only skips the rest of
@@ -187,31 +203,23 @@ fn candidates(x: u64) -> u64 {
 /// `J` of `eyJ`. A capital at a word start needs a capital after it (IBAN
 /// country codes, AWS prefixes, `BEARER`) unless it is the `B` of `Bearer`,
 /// which, like `b`, needs an `e` after it. Dropping the others changes no
-/// result; it only spares their dispatch.
+/// result; it only spares their dispatch. (A superset of the trigger table
+/// of every policy; the table has the final word.)
 #[inline(always)]
-fn worth_a_look(x: u64, prev: u8, next: u8) -> u64 {
-    let digit = in_range(x, b'0', b'9');
-    let upper = in_range(x, b'A', b'Z');
-    let alnum = digit | upper | in_range(x, b'a', b'z');
-    let prev_alnum = (alnum << 8) | if is_alnum(prev) { 0x80 } else { 0 };
-    let start = !prev_alnum & HI;
-    let folded = x | (LO * 0x20);
-    let upper_next = (upper >> 8) | if next.is_ascii_uppercase() { TOP } else { 0 };
-    let e_next = (eq(folded, b'e') >> 8) | if next | 0x20 == b'e' { TOP } else { 0 };
-    let words = digit | (upper & upper_next) | (eq(folded, b'b') & e_next);
-    let anchored = eq(x, b'+') | eq(x, b'(');
-    ((words | anchored) & start) | (eq(x, b'J') & prev_alnum) | eq(x, b'@') | eq(x, b':')
-}
-
-/// The eight bytes at `i`, zero-padded past the end of `v`.
-#[inline(always)]
-fn word_at(v: &[u8], i: usize) -> u64 {
-    let mut word = [0u8; 8];
-    match v.get(i..i + 8) {
-        Some(chunk) => word.copy_from_slice(chunk),
-        None => return tail_at(v.get(i..).unwrap_or_default()),
-    }
-    u64::from_le_bytes(word)
+fn worth_mask(m: &gate::Masks, prev: u8, next: u8) -> u64 {
+    use gate::{AT, B, CAP_J, COLON, DIGIT, E, LOWER, LPAREN, PLUS, UPPER};
+    const TOP: u64 = 1 << 63;
+    let digit = m[DIGIT];
+    let upper = m[UPPER];
+    let alnum = digit | upper | m[LOWER];
+    let prev_alnum = (alnum << 1) | u64::from(is_alnum(prev));
+    let start = !prev_alnum;
+    // Past the end of a short block every mask is clear, as `next` is.
+    let upper_next = (upper >> 1) | if next.is_ascii_uppercase() { TOP } else { 0 };
+    let e_next = (m[E] >> 1) | if next | 0x20 == b'e' { TOP } else { 0 };
+    let words = digit | (upper & upper_next) | (m[B] & e_next);
+    let anchored = m[PLUS] | m[LPAREN];
+    ((words | anchored) & start) | (m[CAP_J] & prev_alnum) | m[AT] | m[COLON]
 }
 
 /// `rest` (shorter than eight bytes) as a zero-padded little-endian word,
@@ -230,35 +238,6 @@ fn tail_at(rest: &[u8]) -> u64 {
     } else {
         rest.first().map_or(0, |&b| u64::from(b))
     }
-}
-
-/// Position of the next trigger at or after `i` that is worth dispatching
-/// (see [`worth_a_look`]). Eight bytes at a time (SWAR): ordinary text
-/// rarely has a candidate in a word, so most of it is skipped without a
-/// per-byte branch, and candidates inside words cost no branch either.
-#[inline(always)]
-fn next_trigger(v: &[u8], mut i: usize, table: &[u8; 256]) -> Option<usize> {
-    while i + 8 <= v.len() {
-        let x = word_at(v, i);
-        if candidates(x) != 0 {
-            let prev = if i > 0 { v[i - 1] } else { 0 };
-            let mut m = worth_a_look(x, prev, at(v, i + 8));
-            while m != 0 {
-                let k = i + (m.trailing_zeros() / 8) as usize;
-                if table[usize::from(v[k])] != 0 {
-                    return Some(k);
-                }
-                m &= m - 1;
-            }
-        }
-        i += 8;
-    }
-    // The last few bytes one by one: every trigger is dispatched (the
-    // validators reject the useless ones themselves).
-    let rest = v.get(i..)?;
-    rest.iter()
-        .position(|&b| table[usize::from(b)] != 0)
-        .map(|k| i + k)
 }
 
 /// Scan state shared by the validators.
@@ -485,8 +464,114 @@ pub(crate) mod tests {
         }
     }
 
+    /// The plain definition of `worth_mask`, one byte at a time.
+    fn worth_at(v: &[u8], k: usize) -> bool {
+        let b = v[k];
+        let start = k == 0 || !is_alnum(v[k - 1]);
+        let next = at(v, k + 1);
+        let word = b.is_ascii_digit()
+            || (b.is_ascii_uppercase() && next.is_ascii_uppercase())
+            || (b.eq_ignore_ascii_case(&b'b') && next.eq_ignore_ascii_case(&b'e'));
+        ((word || b == b'+' || b == b'(') && start)
+            || (b == b'J' && !start)
+            || b == b'@'
+            || b == b':'
+    }
+
+    /// Random bytes, mostly those the detectors care about.
+    fn random_value(next: &mut impl FnMut() -> u64, max_len: u64) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"0123456789000111------....    ::::++((()@AAJJKIey                                  beBErRSDGxz_,=\t\xc3\xa9\xff";
+        const WORDS: &[&str] = &[
+            "4111",
+            "1111",
+            "123",
+            "45",
+            "6789",
+            "555",
+            "415",
+            "eyJ",
+            "AKIA",
+            "Bearer ",
+            "bearer   ",
+            "DE89",
+            "3704",
+            "::",
+            "192.",
+            "10.",
+            "+1",
+            "+44 ",
+            "(415)",
+            "@example.com",
+            "jane",
+        ];
+        let len = (next() % max_len) as usize;
+        let mut v = Vec::with_capacity(len + 16);
+        while v.len() < len {
+            if next().is_multiple_of(4) {
+                v.extend_from_slice(WORDS[(next() % WORDS.len() as u64) as usize].as_bytes());
+            } else {
+                v.push(ALPHABET[(next() % ALPHABET.len() as u64) as usize]);
+            }
+        }
+        v
+    }
+
+    /// The block masks give `worth_mask` the same candidates as the plain
+    /// definition, wherever a block starts and however long it is.
+    #[test]
+    fn worth_mask_matches_the_plain_definition() {
+        let mut next = splitmix(0x7e57_3a5c_0ffe_e000u64);
+        for round in 0..20_000 {
+            let v = if round % 4 == 0 {
+                // Any byte at all.
+                (0..next() % 100).map(|_| next() as u8).collect()
+            } else {
+                random_value(&mut next, 100)
+            };
+            let start = if v.is_empty() {
+                0
+            } else {
+                (next() % v.len() as u64) as usize
+            };
+            let end = v.len().min(start + gate::BLOCK);
+            let masks = if next().is_multiple_of(2) {
+                gate::block_masks::<{ gate::LOOP }>(&v[start..end])
+            } else {
+                gate::block_masks::<{ gate::FULL }>(&v[start..end])
+            };
+            let prev = if start > 0 { v[start - 1] } else { 0 };
+            let got = worth_mask(&masks, prev, at(&v, end));
+            let want = (start..end)
+                .filter(|&k| worth_at(&v, k))
+                .fold(0u64, |m, k| m | 1 << (k - start));
+            assert_eq!(got, want, "from {start} in {v:?}");
+        }
+    }
+
+    /// Long values of findings and near misses at every offset, so that
+    /// findings, rejected candidates and resume points fall on and across
+    /// block boundaries: the block loop finds what the unfiltered loop does.
+    #[test]
+    fn block_scan_matches_reference_on_long_values() {
+        let mut next = splitmix(0xb10c_5ca1_1234_abcdu64);
+        let all = Builtins::new(0x1ff);
+        let singles: Vec<Builtins> = (0..9).map(|d| Builtins::new(1 << d)).collect();
+        let mut found = 0;
+        for round in 0..30_000 {
+            let v = random_value(&mut next, if round % 2 == 0 { 300 } else { 80 });
+            for b in std::iter::once(&all).chain(&singles) {
+                let mut got = Vec::new();
+                b.scan(&v, &mut got);
+                let want = reference_scan(b, &v);
+                found += want.len();
+                assert_eq!(got, want, "in {:?}", String::from_utf8_lossy(&v));
+            }
+        }
+        assert!(found > 10_000, "only {found} findings");
+    }
+
     /// A small deterministic generator (SplitMix64) for the randomised tests.
-    fn splitmix(mut seed: u64) -> impl FnMut() -> u64 {
+    pub(crate) fn splitmix(mut seed: u64) -> impl FnMut() -> u64 {
         move || {
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = seed;
