@@ -86,16 +86,18 @@ const STRIDE: usize = 48;
 const _: () = assert!(STRIDE + REACH < BLOCK);
 
 /// Whether `v` may hold a finding of a detector in `enabled` (bit `id` per
-/// detector): `None` means the scan loop would find nothing; otherwise
-/// the masks of the `FULL` classes of the value's first block (its first
-/// [`BLOCK`] bytes), for the scan loop to start from.
-pub(super) fn check(v: &[u8], enabled: u16) -> Option<Masks> {
+/// detector): `None` means the scan loop would find nothing; otherwise the
+/// triggers worth a look in the value's first block (its first [`BLOCK`]
+/// bytes; `scan::worth_mask`), for the scan loop to start from.
+pub(super) fn check(v: &[u8], enabled: u16) -> Option<u64> {
     // A value of one block is classified once: most values that short are
     // timestamps, ids or addresses, which the quick pass lets through.
     if v.len() > BLOCK && !quick_pass(v) {
         return None;
     }
-    full_pass(v, enabled)
+    let end = v.len().min(BLOCK);
+    let first = block_masks::<FULL>(&v[..end]);
+    full_pass(v, enabled, &first).then(|| super::worth_mask(&first, 0, super::at(v, end)))
 }
 
 #[cfg(test)]
@@ -108,17 +110,21 @@ pub(super) fn may_match(v: &[u8], enabled: u16) -> bool {
 /// is seen through the next block's masks). Prose and other letter-only
 /// text stops here.
 fn quick_pass(v: &[u8]) -> bool {
-    let mut blocks = v.chunks(BLOCK).map(block_masks::<QUICK>);
-    let Some(mut cur) = blocks.next() else {
+    let mut blocks = v.chunks(BLOCK);
+    let Some(first) = blocks.next() else {
         return false;
     };
+    let mut cur = block_masks::<QUICK>(first);
     let mut digits = 0;
     loop {
-        let next = blocks.next();
         digits += cur[DIGIT].count_ones();
         // Every card, SSN, North-American phone and dotted quad has at
         // least four digits.
-        if digits >= 4 || quick_hits(&cur, next.as_ref().unwrap_or(&[0; CLASSES])) {
+        if digits >= 4 {
+            return true;
+        }
+        let next = blocks.next().map(block_masks::<QUICK>);
+        if quick_hits(&cur, next.as_ref().unwrap_or(&[0; CLASSES])) {
             return true;
         }
         match next {
@@ -145,29 +151,27 @@ fn quick_hits(m: &[u64; CLASSES], next: &[u64; CLASSES]) -> bool {
         || m[B] & shr(E, 1) & shr(E, 4) & shr(SPACE, 6) != 0
 }
 
-/// The exact shapes of [`hits`], in overlapping blocks; the masks of the
-/// first block when some shape occurs.
-fn full_pass(v: &[u8], enabled: u16) -> Option<Masks> {
-    let first = block_masks::<FULL>(&v[..v.len().min(BLOCK)]);
-    let mut m = first;
-    let mut colons = 0;
+/// The exact shapes of [`hits`], in overlapping blocks, the first of which
+/// is classified already.
+fn full_pass(v: &[u8], enabled: u16, first: &Masks) -> bool {
+    if hits(first) & enabled != 0 {
+        return true;
+    }
+    let mut colons = first[COLON].count_ones();
     let mut start = 0;
-    loop {
+    while start + BLOCK < v.len() {
+        start += STRIDE;
+        let m = block_masks::<FULL>(&v[start..v.len().min(start + BLOCK)]);
         if hits(&m) & enabled != 0 {
-            return Some(first);
+            return true;
         }
         // Overlapping blocks count some colons twice: an over-estimate,
         // which only lets more values through.
         colons += m[COLON].count_ones();
-        if start + BLOCK >= v.len() {
-            break;
-        }
-        start += STRIDE;
-        m = block_masks::<FULL>(&v[start..v.len().min(start + BLOCK)]);
     }
     // `is_ipv6` wants `::` (tested per block by `hits`) or six or seven
     // colons, which may be further apart than a block.
-    (enabled & (1 << IP) != 0 && colons >= 6).then_some(first)
+    enabled & (1 << IP) != 0 && colons >= 6
 }
 
 /// Detectors (bit `id`) whose shortest necessary shape occurs in a block.
@@ -341,6 +345,7 @@ pub(super) fn block_masks<const SET: u32>(block: &[u8]) -> Masks {
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline(always)]
 fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
+    use super::{HI, LO, eq, in_range};
     debug_assert!(block.len() <= BLOCK);
     /// Bit 7 of byte `j` to bit `j`: the products of distinct bits land on
     /// distinct bits (no carries), and byte `j`'s on bit `56 + j`.
@@ -381,30 +386,6 @@ fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
         class!(LOWER_Y, eq(x, b'y'));
     }
     m
-}
-
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-const LO: u64 = 0x0101_0101_0101_0101;
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
-/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-#[inline(always)]
-fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
-    let a = x & !HI;
-    let ge_lo = a + LO * u64::from(0x80 - lo);
-    let gt_hi = a + LO * u64::from(0x7f - hi);
-    ge_lo & !gt_hi & !x & HI
-}
-
-/// Bit 7 set in each byte of `x` equal to `b` (exact per byte).
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-#[inline(always)]
-fn eq(x: u64, b: u8) -> u64 {
-    let y = x ^ (LO * u64::from(b));
-    !(((y & !HI) + !HI) | y) & HI
 }
 
 /// The plain definition of the classes, one byte at a time.

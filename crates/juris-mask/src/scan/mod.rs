@@ -119,14 +119,13 @@ impl Builtins {
             return;
         }
         // Values of one or two words are cheaper to scan than to gate.
-        let first = if v.len() > 16 {
-            match gate::check(v, self.enabled) {
-                Some(masks) => Some(masks),
-                None => return,
+        let mut first = None;
+        if v.len() > 16 {
+            first = gate::check(v, self.enabled);
+            if first.is_none() {
+                return;
             }
-        } else {
-            None
-        };
+        }
         let mut st = State {
             v,
             enabled: self.enabled,
@@ -148,15 +147,16 @@ impl Builtins {
         // the block's class masks, each dispatched in turn. A block starts
         // where the scan resumes, and its first one is the gate's.
         let mut i = 0;
-        let mut first = first;
         while i < v.len() {
             let end = v.len().min(i + gate::BLOCK);
-            let masks = match first.take() {
-                Some(masks) => masks,
-                None => gate::block_masks::<{ gate::LOOP }>(&v[i..end]),
+            let mut worth = match first.take() {
+                Some(worth) => worth,
+                None => {
+                    let masks = gate::block_masks::<{ gate::LOOP }>(&v[i..end]);
+                    let prev = if i > 0 { v[i - 1] } else { 0 };
+                    worth_mask(&masks, prev, at(v, end))
+                }
             };
-            let prev = if i > 0 { v[i - 1] } else { 0 };
-            let mut worth = worth_mask(&masks, prev, at(v, end));
             let base = i;
             i = end;
             while worth != 0 {
@@ -206,7 +206,7 @@ fn dispatch(st: &mut State<'_, '_>, kind: u8, k: usize) -> usize {
 /// result; it only spares their dispatch. (A superset of the trigger table
 /// of every policy; the table has the final word.)
 #[inline(always)]
-fn worth_mask(m: &gate::Masks, prev: u8, next: u8) -> u64 {
+pub(super) fn worth_mask(m: &gate::Masks, prev: u8, next: u8) -> u64 {
     use gate::{AT, B, CAP_J, COLON, DIGIT, E, LOWER, LPAREN, PLUS, UPPER};
     const TOP: u64 = 1 << 63;
     let digit = m[DIGIT];
@@ -281,6 +281,7 @@ pub(crate) fn is_alnum(b: u8) -> bool {
 /// Number of ASCII digits starting at `i`.
 #[inline]
 pub(crate) fn digits_at(v: &[u8], i: usize) -> usize {
+    // Digit runs are short: bytes beat words here.
     v.get(i..)
         .map_or(0, |s| s.iter().take_while(|b| b.is_ascii_digit()).count())
 }
@@ -291,6 +292,56 @@ pub(crate) fn skip_word(v: &[u8], i: usize) -> usize {
     i + v
         .get(i..)
         .map_or(0, |s| s.iter().take_while(|b| is_alnum(**b)).count())
+}
+
+/// Bit 7 set in each ASCII alphanumeric byte of `x`.
+#[inline(always)]
+pub(crate) fn alnum(x: u64) -> u64 {
+    in_range(x, b'0', b'9') | in_range(x | (LO * 0x20), b'a', b'z')
+}
+
+/// Length of the run of bytes from `i` (none past the end of `v`) that
+/// `class` flags: it sets bit 7 of each byte of a word in the class, and
+/// never of a zero byte (the padding past the end). Eight bytes at a time.
+#[inline(always)]
+pub(crate) fn run_len(v: &[u8], i: usize, class: impl Fn(u64) -> u64) -> usize {
+    let mut n = 0;
+    loop {
+        let out = !class(word_at(v, i + n)) & HI;
+        if out != 0 {
+            return n + (out.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+}
+
+/// The eight bytes at `i`, zero-padded past the end of `v`.
+#[inline(always)]
+fn word_at(v: &[u8], i: usize) -> u64 {
+    match v.get(i..i.saturating_add(8)).map(<[u8; 8]>::try_from) {
+        Some(Ok(w)) => u64::from_le_bytes(w),
+        _ => tail_at(v.get(i..).unwrap_or_default()),
+    }
+}
+
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
+/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
+#[inline(always)]
+pub(crate) fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let a = x & !HI;
+    let ge_lo = a + LO * u64::from(0x80 - lo);
+    let gt_hi = a + LO * u64::from(0x7f - hi);
+    ge_lo & !gt_hi & !x & HI
+}
+
+/// Bit 7 set in each byte of `x` equal to `b` (exact per byte).
+#[inline(always)]
+pub(crate) fn eq(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * u64::from(b));
+    !(((y & !HI) + !HI) | y) & HI
 }
 
 /// Sort, align to character boundaries and merge overlapping spans; an
@@ -514,6 +565,49 @@ pub(crate) mod tests {
             }
         }
         v
+    }
+
+    /// The SWAR runs against `take_while` over every start of random
+    /// values (any byte; runs across word boundaries and to the end).
+    #[test]
+    fn runs_match_the_plain_definition() {
+        let plain = |v: &[u8], i: usize, f: &dyn Fn(u8) -> bool| {
+            v.get(i..)
+                .map_or(0, |s| s.iter().take_while(|&&b| f(b)).count())
+        };
+        let mut next = splitmix(0x0123_4567_89ab_cdefu64);
+        for _ in 0..3_000 {
+            let pool: &[u8] = if next().is_multiple_of(2) {
+                b"0123456789abcXYZ-_.~+/=@ \x00\x7f\x80\xc3\xff`{[:"
+            } else {
+                b"0123456789aZ"
+            };
+            let len = (next() % 40) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|_| match next() % 8 {
+                    0 => next() as u8,
+                    _ => pool[(next() % pool.len() as u64) as usize],
+                })
+                .collect();
+            for i in 0..=len + 9 {
+                assert_eq!(digits_at(&v, i), plain(&v, i, &|b| b.is_ascii_digit()));
+                assert_eq!(
+                    skip_word(&v, i),
+                    i + plain(&v, i, &|b| is_alnum(b)),
+                    "{v:?} {i}"
+                );
+                let token = |b: u8| is_alnum(b) || b"._~+/=-".contains(&b);
+                let swar = run_len(&v, i, |x| {
+                    alnum(x)
+                        | in_range(x, b'-', b'/')
+                        | eq(x, b'_')
+                        | eq(x, b'~')
+                        | eq(x, b'+')
+                        | eq(x, b'=')
+                });
+                assert_eq!(swar, plain(&v, i, &token), "{v:?} {i}");
+            }
+        }
     }
 
     /// The block masks give `worth_mask` the same candidates as the plain

@@ -3,7 +3,10 @@
 
 use std::net::Ipv6Addr;
 
-use super::{AWS_KEY, BEARER, EMAIL, IBAN, IP, JWT, State, at, is_alnum, skip_word};
+use super::{
+    AWS_KEY, BEARER, EMAIL, IBAN, IP, JWT, State, alnum, at, eq, in_range, is_alnum, run_len,
+    skip_word,
+};
 
 pub(super) fn on_upper(st: &mut State<'_, '_>, i: usize) -> usize {
     let v = st.v;
@@ -61,8 +64,7 @@ fn is_b64url(b: u8) -> bool {
 }
 
 fn b64url_run(v: &[u8], i: usize) -> usize {
-    v.get(i..)
-        .map_or(0, |s| s.iter().take_while(|b| is_b64url(**b)).count())
+    run_len(v, i, |x| alnum(x) | eq(x, b'-') | eq(x, b'_'))
 }
 
 /// `eyJ…` `.` `eyJ…` `.` signature (possibly empty, as in `alg: none`).
@@ -105,17 +107,15 @@ fn bearer(v: &[u8], i: usize) -> Option<(usize, usize)> {
     if !v.get(i..i + 6)?.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let spaces = v[i + 6..].iter().take_while(|&&b| b == b' ').count();
+    let spaces = run_len(v, i + 6, |x| eq(x, b' '));
     if spaces == 0 {
         return None;
     }
     let t = i + 6 + spaces;
-    let len = v[t..]
-        .iter()
-        .take_while(|&&b| {
-            is_alnum(b) || matches!(b, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-')
-        })
-        .count();
+    let len = run_len(v, t, |x| {
+        // `-./` are one range, `+` and `=` apart.
+        alnum(x) | in_range(x, b'-', b'/') | eq(x, b'_') | eq(x, b'~') | eq(x, b'+') | eq(x, b'=')
+    });
     (len >= MIN_TOKEN).then_some((t, t + len))
 }
 
