@@ -13,7 +13,7 @@
 //! never says no where the unfiltered loop finds something.
 //!
 //! Values longer than 64 bytes (prose, mostly) first get a quick pass with
-//! six classes only (digits, capitals, space, `e`, `b`, and `@+(:`), which
+//! four classes only (capitals, `e`, `b`, and digits with `@+(:`), which
 //! letter-only text rarely survives; the exact pass then classifies them in
 //! 64-byte blocks that start every 48 bytes: every shape spans at most 15
 //! bytes, so each occurrence lies wholly inside some block. The one shape
@@ -46,7 +46,8 @@ const LOWER_Y: usize = 13;
 pub(super) const E: usize = 14;
 /// `b` or `B`.
 pub(super) const B: usize = 15;
-/// `@`, `+`, `(` or `:`: the anchors of email, E.164, `(415)` and IPv6.
+/// A digit, `@`, `+`, `(` or `:`: every finding but IBAN, AWS keys, JWTs
+/// and bearer tokens has one.
 const SPECIAL: usize = 16;
 /// `a`–`z`.
 pub(super) const LOWER: usize = 17;
@@ -64,7 +65,7 @@ const fn set(classes: &[usize]) -> u32 {
     s
 }
 /// The classes [`quick_hits`] needs: a first, cheaper pass over a block.
-const QUICK: u32 = set(&[DIGIT, UPPER, SPACE, E, B, SPECIAL]);
+const QUICK: u32 = set(&[UPPER, E, B, SPECIAL]);
 /// The classes [`hits`] needs, plus `LOWER`, so that the scan loop can
 /// reuse the masks of a value's first block (see [`check`]).
 pub(super) const FULL: u32 = set(&[
@@ -115,12 +116,8 @@ fn quick_pass(v: &[u8]) -> bool {
         return false;
     };
     let mut cur = block_masks::<QUICK>(first);
-    let mut digits = 0;
     loop {
-        digits += cur[DIGIT].count_ones();
-        // Every card, SSN, North-American phone and dotted quad has at
-        // least four digits.
-        if digits >= 4 {
+        if cur[SPECIAL] != 0 {
             return true;
         }
         let next = blocks.next().map(block_masks::<QUICK>);
@@ -134,21 +131,19 @@ fn quick_pass(v: &[u8]) -> bool {
     }
 }
 
-/// Whether [`hits`] can find anything other than a digit shape starting
-/// in block `m` (followed by block `next`), from the `QUICK` classes:
-/// each line is implied by the matching line of `hits`.
+/// Whether [`hits`] can find a shape without a `SPECIAL` byte (IBANs have
+/// digits, but they start with two capitals) starting in block `m`
+/// (followed by block `next`), from the `QUICK` classes: each line is
+/// implied by the matching line of `hits`.
 #[inline(always)]
 fn quick_hits(m: &[u64; CLASSES], next: &[u64; CLASSES]) -> bool {
     // Class `c` of byte `i + k` at bit `i`, across the block boundary.
     let shr = |c: usize, k: u32| (m[c] >> k) | (next[c] << (64 - k));
-    let uu = m[UPPER] & shr(UPPER, 1);
-    // `(415)`, E.164, email and IPv6 need a `SPECIAL` byte.
-    m[SPECIAL] != 0
-        // IBAN (`DE89`), AWS (`AKIA`).
-        || uu & (shr(DIGIT, 2) | (shr(UPPER, 2) & shr(UPPER, 3))) != 0
+    // IBAN (`DE`), AWS (`AKIA`).
+    m[UPPER] & shr(UPPER, 1) != 0
         // JWT (`eyJ`), bearer.
         || m[E] & shr(UPPER, 2) != 0
-        || m[B] & shr(E, 1) & shr(E, 4) & shr(SPACE, 6) != 0
+        || m[B] & shr(E, 1) & shr(E, 4) != 0
 }
 
 /// The exact shapes of [`hits`], in overlapping blocks, the first of which
@@ -316,8 +311,8 @@ fn block_masks_sse2<const SET: u32, const N: usize>(block: &[u8]) -> Masks {
     class!(E, |y| eq(folded(y), b'e'));
     class!(B, |y| eq(folded(y), b'b'));
     class!(SPECIAL, |y| _mm_or_si128(
-        _mm_or_si128(eq(y, b'@'), eq(y, b'+')),
-        _mm_or_si128(eq(y, b'('), eq(y, b':'))
+        _mm_or_si128(range(y, b'0', b':'), eq(y, b'@')),
+        _mm_or_si128(eq(y, b'('), eq(y, b'+'))
     ));
     class!(ZERO, |y| eq(y, b'0'));
     class!(DASH, |y| eq(y, b'-'));
@@ -371,7 +366,7 @@ fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
         class!(B, eq(folded, b'b'));
         class!(
             SPECIAL,
-            eq(x, b'@') | eq(x, b'+') | eq(x, b'(') | eq(x, b':')
+            in_range(x, b'0', b':') | eq(x, b'@') | eq(x, b'+') | eq(x, b'(')
         );
         class!(ZERO, eq(x, b'0'));
         class!(DASH, eq(x, b'-'));
@@ -410,7 +405,7 @@ fn block_masks_scalar(block: &[u8]) -> Masks {
             (LOWER_Y, b == b'y'),
             (E, b.eq_ignore_ascii_case(&b'e')),
             (B, b.eq_ignore_ascii_case(&b'b')),
-            (SPECIAL, b"@+(:".contains(&b)),
+            (SPECIAL, b.is_ascii_digit() || b"@+(:".contains(&b)),
             (LOWER, b.is_ascii_lowercase()),
         ];
         for (class, on) in classes {
