@@ -51,7 +51,11 @@ pub(super) const B: usize = 15;
 const SPECIAL: usize = 16;
 /// `a`–`z`.
 pub(super) const LOWER: usize = 17;
-pub(super) const CLASSES: usize = 18;
+/// Base64url: alphanumerics, `-` and `_` (JWT segments).
+pub(super) const B64URL: usize = 18;
+/// Bearer token characters: alphanumerics and `-._~+/=`.
+pub(super) const TOKEN: usize = 19;
+pub(super) const CLASSES: usize = 20;
 
 /// A set of classes (bit `class`): which masks [`block_masks`] computes;
 /// the others are left clear.
@@ -75,6 +79,9 @@ pub(super) const FULL: u32 = set(&[
 /// The classes the scan loop needs (`scan::worth_mask`).
 pub(super) const LOOP: u32 = set(&[DIGIT, UPPER, LOWER, CAP_J, E, B, PLUS, LPAREN, AT, COLON]);
 const _: () = assert!(LOOP & FULL == LOOP);
+/// For [`run_of`].
+pub(super) const B64URL_SET: u32 = set(&[B64URL]);
+pub(super) const TOKEN_SET: u32 = set(&[TOKEN]);
 
 /// The class masks of a block: bit `i` of mask `c` = byte `i` is in class `c`.
 pub(super) type Masks = [u64; CLASSES];
@@ -213,6 +220,23 @@ fn hits(m: &[u64; CLASSES]) -> u16 {
         | bit(BEARER, bearer != 0)
 }
 
+/// Length of the run of bytes of `class` (in `SET`) from `i`: a block of
+/// up to 64 bytes classified at a time (JWT segments and bearer tokens
+/// are tens of bytes long).
+pub(super) fn run_of<const SET: u32>(v: &[u8], class: usize, i: usize) -> usize {
+    let mut p = i;
+    while let Some(rest) = v.get(p..).filter(|r| !r.is_empty()) {
+        let block = &rest[..rest.len().min(BLOCK)];
+        // Bits past the block are clear, so the run stops within it or at its end.
+        let n = (!block_masks::<SET>(block)[class]).trailing_zeros() as usize;
+        p += n;
+        if n < BLOCK {
+            break;
+        }
+    }
+    p - i
+}
+
 /// Up to sixteen bytes as two zero-padded little-endian words. The last
 /// piece of a value is padded from overlapping loads: a copy into a buffer
 /// would cost a `memcpy` call and stall the 16-byte load that follows it.
@@ -326,6 +350,18 @@ fn block_masks_sse2<const SET: u32, const N: usize>(block: &[u8]) -> Masks {
     class!(CAP_A, |y| eq(y, b'A'));
     class!(CAP_J, |y| eq(y, b'J'));
     class!(LOWER_Y, |y| eq(y, b'y'));
+    let alnum = |y: __m128i| _mm_or_si128(range(y, b'0', b'9'), range(folded(y), b'a', b'z'));
+    class!(B64URL, |y| _mm_or_si128(
+        alnum(y),
+        _mm_or_si128(eq(y, b'-'), eq(y, b'_'))
+    ));
+    class!(TOKEN, |y| _mm_or_si128(
+        _mm_or_si128(alnum(y), range(y, b'-', b'/')),
+        _mm_or_si128(
+            _mm_or_si128(eq(y, b'_'), eq(y, b'~')),
+            _mm_or_si128(eq(y, b'+'), eq(y, b'='))
+        )
+    ));
     m
 }
 
@@ -341,7 +377,6 @@ pub(super) fn block_masks<const SET: u32>(block: &[u8]) -> Masks {
 #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline(always)]
 fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
-    use super::{HI, LO, eq, in_range};
     debug_assert!(block.len() <= BLOCK);
     /// Bit 7 of byte `j` to bit `j`: the products of distinct bits land on
     /// distinct bits (no carries), and byte `j`'s on bit `56 + j`.
@@ -380,8 +415,38 @@ fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
         class!(CAP_A, eq(x, b'A'));
         class!(CAP_J, eq(x, b'J'));
         class!(LOWER_Y, eq(x, b'y'));
+        let alnum = in_range(x, b'0', b'9') | in_range(folded, b'a', b'z');
+        class!(B64URL, alnum | eq(x, b'-') | eq(x, b'_'));
+        class!(
+            TOKEN,
+            alnum | in_range(x, b'-', b'/') | eq(x, b'_') | eq(x, b'~') | eq(x, b'+') | eq(x, b'=')
+        );
     }
     m
+}
+
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+const LO: u64 = 0x0101_0101_0101_0101;
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
+/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline(always)]
+fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    let a = x & !HI;
+    let ge_lo = a + LO * u64::from(0x80 - lo);
+    let gt_hi = a + LO * u64::from(0x7f - hi);
+    ge_lo & !gt_hi & !x & HI
+}
+
+/// Bit 7 set in each byte of `x` equal to `b` (exact per byte).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline(always)]
+fn eq(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * u64::from(b));
+    !(((y & !HI) + !HI) | y) & HI
 }
 
 /// The plain definition of the classes, one byte at a time.
@@ -408,6 +473,8 @@ fn block_masks_scalar(block: &[u8]) -> Masks {
             (B, b.eq_ignore_ascii_case(&b'b')),
             (SPECIAL, b.is_ascii_digit() || b"@+(:".contains(&b)),
             (LOWER, b.is_ascii_lowercase()),
+            (B64URL, b.is_ascii_alphanumeric() || b"-_".contains(&b)),
+            (TOKEN, b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)),
         ];
         for (class, on) in classes {
             m[class] |= u64::from(on) << i;
@@ -447,7 +514,7 @@ mod tests {
             for len in 0..=BLOCK {
                 let v = &block[..len];
                 let want = block_masks_scalar(v);
-                for set in [QUICK, FULL, LOOP] {
+                for set in [QUICK, FULL, LOOP, B64URL_SET, TOKEN_SET] {
                     let want = only(set, want);
                     assert_eq!(block_masks_any(set, v), want, "set {set:#x} of {v:?}");
                     assert_eq!(swar_any(set, v), want, "SWAR set {set:#x} of {v:?}");
@@ -460,7 +527,9 @@ mod tests {
         match set {
             QUICK => block_masks::<QUICK>(v),
             FULL => block_masks::<FULL>(v),
-            _ => block_masks::<LOOP>(v),
+            LOOP => block_masks::<LOOP>(v),
+            B64URL_SET => block_masks::<B64URL_SET>(v),
+            _ => block_masks::<TOKEN_SET>(v),
         }
     }
 
@@ -468,7 +537,9 @@ mod tests {
         match set {
             QUICK => block_masks_swar::<QUICK>(v),
             FULL => block_masks_swar::<FULL>(v),
-            _ => block_masks_swar::<LOOP>(v),
+            LOOP => block_masks_swar::<LOOP>(v),
+            B64URL_SET => block_masks_swar::<B64URL_SET>(v),
+            _ => block_masks_swar::<TOKEN_SET>(v),
         }
     }
 

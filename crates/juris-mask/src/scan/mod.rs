@@ -294,56 +294,6 @@ pub(crate) fn skip_word(v: &[u8], i: usize) -> usize {
         .map_or(0, |s| s.iter().take_while(|b| is_alnum(**b)).count())
 }
 
-/// Bit 7 set in each ASCII alphanumeric byte of `x`.
-#[inline(always)]
-pub(crate) fn alnum(x: u64) -> u64 {
-    in_range(x, b'0', b'9') | in_range(x | (LO * 0x20), b'a', b'z')
-}
-
-/// Length of the run of bytes from `i` (none past the end of `v`) that
-/// `class` flags: it sets bit 7 of each byte of a word in the class, and
-/// never of a zero byte (the padding past the end). Eight bytes at a time.
-#[inline(always)]
-pub(crate) fn run_len(v: &[u8], i: usize, class: impl Fn(u64) -> u64) -> usize {
-    let mut n = 0;
-    loop {
-        let out = !class(word_at(v, i + n)) & HI;
-        if out != 0 {
-            return n + (out.trailing_zeros() / 8) as usize;
-        }
-        n += 8;
-    }
-}
-
-/// The eight bytes at `i`, zero-padded past the end of `v`.
-#[inline(always)]
-fn word_at(v: &[u8], i: usize) -> u64 {
-    match v.get(i..i.saturating_add(8)).map(<[u8; 8]>::try_from) {
-        Some(Ok(w)) => u64::from_le_bytes(w),
-        _ => tail_at(v.get(i..).unwrap_or_default()),
-    }
-}
-
-pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
-pub(crate) const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
-/// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
-#[inline(always)]
-pub(crate) fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
-    let a = x & !HI;
-    let ge_lo = a + LO * u64::from(0x80 - lo);
-    let gt_hi = a + LO * u64::from(0x7f - hi);
-    ge_lo & !gt_hi & !x & HI
-}
-
-/// Bit 7 set in each byte of `x` equal to `b` (exact per byte).
-#[inline(always)]
-pub(crate) fn eq(x: u64, b: u8) -> u64 {
-    let y = x ^ (LO * u64::from(b));
-    !(((y & !HI) + !HI) | y) & HI
-}
-
 /// Sort, align to character boundaries and merge overlapping spans; an
 /// overlap becomes one span with the strongest of the strategies involved
 /// (`strength` maps a detector to its strategy's strength).
@@ -567,8 +517,9 @@ pub(crate) mod tests {
         v
     }
 
-    /// The SWAR runs against `take_while` over every start of random
-    /// values (any byte; runs across word boundaries and to the end).
+    /// The runs (bytes and block masks) against `take_while` over
+    /// every start of random values (any byte; runs across words and
+    /// blocks, and to the end).
     #[test]
     fn runs_match_the_plain_definition() {
         let plain = |v: &[u8], i: usize, f: &dyn Fn(u8) -> bool| {
@@ -576,15 +527,15 @@ pub(crate) mod tests {
                 .map_or(0, |s| s.iter().take_while(|&&b| f(b)).count())
         };
         let mut next = splitmix(0x0123_4567_89ab_cdefu64);
-        for _ in 0..3_000 {
+        for round in 0..3_000 {
             let pool: &[u8] = if next().is_multiple_of(2) {
                 b"0123456789abcXYZ-_.~+/=@ \x00\x7f\x80\xc3\xff`{[:"
             } else {
-                b"0123456789aZ"
+                b"0123456789aZ-_"
             };
-            let len = (next() % 40) as usize;
+            let len = (next() % if round % 3 == 0 { 200 } else { 40 }) as usize;
             let v: Vec<u8> = (0..len)
-                .map(|_| match next() % 8 {
+                .map(|_| match next() % 16 {
                     0 => next() as u8,
                     _ => pool[(next() % pool.len() as u64) as usize],
                 })
@@ -596,16 +547,12 @@ pub(crate) mod tests {
                     i + plain(&v, i, &|b| is_alnum(b)),
                     "{v:?} {i}"
                 );
+                let b64 = |b: u8| is_alnum(b) || b"-_".contains(&b);
                 let token = |b: u8| is_alnum(b) || b"._~+/=-".contains(&b);
-                let swar = run_len(&v, i, |x| {
-                    alnum(x)
-                        | in_range(x, b'-', b'/')
-                        | eq(x, b'_')
-                        | eq(x, b'~')
-                        | eq(x, b'+')
-                        | eq(x, b'=')
-                });
-                assert_eq!(swar, plain(&v, i, &token), "{v:?} {i}");
+                let got = gate::run_of::<{ gate::B64URL_SET }>(&v, gate::B64URL, i);
+                assert_eq!(got, plain(&v, i, &b64), "{v:?} {i}");
+                let got = gate::run_of::<{ gate::TOKEN_SET }>(&v, gate::TOKEN, i);
+                assert_eq!(got, plain(&v, i, &token), "{v:?} {i}");
             }
         }
     }

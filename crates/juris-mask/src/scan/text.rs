@@ -3,10 +3,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{
-    AWS_KEY, BEARER, EMAIL, IBAN, IP, JWT, State, alnum, at, eq, in_range, is_alnum, run_len,
-    skip_word,
-};
+use super::{AWS_KEY, BEARER, EMAIL, IBAN, IP, JWT, State, at, gate, is_alnum, skip_word};
 
 pub(super) fn on_upper(st: &mut State<'_, '_>, i: usize) -> usize {
     let v = st.v;
@@ -64,7 +61,7 @@ fn is_b64url(b: u8) -> bool {
 }
 
 fn b64url_run(v: &[u8], i: usize) -> usize {
-    run_len(v, i, |x| alnum(x) | eq(x, b'-') | eq(x, b'_'))
+    gate::run_of::<{ gate::B64URL_SET }>(v, gate::B64URL, i)
 }
 
 /// `eyJ…` `.` `eyJ…` `.` signature (possibly empty, as in `alg: none`).
@@ -107,15 +104,12 @@ fn bearer(v: &[u8], i: usize) -> Option<(usize, usize)> {
     if !v.get(i..i + 6)?.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let spaces = run_len(v, i + 6, |x| eq(x, b' '));
+    let spaces = v[i + 6..].iter().take_while(|&&b| b == b' ').count();
     if spaces == 0 {
         return None;
     }
     let t = i + 6 + spaces;
-    let len = run_len(v, t, |x| {
-        // `-./` are one range, `+` and `=` apart.
-        alnum(x) | in_range(x, b'-', b'/') | eq(x, b'_') | eq(x, b'~') | eq(x, b'+') | eq(x, b'=')
-    });
+    let len = gate::run_of::<{ gate::TOKEN_SET }>(v, gate::TOKEN, t);
     (len >= MIN_TOKEN).then_some((t, t + len))
 }
 
