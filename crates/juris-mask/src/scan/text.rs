@@ -176,14 +176,17 @@ pub(crate) fn mod97(iban: &[u8]) -> u32 {
     // every character) spares most divisions; the remainder is the same.
     const LIMIT: u64 = 1 << 56;
     let (head, rest) = iban.split_at(4.min(iban.len()));
-    let r = rest.iter().chain(head).fold(0u64, |r, &b| {
+    let step = |r: u64, &b: &u8| {
         let r = if r >= LIMIT { r % 97 } else { r };
         if b.is_ascii_digit() {
             r * 10 + u64::from(b - b'0')
         } else {
             r * 100 + u64::from(b.to_ascii_uppercase().wrapping_sub(b'A')) + 10
         }
-    });
+    };
+    // Two folds: a chained iterator checked which half it was in at
+    // every character.
+    let r = head.iter().fold(rest.iter().fold(0, step), step);
     (r % 97) as u32
 }
 
