@@ -1,10 +1,13 @@
 //! The chunk file: a self-describing header and the zstd-compressed
 //! events of a run of consecutive seqs.
 //!
-//! Version 2 (written) holds binary event frames ([`crate::frame`]): the
-//! same bytes the spool appended to `events.frames`, so sealing is one
-//! compression of a buffer the writer already holds. Version 1 (still
-//! read, stores hold it) holds JSON Lines.
+//! Version 3 (written) holds binary event frames ([`crate::frame`]) in
+//! one or more zstd frames back to back: the spool compresses each batch
+//! it fsyncs into one zstd frame and appends it to `events.zst`, so the
+//! frames are compressed once, written once (compressed), and sealing
+//! only puts a header in front of bytes the writer already holds.
+//! Version 2 (still read) holds the same event frames in exactly one zstd
+//! frame; version 1 (still read) holds JSON Lines.
 //!
 //! A chunk's hash is SHA-256 over its exact stored bytes, and each header
 //! names the previous chunk's hash, so the chunks of a session form a
@@ -27,8 +30,12 @@ use crate::{RecordError, Result};
 
 /// First 8 bytes of every chunk file.
 pub const CHUNK_MAGIC: &[u8; 8] = b"JRECCHNK";
-/// The chunk format version this crate writes: binary event frames.
-pub const CHUNK_VERSION: u16 = 2;
+/// The chunk format version this crate writes: binary event frames in
+/// one or more zstd frames.
+pub const CHUNK_VERSION: u16 = 3;
+/// Binary event frames in exactly one zstd frame: still read, no longer
+/// written.
+pub const CHUNK_VERSION_ONE_FRAME: u16 = 2;
 /// The first version, JSON Lines: still read, never written.
 pub const CHUNK_VERSION_JSON_LINES: u16 = 1;
 /// `prev_chunk_hash` of a session's first chunk.
@@ -103,25 +110,49 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Build a version-2 chunk file from its header (without
-/// `uncompressed_bytes`, which is filled in) and the events' frames.
-pub(crate) fn encode_chunk(header: ChunkHeader, frames: &[u8]) -> Result<Vec<u8>> {
-    assemble_chunk(CHUNK_VERSION, header, frames)
+/// The payload of a chunk being built: event frames compressed a batch
+/// at a time, each batch one zstd frame.
+#[derive(Debug, Default)]
+pub(crate) struct CompressedPayload {
+    /// zstd frames, back to back.
+    pub bytes: Vec<u8>,
+    /// Total length of the frames they decompress to.
+    pub uncompressed: u64,
 }
 
-fn assemble_chunk(version: u16, mut header: ChunkHeader, payload: &[u8]) -> Result<Vec<u8>> {
-    header.uncompressed_bytes = payload.len() as u64;
+impl CompressedPayload {
+    /// Compress `frames` into one more zstd frame; returns its size.
+    /// Nothing is added for no frames.
+    pub(crate) fn push(&mut self, frames: &[u8]) -> std::io::Result<usize> {
+        if frames.is_empty() {
+            return Ok(0);
+        }
+        let before = self.bytes.len();
+        compress_into(frames, &mut self.bytes)?;
+        self.uncompressed += frames.len() as u64;
+        Ok(self.bytes.len() - before)
+    }
+}
+
+/// Build a version-3 chunk file from its header (without
+/// `uncompressed_bytes`, which is filled in) and its compressed payload.
+pub(crate) fn encode_chunk(header: ChunkHeader, payload: &CompressedPayload) -> Result<Vec<u8>> {
+    assemble_chunk(CHUNK_VERSION, header, payload)
+}
+
+fn assemble_chunk(
+    version: u16,
+    mut header: ChunkHeader,
+    payload: &CompressedPayload,
+) -> Result<Vec<u8>> {
+    header.uncompressed_bytes = payload.uncompressed;
     let header_bytes = header_bytes(&header)?;
-    let payload = compress(payload).map_err(|e| RecordError::Corrupt {
-        what: format!("chunk {} of session {}", header.index, header.session_id),
-        reason: format!("zstd compression failed: {e}"),
-    })?;
-    let mut out = Vec::with_capacity(FIXED_PREFIX + header_bytes.len() + payload.len());
+    let mut out = Vec::with_capacity(FIXED_PREFIX + header_bytes.len() + payload.bytes.len());
     out.extend_from_slice(CHUNK_MAGIC);
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(&header_bytes);
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&payload.bytes);
     Ok(out)
 }
 
@@ -134,15 +165,80 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress(payload: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Append one zstd frame of `frames` to `out`.
+fn compress_into(frames: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         let compressor = match cell.as_mut() {
             Some(compressor) => compressor,
             None => cell.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
         };
-        compressor.compress(payload)
+        let start = out.len();
+        out.resize(start + zstd::zstd_safe::compress_bound(frames.len()), 0);
+        match compressor.compress_to_buffer(frames, &mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
     })
+}
+
+/// Why [`decompress_frames`] stopped before the end of its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FramesProblem {
+    #[error("{0}")]
+    Damaged(String),
+    #[error("zstd frames decompress to more than {0} bytes")]
+    TooLong(u64),
+}
+
+/// Decompress zstd frames laid back to back, each with a window of at
+/// most 2^[`MAX_WINDOW_LOG`], into at most `limit` bytes. Returns what
+/// the complete, valid frames held and, if the bytes did not end there,
+/// why. The chunk reader refuses a payload with a problem; spool recovery
+/// keeps what came before it (a torn last batch that was never synced).
+pub(crate) fn decompress_frames(
+    mut payload: &[u8],
+    limit: u64,
+) -> (Vec<u8>, Option<FramesProblem>) {
+    let mut out = Vec::with_capacity((limit as usize).min(1 << 20));
+    let mut index = 0;
+    while !payload.is_empty() {
+        index += 1;
+        let size = match zstd::zstd_safe::find_frame_compressed_size(payload) {
+            Ok(size) if size <= payload.len() => size,
+            _ => {
+                let problem = format!("zstd frame {index} is truncated or damaged");
+                return (out, Some(FramesProblem::Damaged(problem)));
+            }
+        };
+        let (frame, rest) = payload.split_at(size);
+        let before = out.len();
+        let remaining = limit - before as u64;
+        let decoded = zstd::stream::read::Decoder::with_buffer(frame)
+            .map(zstd::stream::read::Decoder::single_frame)
+            .and_then(|mut decoder| {
+                decoder.window_log_max(MAX_WINDOW_LOG)?;
+                // One byte more than allowed, to detect a longer frame
+                // without decompressing all of it.
+                decoder.take(remaining + 1).read_to_end(&mut out)
+            });
+        if let Err(e) = decoded {
+            out.truncate(before);
+            return (out, Some(FramesProblem::Damaged(format!("zstd frame {index}: {e}"))));
+        }
+        if out.len() as u64 > limit {
+            out.truncate(before);
+            return (out, Some(FramesProblem::TooLong(limit)));
+        }
+        payload = rest;
+    }
+    (out, None)
 }
 
 fn header_bytes(header: &ChunkHeader) -> Result<Vec<u8>> {
@@ -171,7 +267,7 @@ pub fn decode_header<'a>(
     decode_versioned_header(bytes, limits).map(|(_, header, payload)| (header, payload))
 }
 
-/// [`decode_header`], also returning the format version (1 or 2).
+/// [`decode_header`], also returning the format version (1, 2 or 3).
 fn decode_versioned_header<'a>(
     bytes: &'a [u8],
     limits: &DecodeLimits,
@@ -191,7 +287,7 @@ fn decode_versioned_header<'a>(
         return Err(corrupt("not a Juris recording chunk (bad magic)".into()));
     }
     let version = u16::from_be_bytes([bytes[8], bytes[9]]);
-    if version != CHUNK_VERSION && version != CHUNK_VERSION_JSON_LINES {
+    if ![CHUNK_VERSION, CHUNK_VERSION_ONE_FRAME, CHUNK_VERSION_JSON_LINES].contains(&version) {
         return Err(corrupt(format!(
             "unsupported chunk format version {version}"
         )));
@@ -243,24 +339,25 @@ pub fn decode_chunk_with(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedC
             limits.max_uncompressed_bytes
         )));
     }
-    match zstd::zstd_safe::find_frame_compressed_size(payload) {
-        Ok(n) if n == payload.len() => {}
-        Ok(_) => return Err(corrupt("bytes after the zstd frame".into())),
-        Err(_) => return Err(corrupt("payload is not one zstd frame".into())),
+    if version != CHUNK_VERSION {
+        match zstd::zstd_safe::find_frame_compressed_size(payload) {
+            Ok(n) if n == payload.len() => {}
+            Ok(_) => return Err(corrupt("bytes after the zstd frame".into())),
+            Err(_) => return Err(corrupt("payload is not one zstd frame".into())),
+        }
+    } else if payload.is_empty() {
+        return Err(corrupt("payload holds no zstd frame".into()));
     }
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
-        .map_err(|e| corrupt(format!("zstd: {e}")))?
-        .single_frame();
-    decoder
-        .window_log_max(MAX_WINDOW_LOG)
-        .map_err(|e| corrupt(format!("zstd: {e}")))?;
-    // Read at most one byte more than claimed, to detect a longer payload
-    // without decompressing all of it.
-    let mut lines = Vec::with_capacity((claimed as usize).min(1 << 20));
-    decoder
-        .take(claimed + 1)
-        .read_to_end(&mut lines)
-        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+    let (lines, problem) = decompress_frames(payload, claimed);
+    match problem {
+        None => {}
+        Some(FramesProblem::TooLong(_)) => {
+            return Err(corrupt(format!(
+                "payload decompresses to more bytes than the header says ({claimed})"
+            )));
+        }
+        Some(FramesProblem::Damaged(problem)) => return Err(corrupt(problem)),
+    }
     if lines.len() as u64 != claimed {
         return Err(corrupt(format!(
             "payload decompresses to {} bytes, header says {claimed}",
@@ -401,7 +498,44 @@ mod tests {
                 );
             }
         }
-        encode_chunk(header(session, index, first_seq, n, prev), &frames).unwrap()
+        // Two zstd frames, as a spool that synced twice writes them.
+        let mut payload = CompressedPayload::default();
+        let half = split_point(&frames);
+        payload.push(&frames[..half]).unwrap();
+        payload.push(&frames[half..]).unwrap();
+        encode_chunk(header(session, index, first_seq, n, prev), &payload).unwrap()
+    }
+
+    /// The offset of the first absolute frame after the middle of
+    /// `frames` (where a batch could have started), or the end.
+    fn split_point(frames: &[u8]) -> usize {
+        let mut cursor = FrameCursor::new();
+        let mut at = 0;
+        while at < frames.len() {
+            let (_, used) = decode_frame(&frames[at..], &mut cursor, usize::MAX)
+                .unwrap()
+                .unwrap();
+            at += used;
+            if at >= frames.len() / 2 {
+                break;
+            }
+        }
+        at
+    }
+
+    fn one_frame(raw: &[u8]) -> CompressedPayload {
+        let mut payload = CompressedPayload::default();
+        payload.push(raw).unwrap();
+        payload
+    }
+
+    /// The same events as [`sample`] in a version-2 chunk: one zstd frame.
+    fn sample_v2(session: &str, index: u32, first_seq: u64, n: u64, prev: &str) -> Vec<u8> {
+        let v3 = sample(session, index, first_seq, n, prev);
+        let (header, payload) = decode_header(&v3, &DecodeLimits::default()).unwrap();
+        let (raw, problem) = decompress_frames(payload, header.uncompressed_bytes);
+        assert_eq!(problem, None);
+        assemble_chunk(CHUNK_VERSION_ONE_FRAME, header, &one_frame(&raw)).unwrap()
     }
 
     /// A version-1 chunk (JSON Lines), as stores still hold them.
@@ -414,7 +548,7 @@ mod tests {
         assemble_chunk(
             CHUNK_VERSION_JSON_LINES,
             header(session, index, first_seq, n, prev),
-            &lines,
+            &one_frame(&lines),
         )
         .unwrap()
     }
@@ -424,7 +558,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let bytes = sample(SID, 1, 1, 5, GENESIS_HASH);
-        assert_eq!(&bytes[8..10], &[0, 2], "version 2 is written");
+        assert_eq!(&bytes[8..10], &[0, 3], "version 3 is written");
         let chunk = decode_chunk(&bytes).unwrap();
         let expected: Vec<RecordEvent> = (1..=5).map(query).collect();
         assert_eq!(chunk.events, expected);
@@ -447,13 +581,75 @@ mod tests {
     }
 
     #[test]
+    fn version_2_chunks_still_decode_to_the_same_events() {
+        let v2 = sample_v2(SID, 1, 1, 7, GENESIS_HASH);
+        assert_eq!(&v2[8..10], &[0, 2]);
+        let v3 = sample(SID, 1, 1, 7, GENESIS_HASH);
+        assert_eq!(
+            decode_chunk(&v2).unwrap().events,
+            decode_chunk(&v3).unwrap().events
+        );
+        // Version 2 allows exactly one zstd frame.
+        let (header, payload) = decode_header(&v3, &DecodeLimits::default()).unwrap();
+        let mut two = one_frame(b"");
+        two.bytes = payload.to_vec();
+        two.uncompressed = header.uncompressed_bytes;
+        let forged = assemble_chunk(CHUNK_VERSION_ONE_FRAME, header, &two).unwrap();
+        let err = decode_chunk(&forged).unwrap_err().to_string();
+        assert!(err.contains("bytes after the zstd frame"), "{err}");
+    }
+
+    #[test]
+    fn every_zstd_frame_of_a_version_3_payload_counts() {
+        let bytes = sample(SID, 1, 1, 9, GENESIS_HASH);
+        let (header, payload) = decode_header(&bytes, &DecodeLimits::default()).unwrap();
+        let first = zstd::zstd_safe::find_frame_compressed_size(payload).unwrap();
+        assert!(first < payload.len(), "the sample has two zstd frames");
+        // Dropping the second frame, or adding bytes after it, is refused.
+        for forged_payload in [&payload[..first], &[payload, &b"\x28\xb5"[..]].concat()[..]] {
+            let mut forged = CompressedPayload::default();
+            forged.bytes = forged_payload.to_vec();
+            forged.uncompressed = header.uncompressed_bytes;
+            let forged = assemble_chunk(CHUNK_VERSION, header.clone(), &forged).unwrap();
+            assert!(decode_chunk(&forged).is_err());
+        }
+        // No frame at all.
+        let mut empty = CompressedPayload::default();
+        empty.uncompressed = header.uncompressed_bytes;
+        let forged = assemble_chunk(CHUNK_VERSION, header, &empty).unwrap();
+        let err = decode_chunk(&forged).unwrap_err().to_string();
+        assert!(err.contains("no zstd frame"), "{err}");
+    }
+
+    #[test]
+    fn decompress_frames_keeps_what_precedes_a_torn_frame() {
+        let mut payload = CompressedPayload::default();
+        payload.push(b"first batch ").unwrap();
+        payload.push(b"second batch").unwrap();
+        let whole = payload.bytes.clone();
+        assert_eq!(
+            decompress_frames(&whole, 1 << 20),
+            (b"first batch second batch".to_vec(), None)
+        );
+        let first = zstd::zstd_safe::find_frame_compressed_size(&whole).unwrap();
+        for cut in first..whole.len() {
+            let (kept, problem) = decompress_frames(&whole[..cut], 1 << 20);
+            assert_eq!(kept, b"first batch ", "cut at {cut}");
+            assert_eq!(problem.is_some(), cut > first, "cut at {cut}");
+        }
+        let (kept, problem) = decompress_frames(&whole, 20);
+        assert_eq!(kept, b"first batch ");
+        assert_eq!(problem, Some(FramesProblem::TooLong(20)));
+    }
+
+    #[test]
     fn frames_that_do_not_match_the_header_are_refused() {
         let mut cursor = FrameCursor::new();
         let mut frames = Vec::new();
         crate::frame::encode_event(&mut frames, &mut cursor, &query(1)).unwrap();
         // A gap in seqs: the second frame is absolute with seq 3.
         crate::frame::encode_event(&mut frames, &mut cursor, &query(3)).unwrap();
-        let bytes = encode_chunk(header(SID, 1, 1, 2, GENESIS_HASH), &frames).unwrap();
+        let bytes = encode_chunk(header(SID, 1, 1, 2, GENESIS_HASH), &one_frame(&frames)).unwrap();
         let err = decode_chunk(&bytes).unwrap_err().to_string();
         assert!(err.contains("expected 2"), "{err}");
         // A torn last frame.
@@ -461,14 +657,14 @@ mod tests {
         let mut cursor = FrameCursor::new();
         crate::frame::encode_event(&mut frames, &mut cursor, &query(1)).unwrap();
         frames.pop();
-        let bytes = encode_chunk(header(SID, 1, 1, 1, GENESIS_HASH), &frames).unwrap();
+        let bytes = encode_chunk(header(SID, 1, 1, 1, GENESIS_HASH), &one_frame(&frames)).unwrap();
         let err = decode_chunk(&bytes).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         // An unknown version.
         let mut bytes = sample(SID, 1, 1, 2, GENESIS_HASH);
-        bytes[9] = 3;
+        bytes[9] = 4;
         let err = decode_chunk(&bytes).unwrap_err().to_string();
-        assert!(err.contains("version 3"), "{err}");
+        assert!(err.contains("version 4"), "{err}");
     }
 
     #[test]
@@ -540,10 +736,10 @@ mod tests {
             tail in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
             cut in 0usize..400,
         ) {
-            let mut bytes = if cut % 2 == 0 {
-                sample(SID, 2, 10, 4, GENESIS_HASH)
-            } else {
-                sample_v1(SID, 2, 10, 4, GENESIS_HASH)
+            let mut bytes = match cut % 3 {
+                0 => sample(SID, 2, 10, 4, GENESIS_HASH),
+                1 => sample_v1(SID, 2, 10, 4, GENESIS_HASH),
+                _ => sample_v2(SID, 2, 10, 4, GENESIS_HASH),
             };
             bytes.truncate(cut.min(bytes.len()));
             bytes.extend_from_slice(&tail);

@@ -199,18 +199,19 @@ fn crash_recovery_seals_what_was_durable() {
         chunks_before >= 2,
         "some chunks were sealed before the crash"
     );
-    let events_file = dir.join("events.frames");
+    let events_file = dir.join("events.zframes");
     assert!(
         std::fs::metadata(&events_file).unwrap().len() > 0,
         "unsealed frames exist"
     );
-    // A write the crash cut in half (a DataRow frame's header and part of
-    // its body), and a chunk that was being sealed.
+    // A sync the crash cut in half (the first half of a batch's zstd
+    // frame), and a chunk that was being sealed.
+    let batch = zstd::bulk::compress(&[0x04, 0, 0, 0x20, b'D', 0, 2, 0, 0, 0, 1, b'x'], 1).unwrap();
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&events_file)
         .unwrap();
-    std::io::Write::write_all(&mut file, b"\x04\x00\x00\x20D\x00\x02").unwrap();
+    std::io::Write::write_all(&mut file, &batch[..batch.len() / 2]).unwrap();
     std::fs::write(dir.join("chunk-000099.zst.tmp"), b"half a chunk").unwrap();
 
     let recovered = recover(&spool_dir, &key).unwrap();
@@ -407,9 +408,50 @@ fn wire_messages_replay_as_statements_and_rows() {
     assert!(text.contains("u299***@example.com"), "{text}");
 }
 
+/// A node that spooled raw frames (chunk format 2) left `events.frames`
+/// behind: after the upgrade, recovery still seals its frames, into a
+/// version-3 chunk.
+#[test]
+fn crash_recovery_reads_a_version_2_spool_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dir = tmp.path().join("spool");
+    let key = node_key();
+    let session = session_id(10);
+    let info = info(&session, "billing-eu", "bob");
+    let mut config = spool_config(&spool_dir);
+    config.chunk_target_bytes = 1 << 20;
+    let expected = {
+        let spool = Spool::open(config, key.clone()).unwrap();
+        let mut recorder = spool.start_session(info.clone()).unwrap();
+        let expected = record_script(&mut recorder, &info, &session_script(20));
+        recorder.flush().unwrap();
+        recorder.abandon();
+        expected
+    };
+    let dir = spool_dir.join(&session);
+    let compressed = std::fs::read(dir.join("events.zframes")).unwrap();
+    let frames = zstd::stream::decode_all(&compressed[..]).unwrap();
+    std::fs::remove_file(dir.join("events.zframes")).unwrap();
+    std::fs::write(dir.join("events.frames"), &frames).unwrap();
+
+    let recovered = recover(&spool_dir, &key).unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].events_recovered, expected.len() as u64);
+    assert_eq!(recovered[0].torn_lines_dropped, 0);
+    assert!(!dir.join("events.frames").exists());
+    let bytes = std::fs::read(dir.join("chunk-000001.zst")).unwrap();
+    assert_eq!(&bytes[8..10], &[0, 3]);
+    let events = juris_record::decode_chunk(&bytes).unwrap().events;
+    assert_eq!(&events[..expected.len()], &expected[..]);
+    assert!(matches!(
+        events[expected.len()].kind,
+        EventKind::SessionEnd { .. }
+    ));
+}
+
 /// A node that wrote chunk format 1 left `events.jsonl` behind: after
 /// the upgrade, recovery still turns its complete lines into the last
-/// chunk (a version-2 chunk) and counts the torn line.
+/// chunk (a version-3 chunk) and counts the torn line.
 #[test]
 fn crash_recovery_reads_a_version_1_spool_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -454,7 +496,7 @@ fn crash_recovery_reads_a_version_1_spool_file() {
         lines.push(b'\n');
     }
     lines.extend_from_slice(br#"{"seq":3,"at_ms":17672256"#);
-    std::fs::remove_file(dir.join("events.frames")).unwrap();
+    std::fs::remove_file(dir.join("events.zframes")).unwrap();
     std::fs::write(dir.join("events.jsonl"), &lines).unwrap();
 
     let recovered = recover(&spool_dir, &key).unwrap();
@@ -464,7 +506,7 @@ fn crash_recovery_reads_a_version_1_spool_file() {
     assert!(!dir.join("events.jsonl").exists());
     assert_eq!(recovered[0].manifest.chunks.len(), 1);
     let bytes = std::fs::read(dir.join("chunk-000001.zst")).unwrap();
-    assert_eq!(&bytes[8..10], &[0, 2], "recovery writes chunk format 2");
+    assert_eq!(&bytes[8..10], &[0, 3], "recovery writes chunk format 3");
     assert_eq!(
         juris_record::chunk::sha256_hex(&bytes),
         recovered[0].manifest.chunks[0].sha256
