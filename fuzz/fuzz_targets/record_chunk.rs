@@ -1,9 +1,9 @@
 //! Arbitrary bytes as a stored recording chunk: the decoder must answer
 //! with a chunk or an error, never panic, whatever a tampered or truncated
-//! object holds (zstd frame, header, JSON Lines of version 1, event frames
-//! of version 2). The same bytes are also fed to the event-frame decoder
-//! directly, as a crashed spool's `events.frames` would be, because a
-//! fuzzer rarely gets through zstd to reach it.
+//! object holds (zstd frames, header, JSON Lines of version 1, event
+//! frames of versions 2 and 3). The same bytes are also fed to the
+//! event-frame decoder directly, as decompressed spool frames would be,
+//! because a fuzzer rarely gets through zstd to reach it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -42,8 +42,8 @@ pub const CHUNK_VERSION_JSON_LINES: u16 = 1;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Largest header the format allows.
 pub const MAX_HEADER_BYTES: usize = 4096;
-/// zstd level for chunk payloads: sealing runs on the spool writer's
-/// thread. On 1 MiB of version-2 DataRow frames (bench `chunk_zstd`)
+/// zstd level for chunk payloads: compression runs on the spool writer's
+/// thread, at each sync. On 1 MiB of DataRow frames (bench `chunk_zstd`)
 /// level 1 compressed to 11 %, at about 280 MiB/s on the shared 2-core
 /// machine; the fast levels save little time for much larger chunks
 /// (level -1: no faster, 16 %; level -3: 13 % faster, 20 %; level -5:
@@ -51,7 +51,7 @@ pub const MAX_HEADER_BYTES: usize = 4096;
 const ZSTD_LEVEL: i32 = 1;
 /// Largest zstd window the decoder accepts (2^23 = 8 MiB), so a crafted
 /// frame cannot make the reader allocate a huge window. The writer's
-/// level-1 frames of at most a few MiB stay far below it.
+/// level-1 frames (one sync's frames each) stay far below it.
 const MAX_WINDOW_LOG: u32 = 23;
 const FIXED_PREFIX: usize = 8 + 2 + 4;
 
@@ -378,7 +378,7 @@ pub fn decode_chunk_with(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedC
     })
 }
 
-/// Parse the event frames of a version-2 payload: complete frames back
+/// Parse the event frames of a version-2 or version-3 payload: complete frames back
 /// to back, the first one absolute.
 fn parse_frames(payload: &[u8], max_event_bytes: usize) -> Result<Vec<RecordEvent>, String> {
     let mut cursor = FrameCursor::new();
@@ -476,7 +476,7 @@ mod tests {
         }
     }
 
-    /// A version-2 chunk: queries as client messages, every third event
+    /// A version-3 chunk (two zstd frames): queries as client messages, every third event
     /// a JSON frame.
     pub(crate) fn sample(session: &str, index: u32, first_seq: u64, n: u64, prev: &str) -> Vec<u8> {
         let mut frames = Vec::new();

@@ -1,5 +1,5 @@
 //! Event frames: the compact binary form of events in chunk format
-//! version 2 and in the spool's `events.frames`.
+//! versions 2 and 3 and, compressed, in the spool's `events.zframes`.
 //!
 //! The data plane records hundreds of thousands of server messages per
 //! second, so an event is written the way the client received it: the

@@ -1713,7 +1713,7 @@ impl OpenSession {
         Ok(())
     }
 
-    /// Seal the open chunk (if it has events) and empty `events.frames`.
+    /// Seal the open chunk (if it has events) and empty `events.zframes`.
     fn seal(&mut self, budget: &Budget) -> Result<()> {
         if self.chunk.events == 0 {
             return Ok(());
