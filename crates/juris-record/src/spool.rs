@@ -104,6 +104,11 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// A batch reads the clocks when it starts and again after this many
 /// events (a batch the writer keeps refusing does not get stale times).
 const CLOCK_EVERY: u32 = 128;
+/// A batch of at least this many bytes of frames is compressed when the
+/// writer takes it, as one zstd frame; smaller ones are gathered until the
+/// next sync (a zstd frame per small batch would compress worse and cost
+/// a call per network read of a busy interactive session).
+const COMPRESS_BATCH_AT: usize = 16 << 10;
 /// After a wake-up the writer waits this long for more before it drains
 /// the queue.
 const WRITER_LINGER: Duration = Duration::from_millis(2);
@@ -446,25 +451,39 @@ struct OpenChunk {
 }
 
 impl OpenChunk {
-    /// Append a batch (whose first frame is absolute).
-    fn push_batch(&mut self, batch: Batch) {
+    /// Append a batch (whose first frame is absolute). A batch of at
+    /// least [`COMPRESS_BATCH_AT`] bytes is compressed at once, into its
+    /// own zstd frame (after the pending frames, in one of theirs), so
+    /// that the frames of large results are never copied: a smaller one
+    /// waits, copied, for the next sync or large batch. Returns (frame
+    /// bytes compressed, compressed size), for the budget.
+    fn push_batch(&mut self, batch: Batch) -> std::io::Result<(usize, usize)> {
         if batch.events == 0 {
-            return;
+            return Ok((0, 0));
         }
         if self.events == 0 {
             self.first_seq = batch.first_seq;
             self.first_at_ms = batch.first_at_ms;
             self.opened = Some(Instant::now());
         }
+        self.events += batch.events;
+        self.last_seq = batch.last_seq;
+        self.last_at_ms = batch.last_at_ms;
+        self.lost_events += batch.lost;
+        if batch.frames.len() >= COMPRESS_BATCH_AT {
+            let (pending, pending_compressed) = self.compress_pending()?;
+            let compressed = self.payload.push(&batch.frames)?;
+            return Ok((
+                pending + batch.frames.len(),
+                pending_compressed + compressed,
+            ));
+        }
         if self.frames.is_empty() {
             self.frames = batch.frames;
         } else {
             self.frames.extend_from_slice(&batch.frames);
         }
-        self.events += batch.events;
-        self.last_seq = batch.last_seq;
-        self.last_at_ms = batch.last_at_ms;
-        self.lost_events += batch.lost;
+        Ok((0, 0))
     }
 
     /// Length of all the chunk's frames, compressed or not.
@@ -1675,7 +1694,10 @@ impl OpenSession {
             }
             self.unsynced += head.events as usize;
             self.unsynced_since.get_or_insert_with(Instant::now);
-            self.chunk.push_batch(head);
+            let path = self.dir.join(EVENTS_FILE);
+            let (raw, compressed) = self.chunk.push_batch(head).map_err(io_err(&path))?;
+            budget.add(compressed as u64);
+            budget.release(raw as u64);
             if self.chunk.frame_bytes() >= target {
                 self.seal(budget)?;
             }

@@ -408,6 +408,125 @@ fn wire_messages_replay_as_statements_and_rows() {
     assert!(text.contains("u299***@example.com"), "{text}");
 }
 
+/// Record `rounds` queries with `rows` DataRows each, retrying while the
+/// writer is behind; returns the event kinds a replay must show.
+fn record_large_results(
+    recorder: &mut juris_record::Recorder,
+    rounds: u32,
+    rows: u32,
+) -> Vec<EventKind> {
+    let c = Direction::ClientToServer;
+    let s = Direction::ServerToClient;
+    let record = |recorder: &mut juris_record::Recorder, direction, tag, body: &[u8]| loop {
+        match recorder.record_message(direction, tag, body) {
+            Err(RecordError::Busy) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            other => break other.unwrap(),
+        }
+    };
+    let mut expected = Vec::new();
+    let filler = "x".repeat(60);
+    for round in 0..rounds {
+        let text = format!("SELECT * FROM accounts -- {round}");
+        record(recorder, c, b'Q', format!("{text}\0").as_bytes());
+        expected.push(EventKind::Query { text });
+        for i in 0..rows {
+            let id = format!("{round}-{i}");
+            record(
+                recorder,
+                s,
+                b'D',
+                &data_row_body(&[Some(&id), Some(&filler)]),
+            );
+            expected.push(EventKind::DataRow {
+                values: vec![Some(id), Some(filler.clone())],
+            });
+        }
+        let tag = format!("SELECT {rows}");
+        record(recorder, s, b'C', format!("{tag}\0").as_bytes());
+        expected.push(EventKind::CommandComplete { tag });
+        // What the relay does at the end of each network read.
+        while let Err(RecordError::Busy) = recorder.ship() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    expected
+}
+
+/// Results large enough that the writer compresses each batch as it
+/// takes it (16 KiB or more, one zstd frame each), between small batches
+/// that it gathers until a sync: the recording reads back event for
+/// event, from sealed chunks and, after a crash, from the spool file.
+#[test]
+fn large_results_read_back_live_and_after_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dir = tmp.path().join("spool");
+    let key = node_key();
+    let mut config = juris_record::SpoolConfig::new(&spool_dir, "node-1");
+    config.chunk_target_bytes = 256 << 10;
+    let spool = Spool::open(config.clone(), key.clone()).unwrap();
+
+    let live = session_id(12);
+    let mut recorder = spool
+        .start_session(info(&live, "billing-eu", "bob"))
+        .unwrap();
+    let expected = record_large_results(&mut recorder, 4, 1500);
+    let manifest = recorder.finish(END).unwrap();
+    assert!(
+        manifest.chunks.len() >= 2,
+        "{} chunks",
+        manifest.chunks.len()
+    );
+    let store_dir = tmp.path().join("store");
+    let store = local_store(&store_dir);
+    let rt = runtime();
+    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
+    let recording = rt
+        .block_on(open_recording(
+            store.as_ref(),
+            Some(REGION),
+            &live,
+            Some(&key.public_key_hex()),
+        ))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+    let kinds: Vec<EventKind> = recording.events.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(kinds.len(), expected.len() + 2);
+    assert_eq!(&kinds[1..=expected.len()], &expected[..]);
+
+    // The same, cut off by a crash after the last sync (small enough that
+    // no chunk is sealed: every event comes from the spool file).
+    let crashed = session_id(13);
+    let mut recorder = spool
+        .start_session(info(&crashed, "billing-eu", "bob"))
+        .unwrap();
+    let expected = record_large_results(&mut recorder, 3, 600);
+    recorder.flush().unwrap();
+    recorder.abandon();
+    drop(spool);
+    let dir = spool_dir.join(&crashed);
+    let spooled = std::fs::read(dir.join("events.zframes")).unwrap();
+    assert!(
+        zstd::zstd_safe::find_frame_compressed_size(&spooled).unwrap() < spooled.len(),
+        "the spool file holds several zstd frames"
+    );
+    let recovered = recover(&spool_dir, &key).unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].torn_lines_dropped, 0);
+    // The spool holds the sealed chunks: read them in order.
+    let mut recording = Vec::new();
+    for chunk in &recovered[0].manifest.chunks {
+        let bytes = std::fs::read(dir.join(format!("chunk-{:06}.zst", chunk.index))).unwrap();
+        recording.extend(juris_record::decode_chunk(&bytes).unwrap().events);
+    }
+    let kinds: Vec<EventKind> = recording.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(&kinds[1..=expected.len()], &expected[..]);
+    assert!(matches!(kinds.last(), Some(EventKind::SessionEnd { .. })));
+}
+
 /// A node that spooled raw frames (chunk format 2) left `events.frames`
 /// behind: after the upgrade, recovery still seals its frames, into a
 /// version-3 chunk.
