@@ -140,6 +140,58 @@ impl SessionRecording {
             .await
     }
 
+    /// Record a run of whole backend messages in wire form, as the client
+    /// receives them: [`SessionRecording::server_message`] for each, with
+    /// one lock of the recorder per run rather than per message (the rows
+    /// of a result are one run per network read). On failure, says how
+    /// many bytes of `wire` were recorded before it, so that exactly
+    /// those can still reach the client.
+    pub async fn server_messages(&self, wire: &[u8]) -> Result<(), (usize, RecordingFailure)> {
+        let mut done = 0;
+        let mut deadline: Option<Instant> = None;
+        while done < wire.len() {
+            let (used, error) = {
+                let mut recorder = self.lock();
+                let Some(active) = recorder.as_mut() else {
+                    return Ok(());
+                };
+                let (used, error) = active.record_messages(
+                    Direction::ServerToClient,
+                    &wire[done..],
+                    is_recorded_server_message,
+                );
+                let lost = || used + message_len(&wire[done + used..]);
+                match error {
+                    None => return Ok(()),
+                    Some(RecordError::Busy)
+                        if Instant::now() < *deadline.get_or_insert_with(busy_deadline) =>
+                    {
+                        (used, None)
+                    }
+                    // Stuck behind the writer: give up on this message.
+                    Some(RecordError::Busy) => {
+                        active.skip();
+                        (lost(), Some((RecordError::Busy, used)))
+                    }
+                    // Counted as lost by the recorder already.
+                    Some(e @ RecordError::SpoolFull { .. }) => (lost(), Some((e, used))),
+                    Some(e) => (used, Some((e, used))),
+                }
+            };
+            let recorded_before = done;
+            done += used;
+            match error {
+                None => tokio::time::sleep(BUSY_RETRY).await,
+                Some((e, recorded)) => {
+                    if let Err(failure) = self.failed(e) {
+                        return Err((recorded_before + recorded, failure));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Queue one event with `record`. While the spool's writer is behind
     /// (its queue is full, the disk budget is not) the session waits for
     /// it, a millisecond at a time, rather than losing the event:
@@ -285,6 +337,17 @@ impl SessionRecording {
                 lost_events: 1,
             },
         }
+    }
+}
+
+/// Length of the wire message at the start of `wire` (all of `wire` if
+/// it does not hold a whole one, which the relay never passes on).
+fn message_len(wire: &[u8]) -> usize {
+    match wire.get(1..5) {
+        Some(&[l0, l1, l2, l3]) => {
+            (1 + u32::from_be_bytes([l0, l1, l2, l3]) as usize).clamp(5, wire.len())
+        }
+        _ => wire.len(),
     }
 }
 

@@ -1120,6 +1120,10 @@ where
     let mut scratch = BytesMut::new();
     loop {
         let mut position = 0;
+        // Forwarded messages not recorded yet, `buf[unrecorded..position]`:
+        // recorded as one run before anything else is, and before any of
+        // it is written to the client.
+        let mut unrecorded = 0;
         let mut forwarded_tag = 0;
         // The length of a frame that has begun but not arrived whole.
         let mut pending = None;
@@ -1140,23 +1144,32 @@ where
                     Err(failure) => {
                         let message = failure.to_string();
                         tracing::warn!(%message, "masking failed; ending the session");
-                        let _ = splice.write(client, &buf, position).await;
+                        let recorded = record_run(side.recording, &buf, unrecorded, position).await;
+                        let sent = recorded.err().map_or(position, |(recorded, _)| recorded);
+                        let _ = splice.write(client, &buf, sent).await;
                         let _ = send_fatal(client, side.recording, "XX000", &message).await;
                         return Ending::MaskingFailed(message);
                     }
                 };
-            if let Some(recording) = side.recording {
-                let recorded = match action {
-                    Action::Forward => recording.server_message(tag, &frame[5..]).await,
-                    Action::Replace => recording.server_message(scratch[0], &scratch[5..]).await,
-                    Action::Swallow => Ok(()),
-                };
-                if let Err(failure) = recorded {
+            if let Some(recording) = side.recording
+                && !matches!(action, Action::Forward)
+            {
+                // The forwarded run before this message first, then what
+                // the client gets instead of it.
+                let mut recorded = record_run(Some(recording), &buf, unrecorded, position).await;
+                if recorded.is_ok() && matches!(action, Action::Replace) {
+                    recorded = recording
+                        .server_message(scratch[0], &scratch[5..])
+                        .await
+                        .map_err(|failure| (position, failure));
+                }
+                if let Err((recorded, failure)) = recorded {
                     // What was recorded goes out; nothing after it does.
-                    let _ = splice.write(client, &buf, position).await;
+                    let _ = splice.write(client, &buf, recorded).await;
                     let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
                     return Ending::RecordingFailed(failure);
                 }
+                unrecorded = position + total;
             }
             match action {
                 Action::Forward => side.log.answered(batches_completed, tag, &frame[5..]),
@@ -1189,6 +1202,13 @@ where
             }
             forwarded_tag = tag;
             position += total;
+        }
+        if let Err((recorded, failure)) =
+            record_run(side.recording, &buf, unrecorded, position).await
+        {
+            let _ = splice.write(client, &buf, recorded).await;
+            let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
+            return Ending::RecordingFailed(failure);
         }
         if let Some(recording) = side.recording
             && let Err(failure) = recording.ship().await
@@ -1296,6 +1316,24 @@ async fn send_fatal<W: AsyncWrite + Unpin + ?Sized>(
     }
     client.write_all(&out).await?;
     client.flush().await
+}
+
+/// Record the forwarded messages `buf[from..to]` as one run. `Err`
+/// carries the end of what was recorded (an offset into `buf`), up to
+/// which the client may still be sent its bytes, and the failure.
+async fn record_run(
+    recording: Option<&SessionRecording>,
+    buf: &[u8],
+    from: usize,
+    to: usize,
+) -> Result<(), (usize, RecordingFailure)> {
+    match recording {
+        Some(recording) if from < to => recording
+            .server_messages(&buf[from..to])
+            .await
+            .map_err(|(recorded, failure)| (from + recorded, failure)),
+        _ => Ok(()),
+    }
 }
 
 /// Decide what happens to one complete server frame (`frame` includes its

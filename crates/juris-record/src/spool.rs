@@ -1035,6 +1035,46 @@ impl Recorder {
         self.record_body(at_ms, elapsed_us, direction, Body::Message { tag, body })
     }
 
+    /// Record a run of complete PostgreSQL messages in wire form (type
+    /// byte, 4-byte length, body), as [`Recorder::record_message`] would
+    /// one by one, skipping those whose type `keep` refuses. The data
+    /// plane's path for the rows of a result: one call (and one lock of
+    /// whatever guards the recorder) per network read instead of one per
+    /// row.
+    ///
+    /// Returns how many bytes of `wire` were dealt with (recorded or
+    /// skipped) and the error that stopped the run, if any, at the message
+    /// that failed (which, after [`RecordError::SpoolFull`], already counts
+    /// as lost, like a refused `record_message`). Bytes that do not split
+    /// into messages are refused with [`RecordError::Invalid`] at the first
+    /// one that does not fit.
+    pub fn record_messages(
+        &mut self,
+        direction: Direction,
+        wire: &[u8],
+        keep: impl Fn(u8) -> bool,
+    ) -> (usize, Option<RecordError>) {
+        let mut at = 0;
+        while at < wire.len() {
+            let Some(&[tag, l0, l1, l2, l3]) = wire.get(at..at + 5) else {
+                return (at, Some(not_a_message()));
+            };
+            let length = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+            let end = at + 1 + length;
+            if length < 4 || end > wire.len() {
+                return (at, Some(not_a_message()));
+            }
+            if keep(tag) {
+                let body = &wire[at + 5..end];
+                if let Err(e) = self.record_message(direction, tag, body) {
+                    return (at, Some(e));
+                }
+            }
+            at = end;
+        }
+        (at, None)
+    }
+
     /// Record an event with a given time (replays, tests).
     pub fn record_at(
         &mut self,
@@ -1415,6 +1455,14 @@ impl Drop for Recorder {
 }
 
 /// The error for a session the writer no longer holds (it failed).
+fn not_a_message() -> RecordError {
+    RecordError::Invalid {
+        what: "wire messages",
+        value: String::new(),
+        reason: "the bytes do not split into whole PostgreSQL messages",
+    }
+}
+
 fn gone() -> RecordError {
     RecordError::RecorderFailed {
         session: String::new(),
