@@ -1120,10 +1120,9 @@ where
     let mut scratch = BytesMut::new();
     loop {
         let mut position = 0;
-        // Forwarded messages not recorded yet, `buf[unrecorded..position]`:
-        // recorded as one run before anything else is, and before any of
-        // it is written to the client.
-        let mut unrecorded = 0;
+        // What this read passed on and the recording does not have yet;
+        // recorded before any of it is written to the client.
+        let mut unrecorded = Unrecorded::default();
         let mut forwarded_tag = 0;
         // The length of a frame that has begun but not arrived whole.
         let mut pending = None;
@@ -1144,32 +1143,32 @@ where
                     Err(failure) => {
                         let message = failure.to_string();
                         tracing::warn!(%message, "masking failed; ending the session");
-                        let recorded = record_run(side.recording, &buf, unrecorded, position).await;
+                        let recorded = unrecorded.record(side.recording, &buf, position).await;
                         let sent = recorded.err().map_or(position, |(recorded, _)| recorded);
                         let _ = splice.write(client, &buf, sent).await;
                         let _ = send_fatal(client, side.recording, "XX000", &message).await;
                         return Ending::MaskingFailed(message);
                     }
                 };
-            if let Some(recording) = side.recording
-                && !matches!(action, Action::Forward)
-            {
-                // The forwarded run before this message first, then what
-                // the client gets instead of it.
-                let mut recorded = record_run(Some(recording), &buf, unrecorded, position).await;
-                if recorded.is_ok() && matches!(action, Action::Replace) {
-                    recorded = recording
-                        .server_message(scratch[0], &scratch[5..])
-                        .await
-                        .map_err(|failure| (position, failure));
-                }
+            if side.recording.is_some() && !matches!(action, Action::Forward) {
+                let recorded = match action {
+                    Action::Replace => {
+                        unrecorded
+                            .replace(side.recording, &buf, position, total, &scratch)
+                            .await
+                    }
+                    _ => {
+                        unrecorded
+                            .swallow(side.recording, &buf, position, total)
+                            .await
+                    }
+                };
                 if let Err((recorded, failure)) = recorded {
                     // What was recorded goes out; nothing after it does.
                     let _ = splice.write(client, &buf, recorded).await;
                     let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
                     return Ending::RecordingFailed(failure);
                 }
-                unrecorded = position + total;
             }
             match action {
                 Action::Forward => side.log.answered(batches_completed, tag, &frame[5..]),
@@ -1203,9 +1202,7 @@ where
             forwarded_tag = tag;
             position += total;
         }
-        if let Err((recorded, failure)) =
-            record_run(side.recording, &buf, unrecorded, position).await
-        {
+        if let Err((recorded, failure)) = unrecorded.record(side.recording, &buf, position).await {
             let _ = splice.write(client, &buf, recorded).await;
             let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
             return Ending::RecordingFailed(failure);
@@ -1318,21 +1315,84 @@ async fn send_fatal<W: AsyncWrite + Unpin + ?Sized>(
     client.flush().await
 }
 
-/// Record the forwarded messages `buf[from..to]` as one run. `Err`
-/// carries the end of what was recorded (an offset into `buf`), up to
-/// which the client may still be sent its bytes, and the failure.
-async fn record_run(
-    recording: Option<&SessionRecording>,
-    buf: &[u8],
-    from: usize,
-    to: usize,
-) -> Result<(), (usize, RecordingFailure)> {
-    match recording {
-        Some(recording) if from < to => recording
-            .server_messages(&buf[from..to])
-            .await
-            .map_err(|(recorded, failure)| (from + recorded, failure)),
-        _ => Ok(()),
+/// What the relay passed on from one read of the upstream and has not
+/// recorded yet, in order: messages that replaced upstream ones (copied
+/// here), then a run of forwarded ones, `buf[run_from..position]` (never
+/// copied). Recorded in one call each ([`SessionRecording::server_messages`])
+/// rather than one per row, and always before what they stand for is
+/// written to the client. `Err` from the methods carries the offset in
+/// `buf` up to which the client may still be sent its bytes (everything
+/// before it was recorded) and the failure.
+#[derive(Default)]
+struct Unrecorded {
+    replaced: Vec<u8>,
+    /// Offset in `buf` of the first message `replaced` stands for.
+    replaced_from: usize,
+    run_from: usize,
+}
+
+impl Unrecorded {
+    /// Record everything before `position`.
+    async fn record(
+        &mut self,
+        recording: Option<&SessionRecording>,
+        buf: &[u8],
+        position: usize,
+    ) -> Result<(), (usize, RecordingFailure)> {
+        let Some(recording) = recording else {
+            return Ok(());
+        };
+        if !self.replaced.is_empty() {
+            let replaced = std::mem::take(&mut self.replaced);
+            let recorded = recording.server_messages(&replaced).await;
+            // Keep the allocation for the next rows.
+            self.replaced = replaced;
+            self.replaced.clear();
+            recorded.map_err(|(_, failure)| (self.replaced_from, failure))?;
+        }
+        if self.run_from < position {
+            recording
+                .server_messages(&buf[self.run_from..position])
+                .await
+                .map_err(|(recorded, failure)| (self.run_from + recorded, failure))?;
+        }
+        self.run_from = position;
+        Ok(())
+    }
+
+    /// The message at `buf[position..position + total]` goes to the client
+    /// as `replacement` (a whole wire message).
+    async fn replace(
+        &mut self,
+        recording: Option<&SessionRecording>,
+        buf: &[u8],
+        position: usize,
+        total: usize,
+        replacement: &[u8],
+    ) -> Result<(), (usize, RecordingFailure)> {
+        if self.run_from < position {
+            self.record(recording, buf, position).await?;
+        }
+        if self.replaced.is_empty() {
+            self.replaced_from = position;
+        }
+        self.replaced.extend_from_slice(replacement);
+        self.run_from = position + total;
+        Ok(())
+    }
+
+    /// The message at `buf[position..position + total]` does not reach
+    /// the client.
+    async fn swallow(
+        &mut self,
+        recording: Option<&SessionRecording>,
+        buf: &[u8],
+        position: usize,
+        total: usize,
+    ) -> Result<(), (usize, RecordingFailure)> {
+        self.record(recording, buf, position).await?;
+        self.run_from = position + total;
+        Ok(())
     }
 }
 
