@@ -97,15 +97,20 @@ const _: () = assert!(STRIDE + REACH < BLOCK);
 /// detector): `None` means the scan loop would find nothing; otherwise the
 /// triggers worth a look in the value's first block (its first [`BLOCK`]
 /// bytes; `scan::worth_mask`), for the scan loop to start from.
-pub(super) fn check(v: &[u8], enabled: u16) -> Option<u64> {
+///
+/// The triggers are those of the block starting at the returned offset,
+/// not always 0: for a value longer than a block, the first block in which
+/// the quick pass sees a shape's first byte. No finding starts before it
+/// (see [`quick_pass`]), and the scan loop starts there.
+pub(super) fn check(v: &[u8], enabled: u16) -> Option<(usize, u64)> {
     // A value of one block is classified once: most values that short are
     // timestamps, ids or addresses, which the quick pass lets through.
-    if v.len() > BLOCK && !quick_pass(v) {
-        return None;
-    }
-    let end = v.len().min(BLOCK);
-    let first = block_masks::<FULL>(&v[..end]);
-    full_pass(v, enabled, &first).then(|| super::worth_mask(&first, 0, super::at(v, end)))
+    let start = if v.len() > BLOCK { quick_pass(v)? } else { 0 };
+    let end = v.len().min(start + BLOCK);
+    let first = block_masks::<FULL>(&v[start..end]);
+    let prev = if start > 0 { v[start - 1] } else { 0 };
+    full_pass(v, enabled, start, &first)
+        .then(|| (start, super::worth_mask(&first, prev, super::at(v, end))))
 }
 
 #[cfg(test)]
@@ -116,25 +121,27 @@ pub(super) fn may_match(v: &[u8], enabled: u16) -> bool {
 /// A first, cheaper pass over the whole value with the `QUICK` classes
 /// only, in blocks that do not overlap (a shape crossing a block boundary
 /// is seen through the next block's masks). Prose and other letter-only
-/// text stops here.
-fn quick_pass(v: &[u8]) -> bool {
+/// text stops here (`None`).
+///
+/// Otherwise the start of the first block that holds a `SPECIAL` byte or
+/// the start of a `quick_hits` shape. Every shape of [`hits`] begins with
+/// one of those (a digit, `@`, `+`, `(` or `:`, or the first capital, `e`
+/// or `b` of a `quick_hits` shape), so none begins before that block, and
+/// no colon lies before it either.
+fn quick_pass(v: &[u8]) -> Option<usize> {
     let mut blocks = v.chunks(BLOCK);
-    let Some(first) = blocks.next() else {
-        return false;
-    };
-    let mut cur = block_masks::<QUICK>(first);
+    let mut cur = block_masks::<QUICK>(blocks.next()?);
+    let mut start = 0;
     loop {
         if cur[SPECIAL] != 0 {
-            return true;
+            return Some(start);
         }
         let next = blocks.next().map(block_masks::<QUICK>);
         if quick_hits(&cur, next.as_ref().unwrap_or(&[0; CLASSES])) {
-            return true;
+            return Some(start);
         }
-        match next {
-            Some(n) => cur = n,
-            None => return false,
-        }
+        cur = next?;
+        start += BLOCK;
     }
 }
 
@@ -154,14 +161,14 @@ fn quick_hits(m: &[u64; CLASSES], next: &[u64; CLASSES]) -> bool {
         || m[B] & shr(E, 1) & shr(E, 4) != 0
 }
 
-/// The exact shapes of [`hits`], in overlapping blocks, the first of which
-/// is classified already.
-fn full_pass(v: &[u8], enabled: u16, first: &Masks) -> bool {
+/// The exact shapes of [`hits`] starting at or after `start`, in
+/// overlapping blocks from there, the first of which (`first`) is
+/// classified already.
+fn full_pass(v: &[u8], enabled: u16, mut start: usize, first: &Masks) -> bool {
     if hits(first) & enabled != 0 {
         return true;
     }
     let mut colons = first[COLON].count_ones();
-    let mut start = 0;
     while start + BLOCK < v.len() {
         start += STRIDE;
         let m = block_masks::<FULL>(&v[start..v.len().min(start + BLOCK)]);

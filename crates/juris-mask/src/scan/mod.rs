@@ -120,11 +120,15 @@ impl Builtins {
         }
         // Values of one or two words are cheaper to scan than to gate.
         let mut first = None;
+        let mut i = 0;
         if v.len() > 16 {
-            first = gate::check(v, self.enabled);
-            if first.is_none() {
-                return;
-            }
+            let (start, worth) = match gate::check(v, self.enabled) {
+                Some(found) => found,
+                None => return,
+            };
+            // Nothing can be found before `start` (see `gate::check`).
+            i = start;
+            first = Some(worth);
         }
         let mut st = State {
             v,
@@ -135,7 +139,6 @@ impl Builtins {
         let table = &self.table;
         if v.len() < 8 {
             // A word or a number: cheaper to look up than to classify.
-            let mut i = 0;
             let rest = |i: usize| v.get(i..).unwrap_or_default();
             while let Some(k) = rest(i).iter().position(|&b| table[usize::from(b)] != 0) {
                 let k = i + k;
@@ -146,7 +149,6 @@ impl Builtins {
         // Block by block: the triggers worth a look (see `worth_mask`) from
         // the block's class masks, each dispatched in turn. A block starts
         // where the scan resumes, and its first one is the gate's.
-        let mut i = 0;
         while i < v.len() {
             let end = v.len().min(i + gate::BLOCK);
             let mut worth = match first.take() {
@@ -609,6 +611,60 @@ pub(crate) mod tests {
             }
         }
         assert!(found > 10_000, "only {found} findings");
+    }
+
+    /// Long values whose first blocks hold only letters and punctuation
+    /// (words with a `J` inside, `be…` words, lone capitals, `ey`), so the
+    /// gate's quick pass starts the scan at a later block, followed by
+    /// findings and near misses: the scan finds what the unfiltered loop
+    /// does from the value's start, whatever block it starts at and
+    /// wherever the words and shapes cross the block boundary.
+    #[test]
+    fn scan_from_a_later_block_matches_reference() {
+        const LETTERS: &[&str] = &[
+            "the", "Jane", "xJy", "ey", "be", "Be", "bee", "beer", "A", "I", "B", "Thanks",
+            "order", "-", ".", ",", "_", "=", "é", "\t", "e", "y", "J", "b", "aJ", "Xe", "Ab",
+        ];
+        // Rarely: the start of a shape the quick pass stops at.
+        const SHAPES: &[&str] = &["eyJ", "Bearer", "bearerx", "DE", "AK"];
+        let mut next = splitmix(0x1a7e_b10c_5ca1_0001u64);
+        let all = Builtins::new(0x1ff);
+        let singles: Vec<Builtins> = (0..9).map(|d| Builtins::new(1 << d)).collect();
+        let (mut later, mut found) = (0, 0);
+        for round in 0..20_000 {
+            // 40 to 250 bytes of letters, then, half the time with no
+            // separator, random findings and near misses.
+            let mut v = Vec::new();
+            let len = 40 + (next() % 210) as usize;
+            while v.len() < len {
+                let piece = if next().is_multiple_of(40) {
+                    SHAPES[(next() % SHAPES.len() as u64) as usize]
+                } else {
+                    LETTERS[(next() % LETTERS.len() as u64) as usize]
+                };
+                v.extend_from_slice(piece.as_bytes());
+                if next().is_multiple_of(2) {
+                    v.push(b' ');
+                }
+            }
+            if round % 3 == 0 {
+                // Up to a block boundary exactly.
+                v.truncate(v.len() / gate::BLOCK * gate::BLOCK);
+            }
+            v.extend(random_value(&mut next, 120));
+            if gate::check(&v, 0x1ff).is_some_and(|(start, _)| start > 0) {
+                later += 1;
+            }
+            for b in std::iter::once(&all).chain(&singles) {
+                let mut got = Vec::new();
+                b.scan(&v, &mut got);
+                let want = reference_scan(b, &v);
+                found += want.len();
+                assert_eq!(got, want, "in {:?}", String::from_utf8_lossy(&v));
+            }
+        }
+        assert!(later > 1_000, "only {later} scans from a later block");
+        assert!(found > 5_000, "only {found} findings");
     }
 
     /// A small deterministic generator (SplitMix64) for the randomised tests.
