@@ -94,7 +94,30 @@
 //!   --measurement-time 2; done; done
 //! ```
 //!
-//! Latest rounds (2026-11-24, "classify once"), each the best of four
+//! Latest round (2026-11-24, "later-block start"): the best of eight
+//! alternating runs of `mask_value/pii_(free|dense)$` at a load average
+//! of 1.5–3.7 gave 984 / 245 MiB/s (old) and 977 / 243 MiB/s (new):
+//! timing cannot resolve this round. Callgrind can, one pass over each
+//! corpus (`valgrind --tool=callgrind --toggle-collect='maskprof::run'`
+//! on a small harness that builds the bench's corpora and policy and
+//! calls `mask_value` over them as the bench does):
+//!
+//! | corpus | instructions per pass before → after |
+//! |---|---|
+//! | `pii_dense` | 35.53 M → 34.23 M (−3.7 %) |
+//! | `pii_free` | 9.06 M → 9.01 M |
+//! | shapes name / address / prose / timestamp / uuid | 5.43 / 4.86 / 1.18 / 4.96 / 4.95 M → 5.47 / 4.86 / 1.16 / 4.97 / 4.94 M |
+//! | shapes price / status | 11.61 / 7.15 M → 11.69 / 7.11 M |
+//!
+//! What changed: for values longer than 64 bytes, the exact gate pass
+//! and the scan loop start at the first block in which the quick pass
+//! saw the first byte of a shape (every shape of the exact pass starts
+//! with a byte the quick pass looks for, so no finding starts before
+//! it, and the skipped prefix holds no colon); the gate's `(ddd)` shape
+//! lost its `)` class. A test holds scans from a later block to the
+//! unfiltered loop on long letter-only prefixes followed by findings.
+//!
+//! The round before (2026-11-24, "classify once"), each the best of four
 //! alternating runs: `mask_value` alone at a load average of 3.5 on the
 //! 2 cores, then every bench at a load average of 5 (the old build
 //! measured 722 / 167 and 692 / 170 MiB/s there, against 740 / 188 in a
@@ -144,20 +167,32 @@
 //!   pieces, counts the kept characters without a branch per byte, and
 //!   reduces the IBAN checksum only near overflow.
 //!
-//! What remains, from `perf` (cpu-clock sampling) on the dense corpus:
-//! the gate is still about a quarter of the time (its 17-class block
+//! What remains, from callgrind on the dense corpus after the
+//! later-block round: the gate 28 % (its classification and `hits`, ~145
+//! instructions a block), rendering 23 % (`write_masked` 17 %: about 260
+//! instructions a span, spread over the ASCII check, the cut, the copy
+//! and the starring), `on_upper` 15 % (JWT segments and bearer tokens
+//! classified by `run_of`, IBAN mod-97), `on_digit` 9 %. Tried and
+//! dropped, as they measured more instructions: the cut of `partial`
+//! from a bit mask of the span's alphanumerics, and `run_of` 16 bytes at
+//! a time. Dense needs about a fifth fewer instructions for 300 MB/s.
+//!
+//! Before that round, from `perf` (cpu-clock sampling) on the dense corpus:
+//! the gate was about a quarter of the time (its 17-class block
 //! classification, and for long values the quick pass and the overlapping
 //! blocks before the finding), `write_masked` about 16 % (the starring
 //! reads bytes a `memcpy` has just written, and the copy itself), the
 //! dispatch's indirect jump and the per-finding count (`Findings::record`)
 //! a few % each. Statuses (8–16 lower-case bytes) lost ~20 %: they now
 //! pay one classification where the SWAR loop skipped them; a byte loop
-//! for them costs names more than it saves. Next steps: start the exact
-//! pass at the quick pass's first block with a shape (no finding can
-//! start before it, but the loop's first block would then need its own
-//! classification), and write the starred span from the source instead
-//! of re-reading the copy (a first attempt did not vectorise and was
-//! slower).
+//! for them costs names more than it saves. Next steps then: start the
+//! exact pass at the quick pass's first block with a shape (done in the
+//! later-block round), and write the starred span from the source
+//! instead of re-reading the copy (a first attempt did not vectorise and
+//! was slower). Next steps now: classify a JWT's three segments from one
+//! block's masks instead of three `run_of` calls; a cheaper `hits` for
+//! short values (only the shapes of enabled detectors); a `partial`
+//! writer without the separate ASCII check and copy.
 
 mod findings;
 mod glob;
