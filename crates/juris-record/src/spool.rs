@@ -157,8 +157,7 @@ pub struct SpoolConfig {
     /// fsync a session's spool file after this many events (default
     /// 65536; an fsync costs milliseconds on many disks, so this bounds
     /// the rate a session can sustain, while the interval below bounds the
-    /// loss window; 4096 cost a large result two or three fsyncs per
-    /// 10,000 rows, several points of the node's CPU)...
+    /// loss window; at 4096 a 10,000-row result paid two or three)...
     pub fsync_every_events: usize,
     /// ... or when its oldest unsynced event is this old (default 100 ms).
     pub fsync_interval: Duration,
