@@ -67,17 +67,57 @@ fn b64url_run(v: &[u8], i: usize) -> usize {
 /// `eyJ…` `.` `eyJ…` `.` signature (possibly empty, as in `alg: none`).
 fn jwt(v: &[u8], s: usize) -> Option<usize> {
     const MIN_SEGMENT: usize = 8;
-    let h = b64url_run(v, s);
+    // The first 64 bytes from `s` are classified once: most tokens'
+    // first two segments, and often the third, lie within them.
+    let block = SegmentBlock::new(v, s);
+    let h = block.run(v, s);
     let p = s + h;
     if h < MIN_SEGMENT || at(v, p) != b'.' || v.get(p + 1..p + 4) != Some(b"eyJ") {
         return None;
     }
-    let b = b64url_run(v, p + 1);
+    let b = block.run(v, p + 1);
     let q = p + 1 + b;
     if b < MIN_SEGMENT || at(v, q) != b'.' {
         return None;
     }
-    Some(q + 1 + b64url_run(v, q + 1))
+    Some(q + 1 + block.run(v, q + 1))
+}
+
+/// The base64url bytes of up to 64 bytes of a value from `base`.
+struct SegmentBlock {
+    base: usize,
+    len: usize,
+    mask: u64,
+}
+
+impl SegmentBlock {
+    fn new(v: &[u8], base: usize) -> Self {
+        let block = v.get(base..).unwrap_or_default();
+        let block = &block[..block.len().min(gate::BLOCK)];
+        let mask = gate::block_masks::<{ gate::B64URL_SET }>(block)[gate::B64URL];
+        SegmentBlock {
+            base,
+            len: block.len(),
+            mask,
+        }
+    }
+
+    /// `b64url_run(v, i)` for `i >= base`, from the mask while the run
+    /// stays within the block.
+    fn run(&self, v: &[u8], i: usize) -> usize {
+        let off = i - self.base;
+        if off >= self.len {
+            return b64url_run(v, i);
+        }
+        // Bits past the block are clear, as are those shifted in.
+        let n = (!(self.mask >> off)).trailing_zeros() as usize;
+        if off + n == gate::BLOCK {
+            // The run reaches the end of a whole block: it may go on.
+            n + b64url_run(v, self.base + gate::BLOCK)
+        } else {
+            n
+        }
+    }
 }
 
 // ---- AWS access key id --------------------------------------------------
@@ -433,6 +473,30 @@ mod tests {
             "Jey",
         ] {
             check(JWT, v, &[]);
+        }
+    }
+
+    /// The runs of a `SegmentBlock` against `b64url_run` (the plain
+    /// runs, one `run_of` call each), from every start in random values of
+    /// base64url bytes, dots and other bytes, across and past the block.
+    #[test]
+    fn segment_block_runs_match_b64url_run() {
+        let mut next = crate::scan::tests::splitmix(0x7e57_0001_5e90_b10cu64);
+        for round in 0..3_000 {
+            let len = (next() % if round % 2 == 0 { 200 } else { 70 }) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|_| match next() % 32 {
+                    0 => b'.',
+                    1 => next() as u8,
+                    2 => b' ',
+                    _ => b"aZ09-_eyJ"[(next() % 9) as usize],
+                })
+                .collect();
+            let base = (next() % (len as u64 + 3)) as usize;
+            let block = SegmentBlock::new(&v, base);
+            for i in base..len + 3 {
+                assert_eq!(block.run(&v, i), b64url_run(&v, i), "{v:?} {base} {i}");
+            }
         }
     }
 
