@@ -96,15 +96,17 @@
 //!
 //! Latest round (2026-11-24, "later-block start"): the best of eight
 //! alternating runs of `mask_value/pii_(free|dense)$` at a load average
-//! of 1.5–3.7 gave 984 / 245 MiB/s (old) and 977 / 243 MiB/s (new):
-//! timing cannot resolve this round. Callgrind can, one pass over each
+//! of 1.5–3.7 gave 984 / 245 MiB/s (old) and 977 / 243 MiB/s (new,
+//! before the JWT change below); with it, four more at a load average of
+//! 3.1–3.6 gave 887 / 194 (old) and 859 / 223 (new): timing cannot
+//! resolve this round on the shared machine. Callgrind can, one pass over each
 //! corpus (`valgrind --tool=callgrind --toggle-collect='maskprof::run'`
 //! on a small harness that builds the bench's corpora and policy and
 //! calls `mask_value` over them as the bench does):
 //!
 //! | corpus | instructions per pass before → after |
 //! |---|---|
-//! | `pii_dense` | 35.53 M → 34.23 M (−3.7 %) |
+//! | `pii_dense` | 35.53 M → 33.74 M (−5.0 %) |
 //! | `pii_free` | 9.06 M → 9.01 M |
 //! | shapes name / address / prose / timestamp / uuid | 5.43 / 4.86 / 1.18 / 4.96 / 4.95 M → 5.47 / 4.86 / 1.16 / 4.97 / 4.94 M |
 //! | shapes price / status | 11.61 / 7.15 M → 11.69 / 7.11 M |
@@ -113,9 +115,12 @@
 //! and the scan loop start at the first block in which the quick pass
 //! saw the first byte of a shape (every shape of the exact pass starts
 //! with a byte the quick pass looks for, so no finding starts before
-//! it, and the skipped prefix holds no colon); the gate's `(ddd)` shape
-//! lost its `)` class. A test holds scans from a later block to the
-//! unfiltered loop on long letter-only prefixes followed by findings.
+//! it, and the skipped prefix holds no colon) (−1.1 M dense); the gate's
+//! `(ddd)` shape lost its `)` class (−0.25 M dense, −0.08 M PII-free); a
+//! JWT's three segments are measured from one classification of the 64
+//! bytes at its start (−0.5 M dense). Tests hold scans from a later block
+//! to the unfiltered loop on long letter-only prefixes followed by
+//! findings, and the JWT block's runs to `run_of` from every start.
 //!
 //! The round before (2026-11-24, "classify once"), each the best of four
 //! alternating runs: `mask_value` alone at a load average of 3.5 on the
@@ -172,7 +177,8 @@
 //! instructions a block), rendering 23 % (`write_masked` 17 %: about 260
 //! instructions a span, spread over the ASCII check, the cut, the copy
 //! and the starring), `on_upper` 15 % (JWT segments and bearer tokens
-//! classified by `run_of`, IBAN mod-97), `on_digit` 9 %. Tried and
+//! classified by `run_of`, IBAN mod-97), `on_digit` 9 % (before the JWT
+//! change, which took `on_upper` down by a tenth). Tried and
 //! dropped, as they measured more instructions: the cut of `partial`
 //! from a bit mask of the span's alphanumerics, and `run_of` 16 bytes at
 //! a time. Dense needs about a fifth fewer instructions for 300 MB/s.
@@ -189,8 +195,7 @@
 //! exact pass at the quick pass's first block with a shape (done in the
 //! later-block round), and write the starred span from the source
 //! instead of re-reading the copy (a first attempt did not vectorise and
-//! was slower). Next steps now: classify a JWT's three segments from one
-//! block's masks instead of three `run_of` calls; a cheaper `hits` for
+//! was slower). Next steps now: a cheaper `hits` for
 //! short values (only the shapes of enabled detectors); a `partial`
 //! writer without the separate ASCII check and copy.
 
