@@ -178,10 +178,11 @@
 //! instructions a span, spread over the ASCII check, the cut, the copy
 //! and the starring), `on_upper` 15 % (JWT segments and bearer tokens
 //! classified by `run_of`, IBAN mod-97), `on_digit` 9 % (before the JWT
-//! change, which took `on_upper` down by a tenth). Tried and
-//! dropped, as they measured more instructions: the cut of `partial`
-//! from a bit mask of the span's alphanumerics, `run_of` 16 bytes at a
-//! time, and Luhn by digit pairs and a table (+0.03 M). Dense needs about a fifth fewer instructions for 300 MB/s.
+//! change, which took `on_upper` down by a tenth). Tried and dropped,
+//! as they measured more instructions: the cut of `partial` from a bit
+//! mask of the span's alphanumerics (+0.3 M), `run_of` 16 bytes at a
+//! time (+0.1 M), and Luhn by digit pairs and a table (+0.03 M). Dense
+//! needs about a fifth fewer instructions for 300 MB/s.
 //!
 //! Before that round, from `perf` (cpu-clock sampling) on the dense corpus:
 //! the gate was about a quarter of the time (its 17-class block
