@@ -408,6 +408,33 @@ fn wire_messages_replay_as_statements_and_rows() {
     assert!(text.contains("u299***@example.com"), "{text}");
 }
 
+/// A recorder reserves the spool's budget ahead, a block at a time, so
+/// that a row costs no update of the shared budget; what it did not use
+/// is given back when it ships, and when it is dropped.
+#[test]
+fn budget_reserved_ahead_is_given_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), node_key()).unwrap();
+    let mut recorder = spool
+        .start_session(info(&session_id(14), "billing-eu", "bob"))
+        .unwrap();
+    recorder.flush().unwrap();
+    let before = spool.used_bytes();
+    recorder
+        .record_message(Direction::ServerToClient, b'C', b"SELECT 1\0")
+        .unwrap();
+    let reserved = spool.used_bytes() - before;
+    assert!(reserved >= 64 << 10, "a block is reserved ahead: {reserved}");
+    recorder.ship().unwrap();
+    let kept = spool.used_bytes() - before;
+    assert!(kept < 64, "only the frame stays counted after the ship: {kept}");
+    recorder
+        .record_message(Direction::ServerToClient, b'C', b"SELECT 2\0")
+        .unwrap();
+    drop(recorder);
+    assert!(spool.used_bytes() - before < 1024);
+}
+
 /// Record `rounds` queries with `rows` DataRows each, retrying while the
 /// writer is behind; returns the event kinds a replay must show.
 fn record_large_results(
