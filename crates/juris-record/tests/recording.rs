@@ -424,10 +424,16 @@ fn budget_reserved_ahead_is_given_back() {
         .record_message(Direction::ServerToClient, b'C', b"SELECT 1\0")
         .unwrap();
     let reserved = spool.used_bytes() - before;
-    assert!(reserved >= 64 << 10, "a block is reserved ahead: {reserved}");
+    assert!(
+        reserved >= 64 << 10,
+        "a block is reserved ahead: {reserved}"
+    );
     recorder.ship().unwrap();
     let kept = spool.used_bytes() - before;
-    assert!(kept < 64, "only the frame stays counted after the ship: {kept}");
+    assert!(
+        kept < 64,
+        "only the frame stays counted after the ship: {kept}"
+    );
     recorder
         .record_message(Direction::ServerToClient, b'C', b"SELECT 2\0")
         .unwrap();
