@@ -1474,10 +1474,11 @@ impl Drop for Recorder {
                 ack,
             });
         }
+        // The end event may have reserved a block that no ship gave back.
+        self.release_credit();
     }
 }
 
-/// The error for a session the writer no longer holds (it failed).
 /// Take `size` bytes of budget from `credit`, reserving another
 /// [`CREDIT_BLOCK`] (or exactly what is missing, when the budget has less
 /// left) from the shared budget when the credit runs short.
@@ -1505,6 +1506,7 @@ fn not_a_message() -> RecordError {
     }
 }
 
+/// The error for a session the writer no longer holds (it failed).
 fn gone() -> RecordError {
     RecordError::RecorderFailed {
         session: String::new(),
