@@ -1343,10 +1343,7 @@ impl Unrecorded {
             return Ok(());
         };
         if !self.replaced.is_empty() {
-            let replaced = std::mem::take(&mut self.replaced);
-            let recorded = recording.server_messages(&replaced).await;
-            // Keep the allocation for the next rows.
-            self.replaced = replaced;
+            let recorded = recording.server_messages(&self.replaced).await;
             self.replaced.clear();
             recorded.map_err(|(_, failure)| (self.replaced_from, failure))?;
         }

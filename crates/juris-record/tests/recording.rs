@@ -30,6 +30,32 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Upload what `spool` holds to `store`, then read `session` back, trusting
+/// the test node's key; the recording must verify.
+fn upload_and_open(
+    rt: &tokio::runtime::Runtime,
+    spool: &Spool,
+    store: &Arc<dyn ObjectStore>,
+    session: &str,
+    key: &juris_record::NodeSigningKey,
+) -> juris_record::Recording {
+    rt.block_on(Uploader::new(spool, store.clone(), UploaderConfig::default()).run_once());
+    let recording = rt
+        .block_on(open_recording(
+            store.as_ref(),
+            Some(REGION),
+            session,
+            Some(&key.public_key_hex()),
+        ))
+        .unwrap();
+    assert!(
+        recording.verification.ok,
+        "{:?}",
+        recording.verification.problems
+    );
+    recording
+}
+
 /// (a) record → spool → upload → replay: the same events, verified.
 #[test]
 fn recorded_session_replays_identically_from_a_filesystem_store() {
@@ -354,20 +380,7 @@ fn wire_messages_replay_as_statements_and_rows() {
 
     let store = local_store(&tmp.path().join("store"));
     let rt = runtime();
-    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
-    let recording = rt
-        .block_on(open_recording(
-            store.as_ref(),
-            Some(REGION),
-            &session,
-            Some(&key.public_key_hex()),
-        ))
-        .unwrap();
-    assert!(
-        recording.verification.ok,
-        "{:?}",
-        recording.verification.problems
-    );
+    let recording = upload_and_open(&rt, &spool, &store, &session, &key);
     let events = &recording.events;
     assert_eq!(events.len() as u64, manifest.event_count);
     assert_eq!(
@@ -512,20 +525,7 @@ fn large_results_read_back_live_and_after_a_crash() {
     let store_dir = tmp.path().join("store");
     let store = local_store(&store_dir);
     let rt = runtime();
-    rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
-    let recording = rt
-        .block_on(open_recording(
-            store.as_ref(),
-            Some(REGION),
-            &live,
-            Some(&key.public_key_hex()),
-        ))
-        .unwrap();
-    assert!(
-        recording.verification.ok,
-        "{:?}",
-        recording.verification.problems
-    );
+    let recording = upload_and_open(&rt, &spool, &store, &live, &key);
     let kinds: Vec<EventKind> = recording.events.iter().map(|e| e.kind.clone()).collect();
     assert_eq!(kinds.len(), expected.len() + 2);
     assert_eq!(&kinds[1..=expected.len()], &expected[..]);
