@@ -115,7 +115,14 @@ pub struct RelayConfig {
     /// relayed session before trying the next one.
     #[serde(default = "defaults::relay_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Threads that forward the sessions this node hands over (each runs
+    /// its own event loop); `None`: one per four CPUs, at least one.
+    #[serde(default)]
+    pub forward_threads: Option<usize>,
 }
+
+/// Most threads `node.relay.forward_threads` may ask for.
+pub const MAX_FORWARD_THREADS: usize = 256;
 
 /// The name a relay certificate of `region` carries, and which a relaying
 /// node verifies: a node of another region cannot stand in for it.
@@ -832,6 +839,15 @@ impl Deployment {
                 problem(
                     "node.relay.connect_timeout_ms".into(),
                     "must be at least 1".into(),
+                );
+            }
+            if relay
+                .forward_threads
+                .is_some_and(|n| !(1..=MAX_FORWARD_THREADS).contains(&n))
+            {
+                problem(
+                    "node.relay.forward_threads".into(),
+                    format!("must be between 1 and {MAX_FORWARD_THREADS}"),
                 );
             }
             if let Some(advertise) = &relay.advertise {
@@ -1553,6 +1569,31 @@ level = "admin"
         )
         .unwrap();
         d.validate("t.toml").unwrap();
+        // Forwarding needs at least one thread, and not thousands.
+        for (threads, valid) in [(0, false), (1, true), (MAX_FORWARD_THREADS + 1, false)] {
+            let config = fixed
+                .replace(", \"nowhere\"", "")
+                .replace(
+                    "metrics_listen = \"localhost\"",
+                    "metrics_listen = \"127.0.0.1:9464\"",
+                )
+                .replace(
+                    "listen = \"0.0.0.0:7601\",",
+                    &format!("listen = \"0.0.0.0:7601\", forward_threads = {threads},"),
+                );
+            let result = Deployment::from_toml("t.toml", &config)
+                .unwrap()
+                .validate("t.toml");
+            match (valid, result) {
+                (true, result) => result.unwrap(),
+                (false, Ok(())) => panic!("forward_threads = {threads} was accepted"),
+                (false, Err(e)) => assert!(
+                    e.to_string()
+                        .contains("node.relay.forward_threads: must be between 1 and 256"),
+                    "{e}"
+                ),
+            }
+        }
         // A node listening on 0.0.0.0 says where its region's list has it;
         // a name not in the list is refused.
         let advertising = |at: &str| {

@@ -249,6 +249,7 @@ fn compose(
             ca_file: relay_ca_file.to_path_buf(),
         },
         connect_timeout_ms: 3000,
+        forward_threads: None,
     });
     if region.nodes.len() > 1 {
         deployment.node.cluster = Some(ClusterConfig {

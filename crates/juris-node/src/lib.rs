@@ -63,6 +63,9 @@ pub enum NodeError {
     Cluster(String),
     #[error("node.relay.tls: {0}")]
     RelayTls(juris_tls::TlsError),
+    /// The threads that forward sessions handed over to other regions.
+    #[error("cannot start the threads that forward relayed sessions: {0}")]
+    Forwarders(std::io::Error),
     /// The recording spool or the region's object store.
     #[error("{0}")]
     Evidence(String),
@@ -183,6 +186,12 @@ pub fn build_context(
                 )
                 .map_err(NodeError::RelayTls)?,
                 connect_timeout: Duration::from_millis(relay.connect_timeout_ms),
+                forwarders: juris_proxy_pg::Forwarders::start(
+                    relay
+                        .forward_threads
+                        .unwrap_or_else(default_forward_threads),
+                )
+                .map_err(NodeError::Forwarders)?,
             })
         })
         .transpose()?;
@@ -212,6 +221,13 @@ pub fn build_context(
 }
 
 /// Compile each connection's masking policy with its region's hash key.
+/// `node.relay.forward_threads` when unset: forwarding a relayed session
+/// is mostly kernel work on sockets, so one event loop keeps up with the
+/// sessions of about four CPUs' worth of clients.
+fn default_forward_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(4))
+}
+
 fn build_masking(
     deployment: &Deployment,
     targets: &HashMap<String, Arc<UpstreamTarget>>,

@@ -43,9 +43,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, info, warn};
 
 use crate::ProxyContext;
+use crate::forwarders::Forwarders;
 use crate::io::send_fatal;
 use crate::metrics::ProxyMetrics;
 use crate::transport::{ClientTransport, Rewind};
@@ -59,6 +61,8 @@ pub struct HandoverLinks {
     pub tls: juris_tls::MutualTls,
     /// Time one node of the owning region has to accept a link.
     pub connect_timeout: Duration,
+    /// Where sessions handed over from here are forwarded.
+    pub forwarders: Forwarders,
 }
 
 /// The client's first TLS records, as read, and the server name in them.
@@ -145,9 +149,58 @@ pub(crate) struct Outbound {
 }
 
 /// Hand `out` to a node of its region and forward until either side ends
-/// or the node terminates. Runs outside the authentication timeout: the
-/// client authenticates to the owning node, on its clock.
+/// or the node terminates, on one of the [`Forwarders`]. Runs outside the
+/// authentication timeout: the client authenticates to the owning node, on
+/// its clock.
 pub(crate) async fn hand_over(
+    ctx: &Arc<ProxyContext>,
+    out: Outbound,
+    peer: SocketAddr,
+    session: SessionId,
+    terminate: CancellationToken,
+) {
+    let Some(links) = &ctx.handover else {
+        return relay_session(ctx, out, peer, session, terminate).await;
+    };
+    // The socket moves to the forwarder's own event loop.
+    let tcp = match out.tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => return warn!("cannot hand the client's socket to a forwarder: {e}"),
+    };
+    let Outbound {
+        hello,
+        connection,
+        region,
+        direct_tls,
+        ..
+    } = out;
+    let ctx = Arc::clone(ctx);
+    let forwarding = async move {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => {
+                let out = Outbound {
+                    tcp,
+                    hello,
+                    connection,
+                    region,
+                    direct_tls,
+                };
+                relay_session(&ctx, out, peer, session, terminate).await;
+            }
+            Err(e) => warn!("a forwarder cannot take the client's socket: {e}"),
+        }
+    };
+    let task = AbortOnDropHandle::new(
+        links
+            .forwarders
+            .spawn(forwarding.instrument(tracing::Span::current())),
+    );
+    if let Err(e) = task.await {
+        warn!("a handed-over session's forwarding task failed: {e}");
+    }
+}
+
+async fn relay_session(
     ctx: &Arc<ProxyContext>,
     out: Outbound,
     peer: SocketAddr,

@@ -37,6 +37,7 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod forwarders;
 pub mod handover;
 mod io;
 pub mod masking;
@@ -62,6 +63,7 @@ use juris_types::audit::MaskingEvent;
 use tokio_rustls::TlsAcceptor;
 
 pub use cancel::{CancelRegistry, KeyOrigin};
+pub use forwarders::Forwarders;
 pub use handover::HandoverLinks;
 pub use metrics::ProxyMetrics;
 pub use session::serve_connection;
