@@ -29,33 +29,30 @@ use super::{AWS_KEY, BEARER, CARD, EMAIL, IBAN, IP, JWT, PHONE, SSN, tail_at};
 // Byte classes, by index into a mask array. The scan loop reads some of
 // them too (`scan::worth_mask`).
 pub(super) const DIGIT: usize = 0;
-const ZERO: usize = 1;
-pub(super) const UPPER: usize = 2;
-const DASH: usize = 3;
-const DOT: usize = 4;
-const SPACE: usize = 5;
-pub(super) const COLON: usize = 6;
-pub(super) const PLUS: usize = 7;
-pub(super) const LPAREN: usize = 8;
-const RPAREN: usize = 9;
-pub(super) const AT: usize = 10;
-const CAP_A: usize = 11;
-pub(super) const CAP_J: usize = 12;
-const LOWER_Y: usize = 13;
+pub(super) const UPPER: usize = 1;
+const DASH: usize = 2;
+const DOT: usize = 3;
+const SPACE: usize = 4;
+pub(super) const COLON: usize = 5;
+pub(super) const PLUS: usize = 6;
+pub(super) const LPAREN: usize = 7;
+pub(super) const AT: usize = 8;
+pub(super) const CAP_J: usize = 9;
+const LOWER_Y: usize = 10;
 /// `e` or `E`.
-pub(super) const E: usize = 14;
+pub(super) const E: usize = 11;
 /// `b` or `B`.
-pub(super) const B: usize = 15;
+pub(super) const B: usize = 12;
 /// A digit, `@`, `+`, `(` or `:`: every finding but IBAN, AWS keys, JWTs
 /// and bearer tokens has one.
-const SPECIAL: usize = 16;
+const SPECIAL: usize = 13;
 /// `a`–`z`.
-pub(super) const LOWER: usize = 17;
+pub(super) const LOWER: usize = 14;
 /// Base64url: alphanumerics, `-` and `_` (JWT segments).
-pub(super) const B64URL: usize = 18;
+pub(super) const B64URL: usize = 15;
 /// Bearer token characters: alphanumerics and `-._~+/=`.
-pub(super) const TOKEN: usize = 19;
-pub(super) const CLASSES: usize = 20;
+pub(super) const TOKEN: usize = 16;
+pub(super) const CLASSES: usize = 17;
 
 /// A set of classes (bit `class`): which masks [`block_masks`] computes;
 /// the others are left clear.
@@ -71,10 +68,12 @@ const fn set(classes: &[usize]) -> u32 {
 /// The classes [`quick_hits`] needs: a first, cheaper pass over a block.
 const QUICK: u32 = set(&[UPPER, E, B, SPECIAL, LOWER_Y]);
 /// The classes [`hits`] needs, plus `LOWER`, so that the scan loop can
-/// reuse the masks of a value's first block (see [`check`]).
+/// reuse the masks of a value's first block (see [`check`]). Three rarer
+/// tests (a `0` after `+`, the `A`s of `A??A`, the `y` of `eyJ`) read the
+/// bytes instead, only where the other classes leave a candidate: each
+/// was a class computed for every block.
 pub(super) const FULL: u32 = set(&[
-    DIGIT, ZERO, UPPER, DASH, DOT, SPACE, COLON, PLUS, LPAREN, AT, CAP_A, CAP_J, LOWER_Y, E, B,
-    LOWER,
+    DIGIT, UPPER, DASH, DOT, SPACE, COLON, PLUS, LPAREN, AT, CAP_J, E, B, LOWER,
 ]);
 /// The classes the scan loop needs (`scan::worth_mask`).
 pub(super) const LOOP: u32 = set(&[DIGIT, UPPER, LOWER, CAP_J, E, B, PLUS, LPAREN, AT, COLON]);
@@ -165,14 +164,15 @@ fn quick_hits(m: &[u64; CLASSES], next: &[u64; CLASSES]) -> bool {
 /// overlapping blocks from there, the first of which (`first`) is
 /// classified already.
 fn full_pass(v: &[u8], enabled: u16, mut start: usize, first: &Masks) -> bool {
-    if hits(first) & enabled != 0 {
+    if hits(first, &v[start..v.len().min(start + BLOCK)], enabled) {
         return true;
     }
     let mut colons = first[COLON].count_ones();
     while start + BLOCK < v.len() {
         start += STRIDE;
-        let m = block_masks::<FULL>(&v[start..v.len().min(start + BLOCK)]);
-        if hits(&m) & enabled != 0 {
+        let block = &v[start..v.len().min(start + BLOCK)];
+        let m = block_masks::<FULL>(block);
+        if hits(&m, block, enabled) {
             return true;
         }
         // Overlapping blocks count some colons twice: an over-estimate,
@@ -184,11 +184,12 @@ fn full_pass(v: &[u8], enabled: u16, mut start: usize, first: &Masks) -> bool {
     enabled & (1 << IP) != 0 && colons >= 6
 }
 
-/// Detectors (bit `id`) whose shortest necessary shape occurs in a block.
-/// Each line mirrors the checks its validator makes before it can report
-/// anything; being looser than the validator only costs a scan.
+/// Whether the shortest necessary shape of a detector in `enabled` (bit
+/// `id`) occurs in `block` (`m` its masks). Each line mirrors the checks
+/// its validator makes before it can report anything; being looser than
+/// the validator only costs a scan.
 #[inline(always)]
-fn hits(m: &[u64; CLASSES]) -> u16 {
+fn hits(m: &Masks, block: &[u8], enabled: u16) -> bool {
     // `x >> k` puts the class of byte `i + k` at bit `i`.
     let d = m[DIGIT];
     let d2 = d & (d >> 1);
@@ -206,28 +207,48 @@ fn hits(m: &[u64; CLASSES]) -> u16 {
     let nanp = d3 & (sep >> 3) & (d3 >> 4) & (sep >> 7) & (d4 >> 8);
     // `(ddd`, looser than the validator's `(ddd)`: one class fewer to
     // compute for every value, and text rarely has `(` before digits.
-    // (Not so `+` and a digit: `+00` ends every timestamp.)
     let paren = m[LPAREN] & (d3 >> 1);
-    let e164 = m[PLUS] & ((d & !m[ZERO]) >> 1);
     let ipv4 = at_least_3(d & (dot >> 1) & (d >> 2));
     let ipv6 = m[COLON] & (m[COLON] >> 1);
     let iban = upper & (upper >> 1) & (d >> 2) & (d >> 3);
-    // Every AWS prefix is `A??A`.
-    let aws = m[CAP_A] & (upper >> 1) & (upper >> 2) & (m[CAP_A] >> 3);
-    let jwt = m[E] & (m[LOWER_Y] >> 1) & (m[CAP_J] >> 2);
     // `bearer` and a space (`Berlin ` is not).
     let bearer = m[B] & (m[E] >> 1) & (m[E] >> 4) & (space >> 6);
 
-    let bit = |detector: u16, hit: bool| u16::from(hit) << detector;
-    bit(CARD, card != 0)
-        | bit(SSN, ssn != 0)
-        | bit(EMAIL, m[AT] != 0)
-        | bit(PHONE, (nanp | paren | e164) != 0)
-        | bit(IBAN, iban != 0)
-        | bit(IP, ipv4 || ipv6 != 0)
-        | bit(JWT, jwt != 0)
-        | bit(AWS_KEY, aws != 0)
-        | bit(BEARER, bearer != 0)
+    // A shape counts only if its detector is on: all ones, or zero.
+    let on = |detector: u16| 0u64.wrapping_sub(u64::from((enabled >> detector) & 1));
+    let shapes = (card & on(CARD))
+        | (ssn & on(SSN))
+        | (m[AT] & on(EMAIL))
+        | ((nanp | paren) & on(PHONE))
+        | ((ipv6 | u64::from(ipv4)) & on(IP))
+        | (iban & on(IBAN))
+        | (bearer & on(BEARER));
+    if shapes != 0 {
+        return true;
+    }
+    // The rarer tests: candidates from the masks, then their bytes (which
+    // lie in the block, as the masks have their neighbours' bits).
+    let byte = |i: usize| block.get(i).copied().unwrap_or(0);
+    // E.164: `+` and a digit other than `0` (`+00` ends every timestamp).
+    let e164 = m[PLUS] & (d >> 1) & on(PHONE);
+    // Every AWS prefix is `A??A`, all capitals.
+    let aws = upper & (upper >> 1) & (upper >> 2) & (upper >> 3) & on(AWS_KEY);
+    let jwt = m[E] & (m[CAP_J] >> 2) & on(JWT);
+    any_bit(e164, |i| byte(i + 1) != b'0')
+        || any_bit(aws, |i| byte(i) == b'A' && byte(i + 3) == b'A')
+        || any_bit(jwt, |i| byte(i + 1) == b'y')
+}
+
+/// Whether `f` holds for the index of some set bit of `bits`.
+#[inline(always)]
+fn any_bit(mut bits: u64, f: impl Fn(usize) -> bool) -> bool {
+    while bits != 0 {
+        if f(bits.trailing_zeros() as usize) {
+            return true;
+        }
+        bits &= bits - 1;
+    }
+    false
 }
 
 /// Length of the run of bytes of `class` (in `SET`) from `i`: a block of
@@ -349,15 +370,12 @@ fn block_masks_sse2<const SET: u32, const N: usize>(block: &[u8]) -> Masks {
         _mm_or_si128(range(y, b'0', b':'), eq(y, b'@')),
         _mm_or_si128(eq(y, b'('), eq(y, b'+'))
     ));
-    class!(ZERO, |y| eq(y, b'0'));
     class!(DASH, |y| eq(y, b'-'));
     class!(DOT, |y| eq(y, b'.'));
     class!(COLON, |y| eq(y, b':'));
     class!(PLUS, |y| eq(y, b'+'));
     class!(LPAREN, |y| eq(y, b'('));
-    class!(RPAREN, |y| eq(y, b')'));
     class!(AT, |y| eq(y, b'@'));
-    class!(CAP_A, |y| eq(y, b'A'));
     class!(CAP_J, |y| eq(y, b'J'));
     class!(LOWER_Y, |y| eq(y, b'y'));
     let alnum = |y: __m128i| _mm_or_si128(range(y, b'0', b'9'), range(folded(y), b'a', b'z'));
@@ -414,15 +432,12 @@ fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
             SPECIAL,
             in_range(x, b'0', b':') | eq(x, b'@') | eq(x, b'+') | eq(x, b'(')
         );
-        class!(ZERO, eq(x, b'0'));
         class!(DASH, eq(x, b'-'));
         class!(DOT, eq(x, b'.'));
         class!(COLON, eq(x, b':'));
         class!(PLUS, eq(x, b'+'));
         class!(LPAREN, eq(x, b'('));
-        class!(RPAREN, eq(x, b')'));
         class!(AT, eq(x, b'@'));
-        class!(CAP_A, eq(x, b'A'));
         class!(CAP_J, eq(x, b'J'));
         class!(LOWER_Y, eq(x, b'y'));
         let alnum = in_range(x, b'0', b'9') | in_range(folded, b'a', b'z');
@@ -466,7 +481,6 @@ fn block_masks_scalar(block: &[u8]) -> Masks {
     for (i, &b) in block.iter().enumerate() {
         let classes = [
             (DIGIT, b.is_ascii_digit()),
-            (ZERO, b == b'0'),
             (UPPER, b.is_ascii_uppercase()),
             (DASH, b == b'-'),
             (DOT, b == b'.'),
@@ -474,9 +488,7 @@ fn block_masks_scalar(block: &[u8]) -> Masks {
             (COLON, b == b':'),
             (PLUS, b == b'+'),
             (LPAREN, b == b'('),
-            (RPAREN, b == b')'),
             (AT, b == b'@'),
-            (CAP_A, b == b'A'),
             (CAP_J, b == b'J'),
             (LOWER_Y, b == b'y'),
             (E, b.eq_ignore_ascii_case(&b'e')),
