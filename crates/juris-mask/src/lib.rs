@@ -531,6 +531,39 @@ impl Masker {
     }
 
     fn render(&self, value: &[u8], spans: &[RawSpan], out: &mut Vec<u8>) {
+        if !self.render_in_place(value, spans, out) {
+            self.render_pieces(value, spans, out);
+        }
+    }
+
+    /// `render` when every span is `partial`: an ASCII span keeps its
+    /// length, so the value is copied once and its spans starred in place,
+    /// instead of copying each gap and each span on its own (a `memcpy`
+    /// call each, and a call of `write_masked` per span: ~85 instructions
+    /// a value of the dense bench). `false`, with `out` as it was, if a
+    /// span is of another strategy or not ASCII.
+    fn render_in_place(&self, value: &[u8], spans: &[RawSpan], out: &mut Vec<u8>) -> bool {
+        let partial = |s: &RawSpan| match self.value_strategy(s.detector) {
+            Strategy::Partial { keep_last } => Some(keep_last),
+            _ => None,
+        };
+        if !spans.iter().all(|s| partial(s).is_some()) {
+            return false;
+        }
+        let base = out.len();
+        out.extend_from_slice(value);
+        for s in spans {
+            let keep = partial(s).unwrap_or_default();
+            if !strategy::star_partial_ascii(&mut out[base + s.start..base + s.end], keep) {
+                out.truncate(base);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `render` span by span, each through `write_masked`.
+    fn render_pieces(&self, value: &[u8], spans: &[RawSpan], out: &mut Vec<u8>) {
         let mut pos = 0;
         for s in spans {
             out.extend_from_slice(&value[pos..s.start]);

@@ -404,3 +404,77 @@ fn policy_deserializes_from_toml() {
     );
     assert!(unknown.is_err());
 }
+
+/// Rendering in place against span by span, on random values and spans:
+/// the same output whenever every span is `partial` and ASCII, and `out`
+/// untouched otherwise.
+#[test]
+fn render_in_place_matches_render_pieces() {
+    let mut next = scan::tests::splitmix(0x5e4d_e41a_0000_0001u64);
+    let strategies = [
+        StrategyName::Partial,
+        StrategyName::Partial,
+        StrategyName::Partial,
+        StrategyName::Redact,
+        StrategyName::Hash,
+    ];
+    let mut in_place = 0;
+    for round in 0..2_000 {
+        // A policy: every built-in, mostly `partial` with its own `keep_last`.
+        let rules = Masker::builtin_detectors()
+            .iter()
+            .map(|d| {
+                let s = if round % 2 == 0 {
+                    StrategyName::Partial
+                } else {
+                    strategies[(next() % strategies.len() as u64) as usize]
+                };
+                let keep = (s == StrategyName::Partial).then(|| 1 + (next() % 6) as usize);
+                value_rule(d, s, keep)
+            })
+            .collect();
+        let m = masker(rules);
+        for _ in 0..20 {
+            let len = (next() % 90) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|_| match next() % 24 {
+                    0 => 0xc3,
+                    1 => 0xa9,
+                    2 => 0xff,
+                    _ => b"0123456789abcXYZ-. @_:"[(next() % 22) as usize],
+                })
+                .collect();
+            // Sorted, disjoint, non-empty spans.
+            let mut spans = Vec::new();
+            let mut pos = 0;
+            while pos < len && spans.len() < 4 {
+                let start = pos + (next() % 12) as usize;
+                let end = start + 1 + (next() % 30) as usize;
+                if end > len {
+                    break;
+                }
+                spans.push(RawSpan {
+                    start,
+                    end,
+                    detector: (next() % 9) as u16,
+                });
+                pos = end;
+            }
+            let mut want = b"head".to_vec();
+            m.render_pieces(&v, &spans, &mut want);
+            let mut got = b"head".to_vec();
+            if m.render_in_place(&v, &spans, &mut got) {
+                in_place += 1;
+                assert_eq!(got, want, "{v:?} {spans:?}");
+            } else {
+                assert_eq!(got, b"head", "{v:?} {spans:?}");
+                let all_partial_ascii = spans.iter().all(|s| {
+                    v[s.start..s.end].is_ascii()
+                        && matches!(m.value_strategy(s.detector), Strategy::Partial { .. })
+                });
+                assert!(!all_partial_ascii, "{v:?} {spans:?}");
+            }
+        }
+    }
+    assert!(in_place > 10_000, "only {in_place} in place");
+}

@@ -450,16 +450,13 @@ fn block_masks_swar<const SET: u32>(block: &[u8]) -> Masks {
     m
 }
 
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-const LO: u64 = 0x0101_0101_0101_0101;
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
-const HI: u64 = 0x8080_8080_8080_8080;
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Bit 7 set in each byte of `x` that is ASCII and within `lo..=hi`
 /// (exact per byte: a 7-bit value plus at most 0x80 cannot carry).
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline(always)]
-fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+pub(crate) fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
     let a = x & !HI;
     let ge_lo = a + LO * u64::from(0x80 - lo);
     let gt_hi = a + LO * u64::from(0x7f - hi);

@@ -25,6 +25,8 @@ mod text;
 
 pub(crate) mod custom;
 
+pub(crate) use gate::{HI, LO, in_range};
+
 /// Built-in detector names; the index is the detector's id.
 pub(crate) const BUILTIN_NAMES: [&str; 9] = [
     "card", "ssn", "email", "phone", "iban", "ip", "jwt", "aws_key", "bearer",
@@ -227,7 +229,7 @@ pub(super) fn worth_mask(m: &gate::Masks, prev: u8, next: u8) -> u64 {
 /// `rest` (shorter than eight bytes) as a zero-padded little-endian word,
 /// from two overlapping loads instead of a variable-length copy.
 #[inline(always)]
-fn tail_at(rest: &[u8]) -> u64 {
+pub(crate) fn tail_at(rest: &[u8]) -> u64 {
     let n = rest.len();
     if n >= 4 {
         let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
