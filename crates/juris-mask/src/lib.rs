@@ -547,14 +547,18 @@ impl Masker {
             Strategy::Partial { keep_last } => Some(keep_last),
             _ => None,
         };
-        if !spans.iter().all(|s| partial(s).is_some()) {
+        // The first span's strategy says whether to try: a policy mixing
+        // strategies costs a copy given back when a span is not `partial`.
+        if spans.first().is_some_and(|s| partial(s).is_none()) {
             return false;
         }
         let base = out.len();
         out.extend_from_slice(value);
         for s in spans {
-            let keep = partial(s).unwrap_or_default();
-            if !strategy::star_partial_ascii(&mut out[base + s.start..base + s.end], keep) {
+            let starred = partial(s).is_some_and(|keep| {
+                strategy::star_partial_ascii(&mut out[base + s.start..base + s.end], keep)
+            });
+            if !starred {
                 out.truncate(base);
                 return false;
             }
