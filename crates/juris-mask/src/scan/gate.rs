@@ -102,24 +102,25 @@ const _: () = assert!(STRIDE + REACH < BLOCK);
 /// the quick pass sees a shape's first byte. No finding starts before it
 /// (see [`quick_pass`]), and the scan loop starts there.
 pub(super) fn check(v: &[u8], enabled: u16) -> Option<(usize, u64)> {
+    // A value of one block is classified once: most values that short are
+    // timestamps, ids or addresses, which the quick pass lets through.
+    let start = if v.len() > BLOCK { quick_pass(v)? } else { 0 };
     // With every detector on (the usual policy), the switches fold away
     // and the shapes are one chain of ors: ~40 instructions a value less,
     // most of them spills of the shapes kept for the switches.
     if enabled == ALL {
-        check_with::<true>(v, enabled)
+        exact_from::<true>(v, enabled, start)
     } else {
-        check_with::<false>(v, enabled)
+        exact_from::<false>(v, enabled, start)
     }
 }
 
 /// Every built-in detector: what most policies enable.
 const ALL: u16 = (1 << 9) - 1;
 
+/// The exact pass of [`check`] from `start`.
 #[inline(always)]
-fn check_with<const ALL_ON: bool>(v: &[u8], enabled: u16) -> Option<(usize, u64)> {
-    // A value of one block is classified once: most values that short are
-    // timestamps, ids or addresses, which the quick pass lets through.
-    let start = if v.len() > BLOCK { quick_pass(v)? } else { 0 };
+fn exact_from<const ALL_ON: bool>(v: &[u8], enabled: u16, start: usize) -> Option<(usize, u64)> {
     let end = v.len().min(start + BLOCK);
     let first = block_masks::<FULL>(&v[start..end]);
     let prev = if start > 0 { v[start - 1] } else { 0 };
