@@ -169,8 +169,12 @@ pub struct SpoolConfig {
     /// ... or when its oldest unsynced event is this old (default 100 ms).
     pub fsync_interval: Duration,
     /// Events handed to the writer and not yet taken by it, however they
-    /// are batched (default 4096): bounds the memory in flight. Beyond
-    /// it recorders get [`RecordError::Busy`].
+    /// are batched (default 65536): bounds the memory in flight. Beyond
+    /// it recorders get [`RecordError::Busy`] and wait. The writer lingers
+    /// 2 ms after each wake-up, so this must hold what busy sessions
+    /// record meanwhile: at 4096, four clients reading 10,000-row results
+    /// spent most of their time waiting (141 transactions a second
+    /// recorded against 343 unrecorded; 306 at 65536).
     pub queue_capacity: usize,
     /// An event whose frame body (message or JSON) is longer is replaced
     /// by a `Gap` (default 16 MiB, the reader's limit).
@@ -187,7 +191,7 @@ impl SpoolConfig {
             chunk_max_age: Duration::from_secs(10),
             fsync_every_events: 65536,
             fsync_interval: Duration::from_millis(100),
-            queue_capacity: 4096,
+            queue_capacity: 65536,
             max_event_bytes: crate::DecodeLimits::default().max_event_bytes,
         }
     }
