@@ -220,7 +220,6 @@ pub fn build_context(
     })
 }
 
-/// Compile each connection's masking policy with its region's hash key.
 /// `node.relay.forward_threads` when unset: forwarding a relayed session
 /// is mostly kernel work on sockets, so one event loop keeps up with the
 /// sessions of about four CPUs' worth of clients.
@@ -228,6 +227,7 @@ fn default_forward_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(4))
 }
 
+/// Compile each connection's masking policy with its region's hash key.
 fn build_masking(
     deployment: &Deployment,
     targets: &HashMap<String, Arc<UpstreamTarget>>,

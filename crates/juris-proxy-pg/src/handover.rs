@@ -200,6 +200,7 @@ pub(crate) async fn hand_over(
     }
 }
 
+/// [`hand_over`] on whichever runtime runs it.
 async fn relay_session(
     ctx: &Arc<ProxyContext>,
     out: Outbound,
