@@ -1569,9 +1569,9 @@ level = "admin"
         )
         .unwrap();
         d.validate("t.toml").unwrap();
-        // Forwarding needs at least one thread, and not thousands.
-        for (threads, valid) in [(0, false), (1, true), (MAX_FORWARD_THREADS + 1, false)] {
-            let config = fixed
+        // The valid configuration with one more `node.relay` setting.
+        let relay_with = |setting: &str| {
+            fixed
                 .replace(", \"nowhere\"", "")
                 .replace(
                     "metrics_listen = \"localhost\"",
@@ -1579,8 +1579,12 @@ level = "admin"
                 )
                 .replace(
                     "listen = \"0.0.0.0:7601\",",
-                    &format!("listen = \"0.0.0.0:7601\", forward_threads = {threads},"),
-                );
+                    &format!("listen = \"0.0.0.0:7601\", {setting},"),
+                )
+        };
+        // Forwarding needs at least one thread, and not thousands.
+        for (threads, valid) in [(0, false), (1, true), (MAX_FORWARD_THREADS + 1, false)] {
+            let config = relay_with(&format!("forward_threads = {threads}"));
             let result = Deployment::from_toml("t.toml", &config)
                 .unwrap()
                 .validate("t.toml");
@@ -1596,18 +1600,7 @@ level = "admin"
         }
         // A node listening on 0.0.0.0 says where its region's list has it;
         // a name not in the list is refused.
-        let advertising = |at: &str| {
-            fixed
-                .replace(", \"nowhere\"", "")
-                .replace(
-                    "metrics_listen = \"localhost\"",
-                    "metrics_listen = \"127.0.0.1:9464\"",
-                )
-                .replace(
-                    "listen = \"0.0.0.0:7601\",",
-                    &format!("listen = \"0.0.0.0:7601\", advertise = \"{at}\","),
-                )
-        };
+        let advertising = |at: &str| relay_with(&format!("advertise = \"{at}\""));
         let err = Deployment::from_toml("t.toml", &advertising("10.0.9.9:7601"))
             .unwrap()
             .validate("t.toml")

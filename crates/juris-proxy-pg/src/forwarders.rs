@@ -28,14 +28,6 @@ pub struct Forwarders {
     _stop: Vec<oneshot::Sender<()>>,
 }
 
-impl std::fmt::Debug for Forwarders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarders")
-            .field("threads", &self.runtimes.len())
-            .finish()
-    }
-}
-
 impl Forwarders {
     /// Start `threads` forwarder threads (at least one).
     pub fn start(threads: usize) -> std::io::Result<Self> {

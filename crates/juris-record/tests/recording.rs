@@ -40,6 +40,17 @@ fn upload_and_open(
     key: &juris_record::NodeSigningKey,
 ) -> juris_record::Recording {
     rt.block_on(Uploader::new(spool, store.clone(), UploaderConfig::default()).run_once());
+    open_verified(rt, store, session, key)
+}
+
+/// Read `session` back from `store`, trusting the test node's key; the
+/// recording must verify.
+fn open_verified(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn ObjectStore>,
+    session: &str,
+    key: &juris_record::NodeSigningKey,
+) -> juris_record::Recording {
     let recording = rt
         .block_on(open_recording(
             store.as_ref(),
@@ -92,19 +103,7 @@ fn recorded_session_replays_identically_from_a_filesystem_store() {
         keys
     });
 
-    let recording = rt
-        .block_on(open_recording(
-            store.as_ref(),
-            Some(REGION),
-            &session,
-            Some(&key.public_key_hex()),
-        ))
-        .unwrap();
-    assert!(
-        recording.verification.ok,
-        "{:?}",
-        recording.verification.problems
-    );
+    let recording = open_verified(&rt, &store, &session, &key);
     assert!(recording.verification.key_was_given);
     assert_eq!(recording.manifest, manifest);
     assert_events(&recording.events, &expected, END);
@@ -268,19 +267,7 @@ fn crash_recovery_seals_what_was_durable() {
     let stats =
         rt.block_on(Uploader::new(&spool, store.clone(), UploaderConfig::default()).run_once());
     assert_eq!(stats.pending, 0);
-    let recording = rt
-        .block_on(open_recording(
-            store.as_ref(),
-            Some(REGION),
-            &session,
-            Some(&key.public_key_hex()),
-        ))
-        .unwrap();
-    assert!(
-        recording.verification.ok,
-        "{:?}",
-        recording.verification.problems
-    );
+    let recording = open_verified(&rt, &store, &session, &key);
     assert_eq!(recording.manifest.status, RecordingStatus::Interrupted);
     // Every complete event, then a Gap for the torn line, then the end.
     let n = expected.len();

@@ -607,15 +607,23 @@ pub(crate) mod tests {
         let mut found = 0;
         for round in 0..30_000 {
             let v = random_value(&mut next, if round % 2 == 0 { 300 } else { 80 });
-            for b in std::iter::once(&all).chain(&singles) {
-                let mut got = Vec::new();
-                b.scan(&v, &mut got);
-                let want = reference_scan(b, &v);
-                found += want.len();
-                assert_eq!(got, want, "in {:?}", String::from_utf8_lossy(&v));
-            }
+            found += scans_match_reference(&all, &singles, &v);
         }
         assert!(found > 10_000, "only {found} findings");
+    }
+
+    /// Assert that `v` scans as the unfiltered loop does with every
+    /// detector on and with each alone; the findings of the reference.
+    fn scans_match_reference(all: &Builtins, singles: &[Builtins], v: &[u8]) -> usize {
+        let mut found = 0;
+        for b in std::iter::once(all).chain(singles) {
+            let mut got = Vec::new();
+            b.scan(v, &mut got);
+            let want = reference_scan(b, v);
+            found += want.len();
+            assert_eq!(got, want, "in {:?}", String::from_utf8_lossy(v));
+        }
+        found
     }
 
     /// Long values whose first blocks hold only letters and punctuation
@@ -660,13 +668,7 @@ pub(crate) mod tests {
             if gate::check(&v, 0x1ff).is_some_and(|(start, _)| start > 0) {
                 later += 1;
             }
-            for b in std::iter::once(&all).chain(&singles) {
-                let mut got = Vec::new();
-                b.scan(&v, &mut got);
-                let want = reference_scan(b, &v);
-                found += want.len();
-                assert_eq!(got, want, "in {:?}", String::from_utf8_lossy(&v));
-            }
+            found += scans_match_reference(&all, &singles, &v);
         }
         assert!(later > 1_000, "only {later} scans from a later block");
         assert!(found > 5_000, "only {found} findings");

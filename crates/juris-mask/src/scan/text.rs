@@ -760,6 +760,36 @@ mod tests {
     /// `on_at` against the plain one at every `@` of random values of
     /// address bytes and others (long labels and local parts included),
     /// from random ends of a previous finding.
+    /// A trigger handler: from the trigger at a position, where the scan
+    /// resumes.
+    type OnTrigger = fn(&mut State<'_, '_>, usize) -> usize;
+
+    /// Assert that `fast` and `plain`, each from the trigger at `at` with
+    /// the same state, resume at the same place with the same spans; the
+    /// number of spans.
+    fn same_as_plain(
+        v: &[u8],
+        enabled: u16,
+        last_end: usize,
+        at: usize,
+        fast: OnTrigger,
+        plain: OnTrigger,
+    ) -> usize {
+        let run = |handler: OnTrigger| {
+            let mut spans = Vec::new();
+            let mut st = State {
+                v,
+                enabled,
+                last_end,
+                spans: &mut spans,
+            };
+            (handler(&mut st, at), spans)
+        };
+        let want = run(plain);
+        assert_eq!(run(fast), want, "{:?} at {at}", String::from_utf8_lossy(v));
+        want.1.len()
+    }
+
     #[test]
     fn on_at_matches_the_plain_one() {
         let mut next = crate::scan::tests::splitmix(0xe3a1_1000_u64);
@@ -778,28 +808,7 @@ mod tests {
                 .collect();
             for a in (0..len).filter(|&a| v[a] == b'@') {
                 let last_end = (next() % (a as u64 + 1)) as usize;
-                let (mut x, mut y) = (Vec::new(), Vec::new());
-                let mut st = State {
-                    v: &v,
-                    enabled: 1 << EMAIL,
-                    last_end,
-                    spans: &mut x,
-                };
-                let got = on_at(&mut st, a);
-                let mut st = State {
-                    v: &v,
-                    enabled: 1 << EMAIL,
-                    last_end,
-                    spans: &mut y,
-                };
-                let want = plain_on_at(&mut st, a);
-                assert_eq!(
-                    (got, &x),
-                    (want, &y),
-                    "{:?} at {a}",
-                    String::from_utf8_lossy(&v)
-                );
-                found += y.len();
+                found += same_as_plain(&v, 1 << EMAIL, last_end, a, on_at, plain_on_at);
             }
         }
         assert!(found > 3_000, "only {found} addresses");
@@ -903,28 +912,7 @@ mod tests {
                 .collect();
             for c in (0..len).filter(|&c| v[c] == b':') {
                 let last_end = (next() % (c as u64 + 1)) as usize;
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                let mut st = State {
-                    v: &v,
-                    enabled: 1 << IP,
-                    last_end,
-                    spans: &mut a,
-                };
-                let got = on_colon(&mut st, c);
-                let mut st = State {
-                    v: &v,
-                    enabled: 1 << IP,
-                    last_end,
-                    spans: &mut b,
-                };
-                let want = plain_on_colon(&mut st, c);
-                assert_eq!(
-                    (got, &a),
-                    (want, &b),
-                    "{:?} at {c}",
-                    String::from_utf8_lossy(&v)
-                );
-                found += b.len();
+                found += same_as_plain(&v, 1 << IP, last_end, c, on_colon, plain_on_colon);
             }
         }
         assert!(found > 1_000, "only {found} addresses");
