@@ -52,6 +52,10 @@ use crate::statements::{Described, StatementLog};
 use crate::{HeldStatement, HoldOutcome, ProxyContext};
 
 const READ_CHUNK: usize = 64 * 1024;
+/// How long the rows of a result that is still arriving may wait, recorded
+/// but not yet handed to the spool's writer, for the rest of it (see
+/// `upstream_to_client`): about the writer's own group-commit linger.
+const SHIP_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 const MARKER_PREFIX: &str = "juris_denied_";
 
 /// Resolves with the text of a FATAL once a session's grant ends.
@@ -1118,6 +1122,8 @@ where
     let mut end = Some(end);
     let mut splice = Splice::default();
     let mut scratch = BytesMut::new();
+    // When what was recorded and not yet shipped must be shipped.
+    let mut ship_by: Option<tokio::time::Instant> = None;
     loop {
         let mut position = 0;
         // What this read passed on and the recording does not have yet;
@@ -1207,11 +1213,19 @@ where
             let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
             return Ending::RecordingFailed(failure);
         }
-        if let Some(recording) = side.recording
-            && let Err(failure) = recording.ship().await
-        {
-            let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
-            return Ending::RecordingFailed(failure);
+        // An answer that ends here (ReadyForQuery) is shipped at once.
+        // The rows of one still arriving wait, up to SHIP_DELAY, to be
+        // shipped with more of it: one batch per 256 KiB instead of one per
+        // network read, which the spool compresses in larger zstd frames.
+        if side.recording.is_some() && position > 0 {
+            let due = *ship_by.get_or_insert_with(|| tokio::time::Instant::now() + SHIP_DELAY);
+            if forwarded_tag == b'Z' || tokio::time::Instant::now() >= due {
+                if let Err(failure) = ship(side.recording).await {
+                    let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
+                    return Ending::RecordingFailed(failure);
+                }
+                ship_by = None;
+            }
         }
         match splice.write(client, &buf, position).await {
             Ok(written) => count(
@@ -1267,6 +1281,18 @@ where
                 let _ = send_fatal(client, side.recording, "42501", &reason).await;
                 return Ending::GrantEnded(reason);
             }
+            () = async {
+                match ship_by {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                ship_by = None;
+                if let Err(failure) = ship(side.recording).await {
+                    let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
+                    return Ending::RecordingFailed(failure);
+                }
+            }
             notice = side.notices.recv(), if notices_open => match notice {
                 Some(text) => {
                     // Between server messages: every complete frame read so
@@ -1295,6 +1321,14 @@ where
                 Err(e) => return Ending::Io(e.to_string()),
             }
         }
+    }
+}
+
+/// Hand what the session recorded to the spool's writer.
+async fn ship(recording: Option<&SessionRecording>) -> Result<(), RecordingFailure> {
+    match recording {
+        Some(recording) => recording.ship().await,
+        None => Ok(()),
     }
 }
 

@@ -408,6 +408,146 @@ fn wire_messages_replay_as_statements_and_rows() {
     assert!(text.contains("u299***@example.com"), "{text}");
 }
 
+/// `messages` as a run in wire form (type byte, length, body).
+fn wire_run(messages: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for (tag, body) in messages {
+        wire.push(*tag);
+        wire.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        wire.extend_from_slice(body);
+    }
+    wire
+}
+
+/// What a way of recording got back: the error that stopped it, and the
+/// (direction, kind) of every event after the start.
+type Outcome = (Option<String>, Vec<(Direction, EventKind)>);
+
+/// Record `wire` with `record_messages` in one session and message by
+/// message with `record_message` in another (both retrying while the
+/// writer is behind, as the relay does), skipping ParameterStatus; returns
+/// what each got back, the events read back verified.
+fn record_both_ways(config: juris_record::SpoolConfig, wire: &[u8]) -> [Outcome; 2] {
+    let key = node_key();
+    let store_dir = config.dir.with_extension("store");
+    let spool = Spool::open(config, key.clone()).unwrap();
+    let s = Direction::ServerToClient;
+    let keep = |tag: u8| tag != b'S';
+    let busy = || std::thread::sleep(std::time::Duration::from_millis(1));
+    let mut outcomes = Vec::new();
+    for (n, as_run) in [(21, true), (22, false)] {
+        let session = session_id(n);
+        let mut recorder = spool
+            .start_session(info(&session, "billing-eu", "bob"))
+            .unwrap();
+        let mut stopped = None;
+        if as_run {
+            let mut at = 0;
+            while at < wire.len() {
+                match recorder.record_messages(s, &wire[at..], keep) {
+                    (used, None) => at += used,
+                    (used, Some(RecordError::Busy)) => {
+                        at += used;
+                        busy();
+                    }
+                    (_, Some(e)) => {
+                        stopped = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        } else {
+            let mut at = 0;
+            while at < wire.len() {
+                let tag = wire[at];
+                let length = u32::from_be_bytes(wire[at + 1..at + 5].try_into().unwrap()) as usize;
+                let body = &wire[at + 5..at + 1 + length];
+                if keep(tag) {
+                    match recorder.record_message(s, tag, body) {
+                        Ok(_) => {}
+                        Err(RecordError::Busy) => {
+                            busy();
+                            continue;
+                        }
+                        Err(e) => {
+                            stopped = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                at += 1 + length;
+            }
+        }
+        recorder.finish(END).unwrap();
+        let store = local_store(&store_dir);
+        let recording = upload_and_open(&runtime(), &spool, &store, &session, &key);
+        for pair in recording.events.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+        let events = recording.events[1..]
+            .iter()
+            .map(|e| (e.direction, e.kind.clone()))
+            .collect();
+        outcomes.push((stopped, events));
+    }
+    outcomes.try_into().unwrap()
+}
+
+/// The data plane records a network read's messages in one call, which
+/// appends most of them without the per-event checks: what it records
+/// must be what one call per message records, across the batch sizes at
+/// which a recorder ships, skipped types, a message over the event limit
+/// and a spool that fills up part way.
+#[test]
+fn a_run_of_messages_records_what_one_call_per_message_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let filler = "f".repeat(80);
+    let mut messages = vec![(b'S', b"application_name\0psql\0".to_vec())];
+    for i in 0..9000 {
+        let id = i.to_string();
+        messages.push((b'D', data_row_body(&[Some(&id), Some(&filler)])));
+        if i == 4321 {
+            let huge = "h".repeat(5000);
+            messages.push((b'D', data_row_body(&[Some(&huge)])));
+        }
+        if i % 1000 == 999 {
+            messages.push((b'C', format!("SELECT {i}\0").into_bytes()));
+            messages.push((b'S', b"TimeZone\0UTC\0".to_vec()));
+        }
+    }
+    let wire = wire_run(&messages);
+
+    let mut config = spool_config(&tmp.path().join("roomy"));
+    config.max_event_bytes = 4096;
+    let [run, one_by_one] = record_both_ways(config, &wire);
+    assert_eq!(run.0, None);
+    assert_eq!(run.1.len(), 9000 + 1 + 9 + 1, "rows, the gap, tags, end");
+    let gaps: Vec<_> = run
+        .1
+        .iter()
+        .filter(|(_, kind)| matches!(kind, EventKind::Gap { .. }))
+        .collect();
+    assert!(
+        matches!(gaps[..], [(_, EventKind::Gap { lost_events: 1, .. })]),
+        "{gaps:?}"
+    );
+    assert_eq!(run, one_by_one);
+
+    // A spool too small for the run: both stop at the same row, having
+    // recorded the same events, and their recordings say what was lost.
+    let mut config = spool_config(&tmp.path().join("small"));
+    config.limits = SpoolLimits {
+        max_bytes: 400 << 10,
+    };
+    let [run, one_by_one] = record_both_ways(config, &wire);
+    assert!(
+        run.0.as_deref().is_some_and(|e| e.contains("spool")),
+        "{:?}",
+        run.0
+    );
+    assert_eq!(run, one_by_one);
+}
+
 /// A recorder reserves the spool's budget ahead, a block at a time, so
 /// that a row costs no update of the shared budget; what it did not use
 /// is given back when it ships, and when it is dropped.
