@@ -121,17 +121,25 @@ impl FrameCursor {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+/// Write `value` as LEB128 into `out` at `at`; returns the position
+/// after it. `out` must have room for [`MAX_VARINT_BYTES`] from `at`.
+#[inline(always)]
+fn put_varint(out: &mut [u8; MAX_FRAME_HEADER_BYTES], mut at: usize, mut value: u64) -> usize {
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        out[at] = (value as u8) | 0x80;
         value >>= 7;
+        at += 1;
     }
-    out.push(value as u8);
+    out[at] = value as u8;
+    at + 1
 }
 
 /// Append one frame. The frame is absolute when `cursor` has no previous
 /// frame, when `seq` does not follow it, or when a time went back (a
-/// wall clock may step back; deltas are unsigned).
+/// wall clock may step back; deltas are unsigned). Inlined, and the
+/// header assembled on the stack and appended at once: the recorder
+/// calls it per row of a result.
+#[inline]
 pub fn encode_frame(
     out: &mut Vec<u8>,
     cursor: &mut FrameCursor,
@@ -142,24 +150,28 @@ pub fn encode_frame(
     body: &[&[u8]],
 ) {
     let length: usize = body.iter().map(|part| part.len()).sum();
+    let mut header = [0u8; MAX_FRAME_HEADER_BYTES];
+    let mut at = 1;
     match cursor.last {
         Some((last_seq, last_at, last_elapsed))
             if last_seq.checked_add(1) == Some(seq)
                 && at_ms >= last_at
                 && elapsed_us >= last_elapsed =>
         {
-            out.push(kind as u8);
-            put_varint(out, at_ms - last_at);
-            put_varint(out, elapsed_us - last_elapsed);
+            header[0] = kind as u8;
+            at = put_varint(&mut header, at, at_ms - last_at);
+            at = put_varint(&mut header, at, elapsed_us - last_elapsed);
         }
         _ => {
-            out.push(kind as u8 | ABSOLUTE);
-            put_varint(out, seq);
-            put_varint(out, at_ms);
-            put_varint(out, elapsed_us);
+            header[0] = kind as u8 | ABSOLUTE;
+            at = put_varint(&mut header, at, seq);
+            at = put_varint(&mut header, at, at_ms);
+            at = put_varint(&mut header, at, elapsed_us);
         }
     }
-    put_varint(out, length as u64);
+    at = put_varint(&mut header, at, length as u64);
+    out.reserve(at + length);
+    out.extend_from_slice(&header[..at]);
     for part in body {
         out.extend_from_slice(part);
     }
@@ -463,14 +475,20 @@ mod tests {
         assert!(err.to_string().contains("does not carry"), "{err}");
     }
 
+    fn varint(value: u64) -> Vec<u8> {
+        let mut out = [0; MAX_FRAME_HEADER_BYTES];
+        let end = put_varint(&mut out, 0, value);
+        out[..end].to_vec()
+    }
+
     #[test]
     fn huge_lengths_are_refused_before_reading_the_body() {
         let mut bytes = vec![FrameKind::ServerMessage as u8 | ABSOLUTE, 1, 1, 1];
-        put_varint(&mut bytes, u64::MAX);
+        bytes.extend_from_slice(&varint(u64::MAX));
         let err = decode_frame(&bytes, &mut FrameCursor::new(), LIMIT).unwrap_err();
         assert!(err.to_string().contains("exceeds the limit"), "{err}");
         let mut bytes = vec![FrameKind::ServerMessage as u8 | ABSOLUTE, 1, 1, 1];
-        put_varint(&mut bytes, 101);
+        bytes.extend_from_slice(&varint(101));
         assert!(decode_frame(&bytes, &mut FrameCursor::new(), 100).is_err());
     }
 
@@ -500,7 +518,7 @@ mod tests {
         assert!(decode_frame(&bytes, &mut FrameCursor::new(), LIMIT).is_err());
         // u64::MAX survives, and one more overflows.
         let mut bytes = vec![FrameKind::ServerMessage as u8 | ABSOLUTE];
-        put_varint(&mut bytes, u64::MAX);
+        bytes.extend_from_slice(&varint(u64::MAX));
         bytes.extend_from_slice(&[1, 1, 1, b'C']);
         bytes.extend_from_slice(&[FrameKind::ServerMessage as u8, 0, 0, 1, b'C']);
         let mut cursor = FrameCursor::new();

@@ -45,7 +45,8 @@
 //!
 //! An event counts as written once [`Recorder::durable_seq`] has reached
 //! it; [`Recorder::flush`] waits for that. Sealing: when a session's open
-//! chunk reaches `chunk_target_bytes` of frames or `chunk_max_age`, the
+//! chunk reaches `chunk_target_bytes` of frames (or
+//! [`OPEN_CHUNK_MAX_COMPRESSED`] compressed) or `chunk_max_age`, the
 //! writer compresses what it has not synced yet, writes the chunk to
 //! `chunk-NNNNNN.zst`, records it in
 //! `chunks.jsonl`, renames it into place and syncs the directory; the
@@ -120,6 +121,9 @@ const CREDIT_BLOCK: u64 = 64 << 10;
 /// the next sync (a zstd frame per small batch would compress worse and
 /// cost a call per network read of a busy interactive session).
 const COMPRESS_BATCH_AT: usize = 16 << 10;
+/// A chunk is sealed once its compressed bytes, which the writer holds in
+/// memory until the seal, reach this many.
+pub const OPEN_CHUNK_MAX_COMPRESSED: usize = 4 << 20;
 /// After a wake-up the writer waits this long for more before it drains
 /// the queue.
 const WRITER_LINGER: Duration = Duration::from_millis(2);
@@ -156,9 +160,13 @@ pub struct SpoolConfig {
     pub node: String,
     pub limits: SpoolLimits,
     /// Seal a chunk when its frames (uncompressed) reach this size
-    /// (default 8 MiB: about 1 MiB compressed for result rows; each
-    /// chunk costs a file, two fsyncs and an upload, and the writer keeps
-    /// only the compressed bytes of the open chunk in memory).
+    /// (default 32 MiB), or its compressed bytes reach
+    /// [`OPEN_CHUNK_MAX_COMPRESSED`]. Each chunk costs a file, two fsyncs
+    /// and an upload (at 8 MiB, result rows that compress 40-fold sealed
+    /// a 200 KiB chunk every few 10,000-row results, and creating those
+    /// files was a third of the spool writer's samples); the writer keeps the
+    /// compressed bytes of the open chunk in memory, which the second
+    /// bound limits however well the frames compress.
     pub chunk_target_bytes: usize,
     /// ... or when its first event is this old (default 10 s: durability
     /// comes from the fsync'd spool, so the age only bounds how stale the
@@ -191,7 +199,7 @@ impl SpoolConfig {
             dir: dir.into(),
             node: node.into(),
             limits: SpoolLimits::default(),
-            chunk_target_bytes: 8 << 20,
+            chunk_target_bytes: 32 << 20,
             chunk_max_age: Duration::from_secs(10),
             fsync_every_events: 65536,
             fsync_interval: Duration::from_millis(100),
@@ -514,6 +522,12 @@ impl OpenChunk {
     /// Length of all the chunk's frames, compressed or not.
     fn frame_bytes(&self) -> usize {
         self.payload.uncompressed as usize + self.frames.len()
+    }
+
+    /// Whether the chunk is due to be sealed for its size: `target` bytes
+    /// of frames, or [`OPEN_CHUNK_MAX_COMPRESSED`] compressed.
+    fn is_full(&self, target: usize) -> bool {
+        self.frame_bytes() >= target || self.payload.bytes.len() >= OPEN_CHUNK_MAX_COMPRESSED
     }
 
     /// Compress the pending frames into one more zstd frame of the
@@ -1694,7 +1708,7 @@ impl Writer {
             .sessions
             .iter()
             .filter_map(|(handle, s)| {
-                let seal = s.chunk.frame_bytes() >= self.config.chunk_target_bytes
+                let seal = s.chunk.is_full(self.config.chunk_target_bytes)
                     || s.chunk
                         .opened
                         .is_some_and(|t| now >= t + self.config.chunk_max_age);
@@ -1885,7 +1899,7 @@ impl OpenSession {
             let (raw, compressed) = self.chunk.push_batch(head).map_err(io_err(&path))?;
             budget.add(compressed as u64);
             budget.release(raw as u64);
-            if self.chunk.frame_bytes() >= target {
+            if self.chunk.is_full(target) {
                 self.seal(budget)?;
             }
             next = tail;

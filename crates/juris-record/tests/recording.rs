@@ -548,6 +548,56 @@ fn a_run_of_messages_records_what_one_call_per_message_does() {
     assert_eq!(run, one_by_one);
 }
 
+/// Frames that do not compress still make chunks of a bounded size: the
+/// writer holds an open chunk's compressed bytes in memory, so it seals
+/// at OPEN_CHUNK_MAX_COMPRESSED whatever `chunk_target_bytes` says.
+#[test]
+fn incompressible_rows_are_sealed_at_the_compressed_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let mut config = spool_config(&tmp.path().join("spool"));
+    config.chunk_target_bytes = 60 << 20;
+    let spool = Spool::open(config, key.clone()).unwrap();
+    let session = session_id(23);
+    let mut recorder = spool
+        .start_session(info(&session, "billing-eu", "bob"))
+        .unwrap();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'!' + (state % 90) as u8)
+            })
+            .collect()
+    };
+    let rows = 12 * 1024;
+    for _ in 0..rows {
+        let value = noise(1000);
+        let body = data_row_body(&[Some(&value)]);
+        loop {
+            match recorder.record_message(Direction::ServerToClient, b'D', &body) {
+                Err(RecordError::Busy) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                other => {
+                    other.unwrap();
+                    break;
+                }
+            }
+        }
+    }
+    let manifest = recorder.finish(END).unwrap();
+    let bound = juris_record::spool::OPEN_CHUNK_MAX_COMPRESSED as u64;
+    assert!(manifest.chunks.len() >= 3, "{:?}", manifest.chunks);
+    for chunk in &manifest.chunks {
+        assert!(chunk.size < bound + (1 << 20), "{chunk:?}");
+    }
+    let store = local_store(&tmp.path().join("store"));
+    let recording = upload_and_open(&runtime(), &spool, &store, &session, &key);
+    assert_eq!(recording.events.len(), rows + 2);
+}
+
 /// A recorder reserves the spool's budget ahead, a block at a time, so
 /// that a row costs no update of the shared budget; what it did not use
 /// is given back when it ships, and when it is dropped.
