@@ -169,3 +169,61 @@ async fn masking_events_are_chained_sealed_and_verify_offline() -> anyhow::Resul
     assert!(String::from_utf8_lossy(&verify.stdout).contains("FAILED"));
     Ok(())
 }
+
+/// `audit_statements = false` leaves each statement out of the audit
+/// trail, and nothing else: the session's start and end, authentication
+/// and refusals are still chained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_without_statement_audit_still_audits_the_session() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().join("node");
+    let mut env = Env::start_with(UpstreamAuth::ScramSha256, |spec| {
+        spec.node_settings
+            .push(format!("data_dir = {:?}", data_dir.display().to_string()));
+        spec.connections[0]
+            .settings
+            .push("audit_statements = false".into());
+    })
+    .await?;
+    let token = env.oidc.user_token("bob").await?;
+    let client = env.client(&token).await?;
+    let rows = client
+        .simple_query("select count(*) from customers where id > 0")
+        .await?;
+    assert!(
+        rows.iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+    );
+    let refused = client
+        .simple_query("delete from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(common::db_error(&refused).unwrap().0, "42501");
+    drop(client);
+    env.gateway.signal(15)?; // SIGTERM
+    assert_eq!(env.gateway.wait(Duration::from_secs(60)).await?, Some(0));
+
+    let mut types = Vec::new();
+    for entry in std::fs::read_dir(data_dir.join("audit"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            for line in std::fs::read_to_string(&path)?.lines() {
+                let record: serde_json::Value = serde_json::from_str(line)?;
+                types.push(record["event"]["type"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    for kind in [
+        "session_start",
+        "auth_success",
+        "policy_refusal",
+        "session_end",
+    ] {
+        assert!(types.iter().any(|t| t == kind), "no {kind} in {types:?}");
+    }
+    assert!(
+        !types.iter().any(|t| t == "statement"),
+        "a statement was audited: {types:?}"
+    );
+    Ok(())
+}

@@ -430,6 +430,13 @@ pub struct ConnectionConfig {
     /// `strict` (default), `best_effort` or `off`: see [`RecordingMode`].
     #[serde(default)]
     pub recording: RecordingMode,
+    /// One audit record per statement (default `true`). `false` keeps the
+    /// session's start and end, authentication, refusals and recording
+    /// losses in the audit trail, but not each statement: for a
+    /// connection whose statements are not evidence (a load test's, a
+    /// bulk reader's), and to measure what the statement audit costs.
+    #[serde(default = "defaults::audit_statements")]
+    pub audit_statements: bool,
 }
 
 /// Command review of one connection: which statements are held, who
@@ -662,6 +669,9 @@ mod duration_text {
 /// Default values of optional keys (for programs that build a deployment
 /// in code, like the demo).
 pub mod defaults {
+    pub fn audit_statements() -> bool {
+        true
+    }
     pub fn auth_timeout_secs() -> u64 {
         30
     }

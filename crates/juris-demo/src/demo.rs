@@ -151,6 +151,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             masking: demo_masking(),
             approvals: None,
             recording: RecordingMode::Strict,
+            audit_statements: true,
         }],
         roles: vec![
             role("dba", "dba", AccessLevel::Admin),

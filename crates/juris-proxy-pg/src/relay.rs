@@ -351,6 +351,11 @@ pub async fn run(
         session.to_string(),
         ctx.audit.clone(),
         masking.as_ref().map(|m| m.masker().clone()),
+    )
+    .enabled(
+        ctx.deployment
+            .connection(&connection)
+            .is_none_or(|c| c.audit_statements),
     );
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let client_side = ClientSide {

@@ -47,6 +47,9 @@ struct Pending {
 
 /// The session's statements waiting for their answers.
 pub(crate) struct StatementLog {
+    /// Off for a connection with `audit_statements = false`: nothing is
+    /// logged.
+    enabled: bool,
     pending: Mutex<VecDeque<Pending>>,
     session: String,
     audit: Arc<dyn AuditSink>,
@@ -57,11 +60,17 @@ pub(crate) struct StatementLog {
 impl StatementLog {
     pub fn new(session: String, audit: Arc<dyn AuditSink>, masker: Option<Arc<Masker>>) -> Self {
         StatementLog {
+            enabled: true,
             pending: Mutex::new(VecDeque::new()),
             session,
             audit,
             masker,
         }
+    }
+
+    /// The log, switched on or off.
+    pub fn enabled(self, enabled: bool) -> Self {
+        StatementLog { enabled, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
@@ -71,6 +80,8 @@ impl StatementLog {
     /// The audit form of a statement's text.
     pub fn describe(&self, sql: &str, class: StatementClass, fingerprint: Arc<str>) -> Described {
         let text: Arc<str> = match &self.masker {
+            // Not logged: not worth a copy.
+            _ if !self.enabled => Arc::from(""),
             Some(masker) if masker.has_value_rules() => {
                 Arc::from(masker.mask_text(sql, &mut Findings::default()).as_ref())
             }
@@ -85,6 +96,9 @@ impl StatementLog {
 
     /// A statement went to the upstream in client batch `batch`.
     pub fn sent(&self, batch: u64, simple: bool, described: Described, refused: bool) {
+        if !self.enabled {
+            return;
+        }
         self.lock().push_back(Pending {
             batch,
             simple,
@@ -98,7 +112,7 @@ impl StatementLog {
 
     /// A server message (as the client receives it) of batch `batch`.
     pub fn answered(&self, batch: u64, tag: u8, body: &[u8]) {
-        if !matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z') {
+        if !self.enabled || !matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z') {
             return;
         }
         let mut done = Vec::new();

@@ -4,8 +4,10 @@
 //! `pgbench_accounts` (column rules on its four columns plus the ssn, card
 //! and email detectors on every text value), and through the same node on
 //! a connection that is not recorded (`recording = "off"`: what recording
-//! costs) and one that masks but is not recorded (what masking alone
-//! costs), all over TLS on this machine,
+//! costs), one that masks but is not recorded (what masking alone costs)
+//! and one with neither recording nor a per-statement audit record
+//! (`audit_statements = false`: what the evidence costs), all over TLS on
+//! this machine,
 //! interleaved round by round. Prints a markdown
 //! table of median TPS, the ratios, and the proxies' CPU time per
 //! transaction (from /proc/<pid>/stat).
@@ -29,6 +31,7 @@ const CONNECTION: &str = "bench";
 const MASKED_CONNECTION: &str = "bench_masked";
 const UNRECORDED_CONNECTION: &str = "bench_unrecorded";
 const MASKED_UNRECORDED_CONNECTION: &str = "bench_masked_unrecorded";
+const BARE_CONNECTION: &str = "bench_bare";
 /// Four masked columns: every column of `pgbench_accounts`, with each strategy.
 const MASKING_POLICY: &str = r#"
 [connection.masking]
@@ -76,6 +79,7 @@ const JURIS: usize = 2;
 const MASKING: usize = 3;
 const UNRECORDED: usize = 4;
 const MASKING_UNRECORDED: usize = 5;
+const BARE: usize = 6;
 
 fn workloads(script: &Path) -> Vec<Workload> {
     let wide = [
@@ -142,10 +146,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
         MASKED_CONNECTION,
         UNRECORDED_CONNECTION,
         MASKED_UNRECORDED_CONNECTION,
+        BARE_CONNECTION,
     ] {
         let mut connection = bench.connection(name);
-        if name == UNRECORDED_CONNECTION || name == MASKED_UNRECORDED_CONNECTION {
+        if name != CONNECTION && name != MASKED_CONNECTION {
             connection.settings.push("recording = \"off\"".into());
+        }
+        if name == BARE_CONNECTION {
+            connection.settings.push("audit_statements = false".into());
         }
         spec.connections.push(connection);
         spec.roles.push(RoleSpec::new(name, "dba", name, "admin"));
@@ -168,6 +176,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         juris("JurisMasking", MASKED_CONNECTION),
         juris("JurisUnrecorded", UNRECORDED_CONNECTION),
         juris("JurisMaskingUnrecorded", MASKED_UNRECORDED_CONNECTION),
+        juris("JurisBare", BARE_CONNECTION),
     ];
 
     let script_dir = tempfile::tempdir()?;
@@ -199,21 +208,24 @@ fn table(
          connection that masks all four columns of pgbench_accounts; \"Unrecorded\" the same node \
          on a connection with `recording = \"off\"` (Juris and Masking record every session); \
          \"Masking unrec.\" masks like Masking and is not recorded, so Masking unrec./Unrecorded \
-         is what masking alone costs and Juris/Unrecorded what recording alone costs.\n\n\
-         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Unrecorded TPS | Masking unrec. TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris/Unrecorded | Masking unrec./direct | Masking unrec./PgBouncer | Masking unrec./Unrecorded | Juris CPU µs/txn | Masking CPU µs/txn | Unrecorded CPU µs/txn | Masking unrec. CPU µs/txn | PgBouncer CPU µs/txn |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         is what masking alone costs and Juris/Unrecorded what recording alone costs. \
+         \"Bare\" is neither recorded nor audited per statement (`audit_statements = false`): \
+         Juris/Bare is what recording and the statement audit cost together.\n\n\
+         | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Unrecorded TPS | Masking unrec. TPS | Bare TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris/Unrecorded | Juris/Bare | Unrecorded/Bare | Masking unrec./direct | Masking unrec./PgBouncer | Masking unrec./Unrecorded | Juris CPU µs/txn | Masking CPU µs/txn | Unrecorded CPU µs/txn | Masking unrec. CPU µs/txn | Bare CPU µs/txn | PgBouncer CPU µs/txn |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         options.rounds, options.seconds
     );
     for (w, workload) in workloads.iter().enumerate() {
         let tps = |t: usize| m.tps(w, t);
         let cpu = |t: usize| m.cpu_us_per_txn(w, t, 0);
-        let (direct, bouncer, juris, masking, unrecorded, masking_unrecorded) = (
+        let (direct, bouncer, juris, masking, unrecorded, masking_unrecorded, bare) = (
             tps(DIRECT),
             tps(PGBOUNCER),
             tps(JURIS),
             tps(MASKING),
             tps(UNRECORDED),
             tps(MASKING_UNRECORDED),
+            tps(BARE),
         );
         let cells = [
             cell(direct, 0),
@@ -222,12 +234,15 @@ fn table(
             cell(masking, 0),
             cell(unrecorded, 0),
             cell(masking_unrecorded, 0),
+            cell(bare, 0),
             cell(ratio(juris, direct), 2),
             cell(ratio(bouncer, direct), 2),
             cell(ratio(juris, bouncer), 2),
             cell(ratio(masking, direct), 2),
             cell(ratio(masking, bouncer), 2),
             cell(ratio(juris, unrecorded), 2),
+            cell(ratio(juris, bare), 2),
+            cell(ratio(unrecorded, bare), 2),
             cell(ratio(masking_unrecorded, direct), 2),
             cell(ratio(masking_unrecorded, bouncer), 2),
             cell(ratio(masking_unrecorded, unrecorded), 2),
@@ -235,6 +250,7 @@ fn table(
             cell(cpu(MASKING), 1),
             cell(cpu(UNRECORDED), 1),
             cell(cpu(MASKING_UNRECORDED), 1),
+            cell(cpu(BARE), 1),
             cell(cpu(PGBOUNCER), 1),
         ];
         out.push_str(&format!("| {} | {} |\n", workload.name, cells.join(" | ")));
