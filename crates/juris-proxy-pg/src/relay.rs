@@ -1223,8 +1223,10 @@ where
         // shipped with more of it: one batch per 256 KiB instead of one per
         // network read, which the spool compresses in larger zstd frames.
         if side.recording.is_some() && position > 0 {
-            let due = *ship_by.get_or_insert_with(|| tokio::time::Instant::now() + SHIP_DELAY);
-            if forwarded_tag == b'Z' || tokio::time::Instant::now() >= due {
+            let now = || tokio::time::Instant::now();
+            let ship_now = forwarded_tag == b'Z'
+                || now() >= *ship_by.get_or_insert_with(|| now() + SHIP_DELAY);
+            if ship_now {
                 if let Err(failure) = ship(side.recording).await {
                     let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
                     return Ending::RecordingFailed(failure);
