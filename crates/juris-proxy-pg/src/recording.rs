@@ -231,8 +231,9 @@ impl SessionRecording {
     }
 
     /// Hand what was recorded to the spool's writer. The relay calls it
-    /// once per network read in each direction, before what it read is
-    /// passed on: one hand-over per read instead of one per message.
+    /// after each read from the client, and after each answer from the
+    /// upstream (or 2 ms into a long one), before what it read is passed
+    /// on: one hand-over per read or answer instead of one per message.
     pub async fn ship(&self) -> Result<(), RecordingFailure> {
         let mut deadline: Option<Instant> = None;
         loop {

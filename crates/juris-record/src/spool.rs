@@ -5,8 +5,9 @@
 //! Design: a [`Recorder`] is a per-session handle that encodes an event
 //! on the caller's thread as a binary frame ([`crate::frame`]; a server
 //! message is its wire bytes behind a few bytes of framing) appended to
-//! its batch buffer, and hands whole batches to a bounded channel (once
-//! per network read of the relay: [`Recorder::ship`]); one writer thread
+//! its batch buffer, and hands whole batches to a bounded channel (at the
+//! end of each answer, or per 256 KiB of a large one:
+//! [`Recorder::ship`]); one writer thread
 //! per [`Spool`] appends each batch to the session's open chunk, syncs in
 //! batches (every `fsync_every_events` events or `fsync_interval`, and
 //! always before a flush and the end of a session) and seals chunks. A
