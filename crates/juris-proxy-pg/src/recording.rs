@@ -231,9 +231,10 @@ impl SessionRecording {
     }
 
     /// Hand what was recorded to the spool's writer. The relay calls it
-    /// after each read from the client, and after each answer from the
-    /// upstream (or 2 ms into a long one), before what it read is passed
-    /// on: one hand-over per read or answer instead of one per message.
+    /// after each read from the client and after each answer from the
+    /// upstream (every message is recorded before the client gets it;
+    /// the rows of a long answer are shipped 2 ms or 256 KiB at a time):
+    /// one hand-over per read or answer instead of one per message.
     pub async fn ship(&self) -> Result<(), RecordingFailure> {
         let mut deadline: Option<Instant> = None;
         loop {
