@@ -200,44 +200,53 @@ fn is_ascii(b: &[u8]) -> bool {
 /// alphanumeric, or at its end (all starred) when it has no more than
 /// `keep` of them.
 ///
-/// Findings end in their kept characters (`-6789`, `.com`), so the last
-/// eight bytes, classified at once, usually hold the cut; otherwise the
-/// bytes are counted one at a time from the end.
+/// Eight bytes at a time from the end, each word classified at once:
+/// findings end in their kept characters (`-6789`, `.com`), so the last
+/// word usually holds the cut, and a long value with few alphanumerics
+/// (a blank-padded `char(n)` column) costs a word, not a byte, per step.
 fn first_kept_ascii(value: &[u8], keep: usize) -> usize {
     use crate::scan::{LO, in_range, tail_at};
     if keep == 0 {
         return value.len();
     }
-    let base = value.len().saturating_sub(8);
-    let x = match value.last_chunk::<8>() {
-        Some(last) => u64::from_le_bytes(*last),
-        None => tail_at(value),
-    };
-    // Bit 7 of each alphanumeric byte (the padding of a short value is not).
-    let mut flags = in_range(x, b'0', b'9') | in_range(x | (LO * 0x20), b'a', b'z');
-    if ((flags >> 7).wrapping_mul(LO) >> 56) as usize >= keep {
-        // Drop the last `keep - 1`: the highest flag left is the cut.
-        for _ in 1..keep {
-            flags ^= 1 << (63 - flags.leading_zeros());
+    let mut seen = 0;
+    let mut end = value.len();
+    while end > 0 {
+        let start = end.saturating_sub(8);
+        let x = match value[start..end].first_chunk::<8>() {
+            Some(word) => u64::from_le_bytes(*word),
+            None => tail_at(&value[start..end]),
+        };
+        // Bit 7 of each alphanumeric byte (the padding of a short word is not).
+        let mut flags = in_range(x, b'0', b'9') | in_range(x | (LO * 0x20), b'a', b'z');
+        let count = flags.count_ones() as usize;
+        if seen + count >= keep {
+            // Drop the word's last `keep - seen - 1`: the highest flag left
+            // is the cut.
+            for _ in 1..keep - seen {
+                flags ^= 1 << (63 - flags.leading_zeros());
+            }
+            let top = 63 - flags.leading_zeros();
+            let cut = start + (top / 8) as usize;
+            let more_before =
+                flags ^ (1 << top) != 0 || value[..start].iter().any(|&b| is_alnum(b));
+            return if more_before { cut } else { value.len() };
         }
-        let top = 63 - flags.leading_zeros();
-        let k = base + (top / 8) as usize;
-        let more_before = flags ^ (1 << top) != 0 || value[..base].iter().any(|&b| is_alnum(b));
-        return if more_before { k } else { value.len() };
+        seen += count;
+        end = start;
     }
-    first_kept_bytes(value, keep)
+    value.len()
 }
 
-/// [`first_kept_ascii`] one byte at a time from the end.
+/// [`first_kept_ascii`] one byte at a time from the end: the definition
+/// the word-at-a-time version is tested against.
+#[cfg(test)]
 fn first_kept_bytes(value: &[u8], keep: usize) -> usize {
     if keep == 0 {
         return value.len();
     }
     let mut seen = 0;
     for (k, &b) in value.iter().enumerate().rev() {
-        // Counted without a branch: digits, letters and separators
-        // alternate unpredictably in findings.
-        // (`seen` reaches `keep` on an alphanumeric: this is the last kept.)
         seen += usize::from(is_alnum(b));
         if seen == keep {
             let more_before = value[..k].iter().any(|&b| is_alnum(b));
@@ -309,7 +318,8 @@ mod tests {
     }
 
     /// The word-at-a-time cut and ASCII check against the byte loops, at
-    /// every length up to 40 and every `keep` up to 10.
+    /// every length up to 40 and every `keep` up to 10, and on long
+    /// blank-padded values.
     #[test]
     fn cut_and_ascii_match_the_byte_loops() {
         let mut next = crate::scan::tests::splitmix(0xc070_f5a4_u64);
@@ -328,6 +338,21 @@ mod tests {
                     let want = first_kept_bytes(&v, keep);
                     assert_eq!(first_kept_ascii(&v, keep), want, "{v:?} keep {keep}");
                 }
+            }
+        }
+        // Long values, mostly blanks (`char(n)` padding), a few alphanumerics.
+        for round in 0..20_000 {
+            let len = 40 + round % 90;
+            let v: Vec<u8> = (0..len)
+                .map(|_| match next() % 32 {
+                    0 => b"0123456789azAZ"[(next() % 14) as usize],
+                    1 => b"-.@"[(next() % 3) as usize],
+                    _ => b' ',
+                })
+                .collect();
+            for keep in 0..=6 {
+                let want = first_kept_bytes(&v, keep);
+                assert_eq!(first_kept_ascii(&v, keep), want, "{v:?} keep {keep}");
             }
         }
     }
