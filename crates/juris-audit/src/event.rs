@@ -384,7 +384,8 @@ impl AuditRecord {
     /// in one pass: the writer's path. The canonical JSON is composed
     /// member by member, in the sorted key order (`event`, `hash`, `node`,
     /// `prev_hash`, `region`, `seq`, `time`), so the event is serialised
-    /// once instead of twice and the record never becomes a
+    /// once instead of twice, straight into canonical form
+    /// ([`canonical::write_of`]): neither record nor event becomes a
     /// `serde_json::Value`. [`AuditRecord::compute_hash`] and
     /// [`AuditRecord::to_line`] stay the generic definitions; a test
     /// checks that both paths agree.
@@ -397,7 +398,7 @@ impl AuditRecord {
         event: AuditEvent,
     ) -> Result<(Self, String)> {
         let mut head = String::from("{\"event\":");
-        head.push_str(&canonical::to_string(&serde_json::to_value(&event)?));
+        canonical::write_of(&mut head, &event)?;
         let mut tail = String::from(",\"node\":");
         canonical::write_str(&mut tail, node);
         tail.push_str(",\"prev_hash\":");
@@ -566,10 +567,36 @@ mod tests {
                 _ => unreachable!(),
             }
         });
+        let masking = AuditEvent::Masking(Masking {
+            session: "s".into(),
+            principal: "ada".into(),
+            connection: "billing-eu".into(),
+            statement: 3,
+            actions: vec![MaskAction {
+                column: "public.customers.ssn".into(),
+                detector: "ssn".into(),
+                strategy: "partial".into(),
+                count: 2,
+            }],
+        });
+        let control = AuditEvent::Control(Control {
+            action: "grant_created".into(),
+            detail: serde_json::json!({"zeta": [1, {"b": null, "a": "x"}], "alpha": -3}),
+        });
+        let refusal = AuditEvent::ConnectionRefusal(ConnectionRefusal {
+            session: "s".into(),
+            connection: "c".into(),
+            client: "127.0.0.1:1".into(),
+            reason: "owned by another region".into(),
+            owning_region: None,
+        });
         for (seq, event, node, region) in [
             (1, statement(), "n1", "eu-west"),
             (42, awkward, "node \"q\"", "us-east"),
             (u64::MAX, statement(), "", ""),
+            (2, masking, "n1", "eu-west"),
+            (3, control, "n1", "eu-west"),
+            (4, refusal, "n1", "eu-west"),
         ] {
             let slow =
                 AuditRecord::new(seq, t(5), node, region, GENESIS_HASH, event.clone()).unwrap();
