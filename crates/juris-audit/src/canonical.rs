@@ -247,8 +247,12 @@ mod direct {
             Ok(())
         }
         fn serialize_i128(self, v: i128) -> Result<(), Error> {
-            let _ = write!(self.out, "{v}");
-            Ok(())
+            // As `Value` takes it: only what fits an i64 or a u64.
+            match (i64::try_from(v), u64::try_from(v)) {
+                (Ok(v), _) => self.serialize_i64(v),
+                (_, Ok(v)) => self.serialize_u64(v),
+                _ => Err(<Error as ser::Error>::custom("number out of range")),
+            }
         }
         fn serialize_u8(self, v: u8) -> Result<(), Error> {
             self.serialize_u64(u64::from(v))
@@ -264,8 +268,10 @@ mod direct {
             Ok(())
         }
         fn serialize_u128(self, v: u128) -> Result<(), Error> {
-            let _ = write!(self.out, "{v}");
-            Ok(())
+            match u64::try_from(v) {
+                Ok(v) => self.serialize_u64(v),
+                Err(_) => Err(<Error as ser::Error>::custom("number out of range")),
+            }
         }
         fn serialize_f32(self, v: f32) -> Result<(), Error> {
             self.serialize_f64(f64::from(v))
@@ -718,6 +724,8 @@ mod tests {
             v: Vec<External>,
             #[serde(with = "serde_bytes_as_seq")]
             u: Vec<u8>,
+            t: i128,
+            s: u128,
         }
         mod serde_bytes_as_seq {
             pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -736,6 +744,8 @@ mod tests {
                 External::Unit,
             ],
             u: vec![0, 255],
+            t: -5,
+            s: u128::from(u64::MAX),
         };
         let shapes = [
             Tagged::Zebra {
@@ -754,6 +764,10 @@ mod tests {
             let value = serde_json::to_value(shape).unwrap();
             assert_eq!(to_string_of(shape).unwrap(), to_string(&value));
         }
+        // Beyond 64 bits, refused like `Value` refuses it.
+        assert!(serde_json::to_value(i128::MIN).is_err());
+        assert!(to_string_of(&i128::MIN).is_err());
+        assert!(to_string_of(&u128::MAX).is_err());
     }
 
     /// A key given twice keeps its last value, as in a `Value` object.

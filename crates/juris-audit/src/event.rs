@@ -567,18 +567,7 @@ mod tests {
                 _ => unreachable!(),
             }
         });
-        let masking = AuditEvent::Masking(Masking {
-            session: "s".into(),
-            principal: "ada".into(),
-            connection: "billing-eu".into(),
-            statement: 3,
-            actions: vec![MaskAction {
-                column: "public.customers.ssn".into(),
-                detector: "ssn".into(),
-                strategy: "partial".into(),
-                count: 2,
-            }],
-        });
+        let masking = AuditEvent::Masking((&masking_event()).into());
         let control = AuditEvent::Control(Control {
             action: "grant_created".into(),
             detail: serde_json::json!({"zeta": [1, {"b": null, "a": "x"}], "alpha": -3}),
@@ -624,9 +613,8 @@ mod tests {
         assert!(check_line(b"{\"seq\":1").record.is_none());
     }
 
-    #[test]
-    fn masking_events_keep_their_content() {
-        let e = MaskingEvent {
+    fn masking_event() -> MaskingEvent {
+        MaskingEvent {
             session: juris_types::SessionId(u128::MAX),
             principal: "ada".into(),
             connection: "billing-eu".into(),
@@ -637,7 +625,12 @@ mod tests {
                 strategy: "redact".into(),
                 count: 2,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn masking_events_keep_their_content() {
+        let e = masking_event();
         let r = AuditRecord::new(1, t(0), "n1", "eu", GENESIS_HASH, (&e).into()).unwrap();
         let line = r.to_line().unwrap();
         assert!(line.contains(r#""session":"ffffffffffffffffffffffffffffffff""#));

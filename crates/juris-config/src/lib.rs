@@ -431,8 +431,8 @@ pub struct ConnectionConfig {
     #[serde(default)]
     pub recording: RecordingMode,
     /// One audit record per statement (default `true`). `false` keeps the
-    /// session's start and end, authentication, refusals and recording
-    /// losses in the audit trail, but not each statement: for a
+    /// session's start and end, authentication, refusals, masking actions
+    /// and recording losses in the audit trail, but not each statement: for a
     /// connection whose statements are not evidence (a load test's, a
     /// bulk reader's), and to measure what the statement audit costs.
     #[serde(default = "defaults::audit_statements")]
