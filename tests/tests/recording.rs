@@ -517,6 +517,39 @@ async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() 
     Ok(())
 }
 
+/// What the client sent is shipped with its answer, or at the latest a
+/// moment after it: a statement the server has not answered when the node
+/// dies is still in the recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_still_running_when_the_node_is_killed_is_in_the_recording()
+-> anyhow::Result<()> {
+    let mut env = masked_env(|_| {}).await?;
+    let token = env.oidc.user_token("bob").await?;
+    let conninfo = env.gateway.conninfo(CONNECTION, "bob", &token);
+    let running = tokio::spawn(async move {
+        psql(&conninfo, &["-c", "select 'still running', pg_sleep(60)"]).await
+    });
+    // Past the spool's fsync interval, long before the answer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.gateway.kill().await?;
+    let (ok, _, err) = running.await??;
+    assert!(!ok, "the statement should have been cut: {err}");
+
+    env.gateway.restart().await?;
+    let rows = wait_for_listing(&env.gateway, "the interrupted recording", |rows| {
+        rows.len() == 1 && uploaded(&rows[0], "interrupted")
+    })
+    .await?;
+    let id = rows[0]["session_id"].as_str().unwrap().to_string();
+    let (ok, text, verdict) = juris(&["replay", &id, "--config", &config(&env.gateway)]).await?;
+    assert!(ok, "{verdict}");
+    assert!(
+        text.contains("select 'still running', pg_sleep(60)"),
+        "{text}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_s3_outage_delays_uploads_strict_sessions_stop_when_the_spool_is_full()
 -> anyhow::Result<()> {

@@ -10,6 +10,7 @@
 //! edited record's own hash.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use juris_types::StatementClass;
@@ -227,12 +228,15 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Statement {
-    pub session: String,
+    // Shared, not copied: the data plane hands the session's id, the text
+    // it already keeps for the statement and the cached fingerprint over
+    // as they are (a busy node writes one of these per statement).
+    pub session: Arc<str>,
     /// Statement text as the client sent it (bind values are not part of it).
-    pub text: String,
+    pub text: Arc<str>,
     pub class: StatementClass,
     /// Normalised form's hash: equal for statements that differ only in constants.
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
     pub duration_us: u64,
     /// Rows returned or affected, when the server reported a count.
     pub rows: Option<u64>,
@@ -397,32 +401,18 @@ impl AuditRecord {
         prev_hash: &str,
         event: AuditEvent,
     ) -> Result<(Self, String)> {
-        let mut head = String::from("{\"event\":");
-        canonical::write_of(&mut head, &event)?;
-        let mut tail = String::from(",\"node\":");
-        canonical::write_str(&mut tail, node);
-        tail.push_str(",\"prev_hash\":");
-        canonical::write_str(&mut tail, prev_hash);
-        tail.push_str(",\"region\":");
-        canonical::write_str(&mut tail, region);
-        tail.push_str(",\"seq\":");
-        tail.push_str(&seq.to_string());
-        tail.push_str(",\"time\":");
-        canonical::write_str(&mut tail, &time.to_string());
-        tail.push('}');
-        let hash = {
-            use sha2::Digest;
-            let mut hasher = sha2::Sha256::new();
-            hasher.update(head.as_bytes());
-            hasher.update(tail.as_bytes());
-            hex::encode(hasher.finalize())
-        };
-        let mut line = head;
-        line.push_str(",\"hash\":\"");
-        line.push_str(&hash);
-        line.push('"');
-        line.push_str(&tail);
-        line.push('\n');
+        let mut line = String::new();
+        let hash = LineWriter::default().write(
+            &mut line,
+            &LineFields {
+                seq,
+                time,
+                node,
+                region,
+                prev_hash,
+            },
+            &event,
+        )?;
         let record = AuditRecord {
             seq,
             time,
@@ -430,7 +420,7 @@ impl AuditRecord {
             region: region.to_string(),
             prev_hash: prev_hash.to_string(),
             event,
-            hash,
+            hash: hash.as_str().to_string(),
         };
         Ok((record, line))
     }
@@ -508,6 +498,96 @@ pub(crate) fn check_line(line: &[u8]) -> LineCheck {
     }
 }
 
+/// A record's members other than its event and hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineFields<'a> {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub node: &'a str,
+    pub region: &'a str,
+    pub prev_hash: &'a str,
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// A record's hash, as the 64 hex digits it is written with.
+#[derive(Clone, Copy)]
+pub(crate) struct HexHash([u8; 64]);
+
+impl HexHash {
+    pub fn as_str(&self) -> &str {
+        // hex::encode_to_slice writes ASCII digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Writes records' lines with no allocation of its own once warm: the
+/// tail is composed in a buffer kept between records, and the time's text
+/// is reused while it does not change (the writer gives every record of
+/// a group commit the same time). The line is exactly what
+/// [`AuditRecord::to_line`] writes.
+#[derive(Default)]
+pub(crate) struct LineWriter {
+    tail: String,
+    time_text: Option<(Timestamp, String)>,
+}
+
+impl LineWriter {
+    /// Append the record's line (with its `\n`) to `out`; returns its hash.
+    /// On an error `out` may hold part of a line.
+    pub fn write(
+        &mut self,
+        out: &mut String,
+        fields: &LineFields<'_>,
+        event: &AuditEvent,
+    ) -> Result<HexHash> {
+        use std::fmt::Write;
+        let start = out.len();
+        out.push_str("{\"event\":");
+        canonical::write_of(out, event)?;
+        let tail = &mut self.tail;
+        tail.clear();
+        tail.push_str(",\"node\":");
+        canonical::write_str(tail, fields.node);
+        tail.push_str(",\"prev_hash\":");
+        canonical::write_str(tail, fields.prev_hash);
+        tail.push_str(",\"region\":");
+        canonical::write_str(tail, fields.region);
+        tail.push_str(",\"seq\":");
+        let _ = write!(tail, "{}", fields.seq);
+        tail.push_str(",\"time\":");
+        let time_text = match &mut self.time_text {
+            Some((time, text)) if *time == fields.time => text,
+            cached => {
+                let (_, text) = cached.insert((fields.time, String::new()));
+                write!(text, "{}", fields.time)
+                    .map_err(|_| AuditError::Timestamp(format!("{} µs", fields.time.0)))?;
+                text
+            }
+        };
+        canonical::write_str(tail, time_text);
+        tail.push('}');
+        let digest = {
+            use sha2::Digest;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(&out.as_bytes()[start..]);
+            hasher.update(tail.as_bytes());
+            hasher.finalize()
+        };
+        let mut hash = HexHash([0; 64]);
+        for (pair, byte) in hash.0.chunks_exact_mut(2).zip(digest) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+        }
+        out.push_str(",\"hash\":\"");
+        out.push_str(hash.as_str());
+        out.push('"');
+        out.push_str(tail);
+        out.push('\n');
+        Ok(hash)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +616,7 @@ mod tests {
 
     fn statement() -> AuditEvent {
         AuditEvent::Statement(Statement {
-            session: format!("{:032x}", 7),
+            session: format!("{:032x}", 7).into(),
             text: "SELECT 1".into(),
             class: StatementClass::Read,
             fingerprint: "abc".into(),

@@ -19,8 +19,8 @@ pub(crate) fn t(secs: i64) -> Timestamp {
 
 pub(crate) fn statement(i: u64) -> AuditEvent {
     AuditEvent::Statement(Statement {
-        session: format!("{i:032x}"),
-        text: format!("SELECT * FROM customers WHERE id = {i}"),
+        session: format!("{i:032x}").into(),
+        text: format!("SELECT * FROM customers WHERE id = {i}").into(),
         class: StatementClass::Read,
         fingerprint: "9f1c".into(),
         duration_us: 100 + i,

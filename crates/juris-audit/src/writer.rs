@@ -30,7 +30,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::canonical::sha256_hex;
-use crate::event::{AuditEvent, AuditRecord, GENESIS_HASH, Recovered, Timestamp, TornTail};
+use crate::event::{
+    AuditEvent, AuditRecord, GENESIS_HASH, LineFields, LineWriter, Recovered, Timestamp, TornTail,
+};
 use crate::key::NodeKey;
 use crate::seal::Seal;
 use crate::segment::{self, SEAL_SUFFIX, TORN_SUFFIX};
@@ -103,6 +105,10 @@ pub struct ChainWriter {
     last_time: Option<Timestamp>,
     current: Option<Current>,
     poisoned: bool,
+    /// The line being appended, and what writes it: kept between records
+    /// so that a busy chain allocates nothing per record.
+    line: String,
+    lines: LineWriter,
 }
 
 impl std::fmt::Debug for ChainWriter {
@@ -153,6 +159,8 @@ impl ChainWriter {
             last_time: None,
             current: None,
             poisoned: false,
+            line: String::new(),
+            lines: LineWriter::default(),
         };
         let mut recovery = Recovery::default();
         writer.recover(&mut recovery)?;
@@ -193,7 +201,18 @@ impl ChainWriter {
     /// along a chain (a stepped-back clock cannot make records look
     /// reordered, and range export stays exact).
     pub fn append(&mut self, time: Timestamp, event: AuditEvent) -> Result<AuditRecord> {
-        self.append_one(time, event, true)
+        let seq = self.next_seq;
+        let prev_hash = self.prev_hash.clone();
+        let time = self.append_event(time, &event, true)?;
+        Ok(AuditRecord {
+            seq,
+            time,
+            node: self.config.node.clone(),
+            region: self.config.region.clone(),
+            prev_hash,
+            event,
+            hash: self.prev_hash.clone(),
+        })
     }
 
     /// Append several events with one `fsync` at the end (group commit):
@@ -209,7 +228,7 @@ impl ChainWriter {
         let mut written = 0;
         let mut appended = Ok(());
         for (time, event) in events {
-            if let Err(e) = self.append_one(time, event, false) {
+            if let Err(e) = self.append_event(time, &event, false) {
                 appended = Err(e);
                 break;
             }
@@ -249,25 +268,32 @@ impl ChainWriter {
         written
     }
 
-    fn append_one(
+    /// Append one event's line (written at once and synced when `sync`,
+    /// else left in `pending` for the group's write); returns the time
+    /// it was recorded with.
+    fn append_event(
         &mut self,
         time: Timestamp,
-        event: AuditEvent,
+        event: &AuditEvent,
         sync: bool,
-    ) -> Result<AuditRecord> {
+    ) -> Result<Timestamp> {
         if self.poisoned {
             return Err(AuditError::Poisoned);
         }
         let time = self.last_time.map_or(time, |last| time.max(last));
-        let (record, line) = AuditRecord::new_with_line(
-            self.next_seq,
-            time,
-            &self.config.node,
-            &self.config.region,
-            &self.prev_hash,
+        self.line.clear();
+        let hash = self.lines.write(
+            &mut self.line,
+            &LineFields {
+                seq: self.next_seq,
+                time,
+                node: &self.config.node,
+                region: &self.config.region,
+                prev_hash: &self.prev_hash,
+            },
             event,
         )?;
-        let len = line.len() as u64;
+        let len = self.line.len() as u64;
         if let Some(current) = &self.current
             && (current.records >= self.config.max_segment_records
                 || current.bytes + len > self.config.max_segment_bytes)
@@ -276,22 +302,25 @@ impl ChainWriter {
         }
         // Any failure from here on may leave a partial line behind; the
         // writer stops rather than append after it (reopening cleans up).
-        let result = self.write_line(&record, line.as_bytes(), sync);
+        let result = self.write_line(time, sync);
         if result.is_err() {
             self.poisoned = true;
         }
         result?;
         self.next_seq += 1;
-        self.prev_hash = record.hash.clone();
+        self.prev_hash.clear();
+        self.prev_hash.push_str(hash.as_str());
         self.last_time = Some(time);
-        Ok(record)
+        Ok(time)
     }
 
-    fn write_line(&mut self, record: &AuditRecord, line: &[u8], sync: bool) -> Result<()> {
+    /// Add `self.line`, the line of record `self.next_seq`, to the current
+    /// segment (opening one if there is none).
+    fn write_line(&mut self, time: Timestamp, sync: bool) -> Result<()> {
         let current = match self.current.take() {
             Some(current) => current,
             None => {
-                let name = segment::file_name(&self.config.node, record.seq);
+                let name = segment::file_name(&self.config.node, self.next_seq);
                 let path = self.config.dir.join(&name);
                 let file = OpenOptions::new()
                     .append(true)
@@ -304,10 +333,10 @@ impl ChainWriter {
                     name,
                     path,
                     file,
-                    first_seq: record.seq,
-                    first_prev_hash: record.prev_hash.clone(),
-                    first_time: record.time,
-                    last_time: record.time,
+                    first_seq: self.next_seq,
+                    first_prev_hash: self.prev_hash.clone(),
+                    first_time: time,
+                    last_time: time,
                     bytes: 0,
                     records: 0,
                     pending: Vec::new(),
@@ -315,7 +344,7 @@ impl ChainWriter {
             }
         };
         let current = self.current.insert(current);
-        current.pending.extend_from_slice(line);
+        current.pending.extend_from_slice(self.line.as_bytes());
         if sync {
             let pending = std::mem::take(&mut current.pending);
             current
@@ -324,9 +353,9 @@ impl ChainWriter {
                 .and_then(|()| current.file.sync_data())
                 .map_err(io_err(&current.path))?;
         }
-        current.bytes += line.len() as u64;
+        current.bytes += self.line.len() as u64;
         current.records += 1;
-        current.last_time = record.time;
+        current.last_time = time;
         Ok(())
     }
 

@@ -231,10 +231,11 @@ impl SessionRecording {
     }
 
     /// Hand what was recorded to the spool's writer. The relay calls it
-    /// after each read from the client and after each answer from the
-    /// upstream (every message is recorded before the client gets it;
-    /// the rows of a long answer are shipped 2 ms or 256 KiB at a time):
-    /// one hand-over per read or answer instead of one per message.
+    /// after each answer from the upstream, with what the client sent for
+    /// it (every message is recorded before it is passed on; the rows of
+    /// a long answer are shipped 2 ms or 256 KiB at a time, and what the
+    /// client sent is shipped within 40 ms when its answer takes longer): one hand-over
+    /// per exchange instead of one per message.
     pub async fn ship(&self) -> Result<(), RecordingFailure> {
         let mut deadline: Option<Instant> = None;
         loop {
@@ -252,6 +253,12 @@ impl SessionRecording {
                 Err(e) => return self.failed(e),
             }
         }
+    }
+
+    /// [`Recorder::unshipped`]: `Some(batches shipped before them)` while
+    /// recorded events wait to be shipped.
+    pub fn unshipped(&self) -> Option<u64> {
+        self.lock().as_ref().and_then(Recorder::unshipped)
     }
 
     /// Apply the connection's mode to an event that could not be recorded.

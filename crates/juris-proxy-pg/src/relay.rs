@@ -56,6 +56,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// but not yet handed to the spool's writer, for the rest of it (see
 /// `upstream_to_client`): about the writer's own group-commit linger.
 const SHIP_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+/// What the client sent is shipped with the answer to it, or within two
+/// of these when the answer takes longer: well inside the spool's fsync
+/// interval, which bounds what a crash can lose anyway.
+const UNANSWERED_SHIP: std::time::Duration = std::time::Duration::from_millis(20);
 const MARKER_PREFIX: &str = "juris_denied_";
 
 /// Resolves with the text of a FATAL once a session's grant ends.
@@ -498,6 +502,11 @@ where
     // The portal the client's last message described, if that was a Describe.
     let mut described_portal: Option<String> = None;
     let mut splice = Splice::default();
+    // Set while what this direction recorded waits to be shipped: how
+    // many batches had been shipped when the timer was set.
+    let ship_timer = tokio::time::sleep(UNANSWERED_SHIP);
+    tokio::pin!(ship_timer);
+    let mut armed_at: Option<u64> = None;
     loop {
         let mut position = 0;
         let mut forwarded_tag = 0;
@@ -714,10 +723,21 @@ where
             forwarded_tag = tag;
             position += total;
         }
+        // What this read recorded is shipped with the answer (the other
+        // direction ships at each ReadyForQuery): one hand-over per
+        // exchange instead of two. What is still unshipped when the timer
+        // below fires, and was already waiting when it was set, is shipped
+        // then (a statement still running): within two UNANSWERED_SHIP
+        // periods. One timer per period, not per read: a timer set per
+        // statement cost more than the hand-over it saved.
         if let Some(recording) = side.recording
-            && let Err(failure) = recording.ship().await
+            && armed_at.is_none()
+            && let Some(ships) = recording.unshipped()
         {
-            return Ending::RecordingFailed(failure);
+            ship_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + UNANSWERED_SHIP);
+            armed_at = Some(ships);
         }
         if let Err(ending) = send_upstream(
             &mut splice,
@@ -733,7 +753,35 @@ where
         }
         buf.advance(position);
         reserve_for_next_read(&mut buf, pending);
-        match client.read_buf(&mut buf).await {
+        let read = loop {
+            tokio::select! {
+                read = client.read_buf(&mut buf) => break read,
+                () = &mut ship_timer, if armed_at.is_some() => {
+                    let Some(recording) = side.recording else {
+                        armed_at = None;
+                        continue;
+                    };
+                    match recording.unshipped() {
+                        // Waiting since the timer was set: ship it now.
+                        Some(ships) if Some(ships) == armed_at => {
+                            armed_at = None;
+                            if let Err(failure) = recording.ship().await {
+                                return Ending::RecordingFailed(failure);
+                            }
+                        }
+                        // Recorded since: give it a period of its own.
+                        Some(ships) => {
+                            ship_timer
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + UNANSWERED_SHIP);
+                            armed_at = Some(ships);
+                        }
+                        None => armed_at = None,
+                    }
+                }
+            }
+        };
+        match read {
             Ok(0) => return Ending::ClientClosed,
             Ok(n) => {
                 traffic.from_client.fetch_add(n as u64, Ordering::Relaxed);

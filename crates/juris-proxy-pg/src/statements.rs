@@ -51,7 +51,7 @@ pub(crate) struct StatementLog {
     /// logged.
     enabled: bool,
     pending: Mutex<VecDeque<Pending>>,
-    session: String,
+    session: Arc<str>,
     audit: Arc<dyn AuditSink>,
     /// The connection's value detectors when the session is masked.
     masker: Option<Arc<Masker>>,
@@ -62,7 +62,7 @@ impl StatementLog {
         StatementLog {
             enabled: true,
             pending: Mutex::new(VecDeque::new()),
-            session,
+            session: session.into(),
             audit,
             masker,
         }
@@ -158,9 +158,9 @@ impl StatementLog {
         };
         self.audit.record(AuditEvent::Statement(Statement {
             session: self.session.clone(),
-            text: p.described.text.to_string(),
+            text: p.described.text,
             class: p.described.class,
-            fingerprint: p.described.fingerprint.to_string(),
+            fingerprint: p.described.fingerprint,
             duration_us: u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             rows: p.rows,
             outcome,
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(got.len(), 3, "{got:?}");
         assert_eq!(got[0].rows, Some(2));
         assert_eq!(got[0].outcome, Outcome::Ok);
-        assert_eq!(got[1].text, "select 1/0");
+        assert_eq!(&*got[1].text, "select 1/0");
         assert_eq!(got[1].outcome, Outcome::Error);
         assert_eq!(got[1].sqlstate.as_deref(), Some("22012"));
         assert_eq!(got[2].outcome, Outcome::Refused);

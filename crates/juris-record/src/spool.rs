@@ -888,6 +888,8 @@ impl Spool {
             started: Instant::now(),
             clock: (started_at_ms, 0),
             clock_uses: 0,
+            clock_direction: Direction::Meta,
+            ships: std::cell::Cell::new(0),
             lost_since_gap: 0,
             lost_total: 0,
             done: false,
@@ -1003,6 +1005,11 @@ pub struct Recorder {
     /// events have used it.
     clock: (u64, u64),
     clock_uses: u32,
+    /// The direction of the event that took the clock reading: an answer
+    /// shipped in one batch with its query gets a reading of its own.
+    clock_direction: Direction,
+    /// Batches handed to the writer so far.
+    ships: std::cell::Cell<u64>,
     lost_since_gap: u64,
     lost_total: u64,
     done: bool,
@@ -1035,12 +1042,16 @@ impl Recorder {
     }
 
     /// The time of an event recorded now: the batch's clock reading,
-    /// taken when the batch started (or [`CLOCK_EVERY`] events ago).
-    fn now(&mut self) -> (u64, u64) {
+    /// taken when the batch started, when the direction last changed
+    /// (a query and its answer may share a batch) or [`CLOCK_EVERY`]
+    /// events ago.
+    fn now(&mut self, direction: Direction) -> (u64, u64) {
         if self.clock_uses == 0
             || self.clock_uses >= CLOCK_EVERY
+            || self.clock_direction != direction
             || self.batch.get_mut().events == 0
         {
+            self.clock_direction = direction;
             let elapsed_us = self.started.elapsed().as_micros() as u64;
             // Monotonic even if a caller recorded with explicit times.
             self.clock = (now_ms(), elapsed_us.max(self.clock.1));
@@ -1063,7 +1074,7 @@ impl Recorder {
     /// [`Recorder::record`] by reference, so that a caller can try again
     /// after [`RecordError::Busy`] without copying the event.
     pub fn record_ref(&mut self, direction: Direction, kind: &EventKind) -> Result<u64> {
-        let (at_ms, elapsed_us) = self.now();
+        let (at_ms, elapsed_us) = self.now(direction);
         self.record_body(at_ms, elapsed_us, direction, Body::Json(kind))
     }
 
@@ -1075,7 +1086,7 @@ impl Recorder {
     /// becomes). Errors as [`Recorder::record`]; `direction` must not be
     /// [`Direction::Meta`].
     pub fn record_message(&mut self, direction: Direction, tag: u8, body: &[u8]) -> Result<u64> {
-        let (at_ms, elapsed_us) = self.now();
+        let (at_ms, elapsed_us) = self.now(direction);
         self.record_body(at_ms, elapsed_us, direction, Body::Message { tag, body })
     }
 
@@ -1101,7 +1112,7 @@ impl Recorder {
         let mut at = 0;
         while at < wire.len() {
             if let Some(kind) = FrameKind::message(direction) {
-                at += self.append_run(kind, &wire[at..], &keep);
+                at += self.append_run(direction, kind, &wire[at..], &keep);
                 if at == wire.len() {
                     break;
                 }
@@ -1136,11 +1147,17 @@ impl Recorder {
     /// run (it came in one read). Per row this is a header and a copy,
     /// without the per-event checks, which cost pgbench-sized rows more
     /// than the copy. Returns the bytes of `wire` dealt with.
-    fn append_run(&mut self, kind: FrameKind, wire: &[u8], keep: &impl Fn(u8) -> bool) -> usize {
+    fn append_run(
+        &mut self,
+        direction: Direction,
+        kind: FrameKind,
+        wire: &[u8],
+        keep: &impl Fn(u8) -> bool,
+    ) -> usize {
         if self.lost_since_gap > 0 || self.shared.failed.load(Ordering::Acquire) {
             return 0;
         }
-        let (at_ms, elapsed_us) = self.now();
+        let (at_ms, elapsed_us) = self.now(direction);
         let max_events = SHIP_AT.min(self.budget.max_queued);
         let mut credit = self.credit.get();
         let mut seq = self.next_seq;
@@ -1358,6 +1375,7 @@ impl Recorder {
             batch: with_compressed(batch),
         }) {
             Ok(()) => {
+                self.ships.set(self.ships.get() + 1);
                 self.release_credit();
                 Ok(())
             }
@@ -1396,7 +1414,17 @@ impl Recorder {
                 handle: self.handle,
                 batch,
             })
-            .map_err(|_| self.failed("the spool writer has stopped".into()))
+            .map_err(|_| self.failed("the spool writer has stopped".into()))?;
+        self.ships.set(self.ships.get() + 1);
+        Ok(())
+    }
+
+    /// `Some(n)` while events wait to be shipped, `n` being how many
+    /// batches were shipped before them; `None` when none wait. A caller
+    /// that left events unshipped can tell by `n` whether they have been
+    /// shipped since (by whoever shares this recorder).
+    pub fn unshipped(&self) -> Option<u64> {
+        (self.batch.borrow().events > 0).then(|| self.ships.get())
     }
 
     fn failed(&self, reason: String) -> RecordError {
@@ -1683,7 +1711,7 @@ impl Writer {
         }
         let handles: Vec<u64> = self.sessions.keys().copied().collect();
         for handle in handles {
-            self.with_session(handle, |w, session| session.sync(&w.budget));
+            self.with_session(handle, |budget, session| session.sync(budget));
         }
     }
 
@@ -1720,12 +1748,11 @@ impl Writer {
             })
             .collect();
         for (handle, seal) in due {
-            let budget = self.budget.clone();
-            self.with_session(handle, |_, session| {
+            self.with_session(handle, |budget, session| {
                 if seal {
-                    session.seal(&budget)
+                    session.seal(budget)
                 } else {
-                    session.sync(&budget)
+                    session.sync(budget)
                 }
             });
         }
@@ -1735,15 +1762,13 @@ impl Writer {
     fn with_session<T>(
         &mut self,
         handle: u64,
-        f: impl FnOnce(&Writer, &mut OpenSession) -> Result<T>,
+        f: impl FnOnce(&Budget, &mut OpenSession) -> Result<T>,
     ) -> Option<T> {
-        let mut session = self.sessions.remove(&handle)?;
-        match f(self, &mut session) {
-            Ok(value) => {
-                self.sessions.insert(handle, session);
-                Some(value)
-            }
+        let session = self.sessions.get_mut(&handle)?;
+        match f(&self.budget, session) {
+            Ok(value) => Some(value),
             Err(e) => {
+                let session = self.sessions.remove(&handle)?;
                 tracing::error!(
                     session = %session.file.info.session_id,
                     error = %e,
@@ -1778,14 +1803,15 @@ impl Writer {
                     self.budget.release(batch.frames.len() as u64);
                     return true;
                 }
-                let budget = self.budget.clone();
                 let target = self.config.chunk_target_bytes;
                 let sync_every = self.config.fsync_every_events;
-                self.with_session(handle, |_, s| s.append(batch, target, sync_every, &budget));
+                self.with_session(handle, |budget, s| {
+                    s.append(batch, target, sync_every, budget)
+                });
             }
             Command::Flush { handle, ack } => {
                 let result = self
-                    .with_session(handle, |w, s| s.sync(&w.budget))
+                    .with_session(handle, |budget, s| s.sync(budget))
                     .ok_or_else(gone);
                 ack.send(result);
             }
@@ -1795,11 +1821,10 @@ impl Writer {
                 ended_at_ms,
                 ack,
             } => {
-                let budget = self.budget.clone();
                 let key = self.key.clone();
                 let result = self
-                    .with_session(handle, |_, s| {
-                        s.seal(&budget)?;
+                    .with_session(handle, |budget, s| {
+                        s.seal(budget)?;
                         let lost: u64 = s.sealed.iter().map(|c| c.lost_events).sum();
                         let status = if lost > 0 {
                             RecordingStatus::Incomplete
@@ -1823,7 +1848,7 @@ impl Writer {
                 ack.send(result);
             }
             Command::Abandon { handle, ack } => {
-                self.with_session(handle, |w, s| s.sync(&w.budget));
+                self.with_session(handle, |budget, s| s.sync(budget));
                 self.sessions.remove(&handle);
                 ack.send(());
             }
@@ -1896,8 +1921,10 @@ impl OpenSession {
             }
             self.unsynced += head.events as usize;
             self.unsynced_since.get_or_insert_with(Instant::now);
-            let path = self.dir.join(EVENTS_FILE);
-            let (raw, compressed) = self.chunk.push_batch(head).map_err(io_err(&path))?;
+            let (raw, compressed) = self
+                .chunk
+                .push_batch(head)
+                .map_err(|e| io_err(self.dir.join(EVENTS_FILE))(e))?;
             budget.add(compressed as u64);
             budget.release(raw as u64);
             if self.chunk.is_full(target) {

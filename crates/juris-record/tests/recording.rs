@@ -408,6 +408,52 @@ fn wire_messages_replay_as_statements_and_rows() {
     assert!(text.contains("u299***@example.com"), "{text}");
 }
 
+/// The relay ships a query with its answer, in one batch: the answer still
+/// gets a clock reading of its own, so replay shows how long it took.
+#[test]
+fn an_answer_shipped_with_its_query_keeps_its_own_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key.clone()).unwrap();
+    let session = session_id(8);
+    let mut recorder = spool
+        .start_session(info(&session, "billing-eu", "carol"))
+        .unwrap();
+    recorder
+        .record_message(Direction::ClientToServer, b'Q', b"SELECT pg_sleep(0.03)\0")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let answer = wire_run(&[
+        (b'T', row_description_body(&["pg_sleep"])),
+        (b'D', data_row_body(&[Some("")])),
+        (b'C', b"SELECT 1\0".to_vec()),
+    ]);
+    let (used, error) = recorder.record_messages(Direction::ServerToClient, &answer, |_| true);
+    assert_eq!((used, error.is_none()), (answer.len(), true));
+    recorder.ship().unwrap();
+    recorder.finish(END).unwrap();
+
+    let store = local_store(&tmp.path().join("store"));
+    let rt = runtime();
+    let recording = upload_and_open(&rt, &spool, &store, &session, &key);
+    let events = &recording.events;
+    let query = events
+        .iter()
+        .find(|e| e.direction == Direction::ClientToServer)
+        .unwrap();
+    let answer: Vec<_> = events
+        .iter()
+        .filter(|e| e.direction == Direction::ServerToClient)
+        .collect();
+    assert_eq!(answer.len(), 3, "{events:?}");
+    for event in answer {
+        assert!(
+            event.elapsed_us >= query.elapsed_us + 30_000,
+            "the answer is stamped with the query's time: {query:?} {event:?}"
+        );
+    }
+}
+
 /// `messages` as a run in wire form (type byte, length, body).
 fn wire_run(messages: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let mut wire = Vec::new();
