@@ -231,11 +231,9 @@ impl SessionRecording {
     }
 
     /// Hand what was recorded to the spool's writer. The relay calls it
-    /// after each answer from the upstream, with what the client sent for
-    /// it (every message is recorded before it is passed on; the rows of
-    /// a long answer are shipped 2 ms or 256 KiB at a time, and what the
-    /// client sent is shipped within 40 ms when its answer takes longer): one hand-over
-    /// per exchange instead of one per message.
+    /// when a direction's ship timer fires (within 40 ms of recording;
+    /// the recorder ships by itself at 256 KiB): one hand-over per
+    /// period of a busy session instead of one per message or answer.
     pub async fn ship(&self) -> Result<(), RecordingFailure> {
         let mut deadline: Option<Instant> = None;
         loop {

@@ -52,14 +52,11 @@ use crate::statements::{Described, StatementLog};
 use crate::{HeldStatement, HoldOutcome, ProxyContext};
 
 const READ_CHUNK: usize = 64 * 1024;
-/// How long the rows of a result that is still arriving may wait, recorded
-/// but not yet handed to the spool's writer, for the rest of it (see
-/// `upstream_to_client`): about the writer's own group-commit linger.
-const SHIP_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
-/// What the client sent is shipped with the answer to it, or within two
-/// of these when the answer takes longer: well inside the spool's fsync
-/// interval, which bounds what a crash can lose anyway.
-const UNANSWERED_SHIP: std::time::Duration = std::time::Duration::from_millis(20);
+/// What a session recorded is handed to the spool's writer within two of
+/// these, or as soon as 256 KiB have gathered (see [`ShipTimer`]): well
+/// inside the spool's fsync interval, which bounds what a crash can lose
+/// anyway.
+const SHIP_PERIOD: std::time::Duration = std::time::Duration::from_millis(20);
 const MARKER_PREFIX: &str = "juris_denied_";
 
 /// Resolves with the text of a FATAL once a session's grant ends.
@@ -502,11 +499,7 @@ where
     // The portal the client's last message described, if that was a Describe.
     let mut described_portal: Option<String> = None;
     let mut splice = Splice::default();
-    // Set while what this direction recorded waits to be shipped: how
-    // many batches had been shipped when the timer was set.
-    let ship_timer = tokio::time::sleep(UNANSWERED_SHIP);
-    tokio::pin!(ship_timer);
-    let mut armed_at: Option<u64> = None;
+    let mut ship_timer = ShipTimer::new();
     loop {
         let mut position = 0;
         let mut forwarded_tag = 0;
@@ -723,21 +716,8 @@ where
             forwarded_tag = tag;
             position += total;
         }
-        // What this read recorded is shipped with the answer (the other
-        // direction ships at each ReadyForQuery): one hand-over per
-        // exchange instead of two. What is still unshipped when the timer
-        // below fires, and was already waiting when it was set, is shipped
-        // then (a statement still running): within two UNANSWERED_SHIP
-        // periods. One timer per period, not per read: a timer set per
-        // statement cost more than the hand-over it saved.
-        if let Some(recording) = side.recording
-            && armed_at.is_none()
-            && let Some(ships) = recording.unshipped()
-        {
-            ship_timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + UNANSWERED_SHIP);
-            armed_at = Some(ships);
+        if let Some(recording) = side.recording {
+            ship_timer.arm(recording);
         }
         if let Err(ending) = send_upstream(
             &mut splice,
@@ -756,27 +736,9 @@ where
         let read = loop {
             tokio::select! {
                 read = client.read_buf(&mut buf) => break read,
-                () = &mut ship_timer, if armed_at.is_some() => {
-                    let Some(recording) = side.recording else {
-                        armed_at = None;
-                        continue;
-                    };
-                    match recording.unshipped() {
-                        // Waiting since the timer was set: ship it now.
-                        Some(ships) if Some(ships) == armed_at => {
-                            armed_at = None;
-                            if let Err(failure) = recording.ship().await {
-                                return Ending::RecordingFailed(failure);
-                            }
-                        }
-                        // Recorded since: give it a period of its own.
-                        Some(ships) => {
-                            ship_timer
-                                .as_mut()
-                                .reset(tokio::time::Instant::now() + UNANSWERED_SHIP);
-                            armed_at = Some(ships);
-                        }
-                        None => armed_at = None,
+                () = ship_timer.sleep.as_mut(), if ship_timer.is_armed() => {
+                    if let Err(failure) = ship_timer.fired(side.recording).await {
+                        return Ending::RecordingFailed(failure);
                     }
                 }
             }
@@ -1175,8 +1137,7 @@ where
     let mut end = Some(end);
     let mut splice = Splice::default();
     let mut scratch = BytesMut::new();
-    // When what was recorded and not yet shipped must be shipped.
-    let mut ship_by: Option<tokio::time::Instant> = None;
+    let mut ship_timer = ShipTimer::new();
     loop {
         let mut position = 0;
         // What this read passed on and the recording does not have yet;
@@ -1266,21 +1227,10 @@ where
             let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
             return Ending::RecordingFailed(failure);
         }
-        // An answer that ends here (ReadyForQuery) is shipped at once.
-        // The rows of one still arriving wait, up to SHIP_DELAY, to be
-        // shipped with more of it: one batch per 256 KiB instead of one per
-        // network read, which the spool compresses in larger zstd frames.
-        if side.recording.is_some() && position > 0 {
-            let now = || tokio::time::Instant::now();
-            let ship_now = forwarded_tag == b'Z'
-                || now() >= *ship_by.get_or_insert_with(|| now() + SHIP_DELAY);
-            if ship_now {
-                if let Err(failure) = ship(side.recording).await {
-                    let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
-                    return Ending::RecordingFailed(failure);
-                }
-                ship_by = None;
-            }
+        if let Some(recording) = side.recording
+            && position > 0
+        {
+            ship_timer.arm(recording);
         }
         match splice.write(client, &buf, position).await {
             Ok(written) => count(
@@ -1336,14 +1286,8 @@ where
                 let _ = send_fatal(client, side.recording, "42501", &reason).await;
                 return Ending::GrantEnded(reason);
             }
-            () = async {
-                match ship_by {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                ship_by = None;
-                if let Err(failure) = ship(side.recording).await {
+            () = ship_timer.sleep.as_mut(), if ship_timer.is_armed() => {
+                if let Err(failure) = ship_timer.fired(side.recording).await {
                     let _ = send_fatal(client, None, failure.sqlstate, &failure.message).await;
                     return Ending::RecordingFailed(failure);
                 }
@@ -1379,11 +1323,70 @@ where
     }
 }
 
-/// Hand what the session recorded to the spool's writer.
-async fn ship(recording: Option<&SessionRecording>) -> Result<(), RecordingFailure> {
-    match recording {
-        Some(recording) => recording.ship().await,
-        None => Ok(()),
+/// When one direction of a session hands what it recorded to the spool's
+/// writer. Every message is recorded (in the recorder's batch, within
+/// the spool's budget) before it is passed on; handing batches over is
+/// only what makes them durable, and the writer syncs a session's spool
+/// file every 100 ms at most. So a direction does not ship per message,
+/// per read or per answer: after recording it sets this timer, unless it
+/// is set, and when it fires ships what was already waiting when it was
+/// set (a busy session: one hand-over per period, not one per statement;
+/// and one timer per period, since a timer per statement cost more than
+/// the hand-over it saved). The recorder ships by itself once 256 KiB
+/// have gathered, so a large result still goes over in large batches.
+struct ShipTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Set: how many batches the recorder had shipped when it was.
+    armed_at: Option<u64>,
+}
+
+impl ShipTimer {
+    fn new() -> Self {
+        ShipTimer {
+            sleep: Box::pin(tokio::time::sleep(SHIP_PERIOD)),
+            armed_at: None,
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.armed_at.is_some()
+    }
+
+    /// Something may have been recorded: set the timer if it waits to be
+    /// shipped and the timer is not set.
+    fn arm(&mut self, recording: &SessionRecording) {
+        if self.armed_at.is_none()
+            && let Some(ships) = recording.unshipped()
+        {
+            self.set(ships);
+        }
+    }
+
+    fn set(&mut self, ships: u64) {
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + SHIP_PERIOD);
+        self.armed_at = Some(ships);
+    }
+
+    /// The timer fired: ship what has waited since it was set, or give
+    /// what was recorded since the last hand-over a period of its own.
+    async fn fired(
+        &mut self,
+        recording: Option<&SessionRecording>,
+    ) -> Result<(), RecordingFailure> {
+        let armed_at = self.armed_at.take();
+        let Some(recording) = recording else {
+            return Ok(());
+        };
+        match recording.unshipped() {
+            Some(ships) if Some(ships) == armed_at => recording.ship().await,
+            Some(ships) => {
+                self.set(ships);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
