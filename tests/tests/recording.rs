@@ -436,6 +436,31 @@ async fn sessions_are_recorded_as_the_client_saw_them_and_replay_verified() -> a
     Ok(())
 }
 
+/// After `after`, kill -9 the node while `client` is in a session; check
+/// the client was cut off; restart the node and wait for the interrupted
+/// recording's upload. Returns its session id, its replay and the
+/// replay's verdict (already checked to be a success).
+async fn kill_restart_and_replay(
+    env: &mut Env,
+    after: Duration,
+    client: tokio::task::JoinHandle<anyhow::Result<(bool, String, String)>>,
+) -> anyhow::Result<(String, String, String)> {
+    tokio::time::sleep(after).await;
+    env.gateway.kill().await?;
+    let (ok, _, err) = client.await??;
+    assert!(!ok, "the session should have been cut: {err}");
+
+    env.gateway.restart().await?;
+    let rows = wait_for_listing(&env.gateway, "the interrupted recording", |rows| {
+        rows.len() == 1 && uploaded(&rows[0], "interrupted")
+    })
+    .await?;
+    let id = rows[0]["session_id"].as_str().unwrap().to_string();
+    let (ok, text, verdict) = juris(&["replay", &id, "--config", &config(&env.gateway)]).await?;
+    assert!(ok, "{verdict}");
+    Ok((id, text, verdict))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() -> anyhow::Result<()>
 {
@@ -455,19 +480,8 @@ async fn a_node_killed_mid_stream_uploads_the_spooled_recording_after_restart() 
         .await
     });
     // Wait until some rows went through (and the spool's fsync interval passed).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    env.gateway.kill().await?;
-    let (ok, _, err) = stream.await??;
-    assert!(!ok, "the stream should have been cut: {err}");
-
-    env.gateway.restart().await?;
-    let rows = wait_for_listing(&env.gateway, "the interrupted recording", |rows| {
-        rows.len() == 1 && uploaded(&rows[0], "interrupted")
-    })
-    .await?;
-    let id = rows[0]["session_id"].as_str().unwrap().to_string();
-    let (ok, text, verdict) = juris(&["replay", &id, "--config", &config(&env.gateway)]).await?;
-    assert!(ok, "{verdict}");
+    let (id, text, verdict) =
+        kill_restart_and_replay(&mut env, Duration::from_secs(3), stream).await?;
     assert!(verdict.contains("status interrupted"), "{verdict}");
     assert!(text.contains("select id, ssn, repeat('x', 500)"), "{text}");
     // Rows up to the kill, masked.
@@ -530,19 +544,7 @@ async fn a_statement_still_running_when_the_node_is_killed_is_in_the_recording()
         psql(&conninfo, &["-c", "select 'still running', pg_sleep(60)"]).await
     });
     // Past the spool's fsync interval, long before the answer.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    env.gateway.kill().await?;
-    let (ok, _, err) = running.await??;
-    assert!(!ok, "the statement should have been cut: {err}");
-
-    env.gateway.restart().await?;
-    let rows = wait_for_listing(&env.gateway, "the interrupted recording", |rows| {
-        rows.len() == 1 && uploaded(&rows[0], "interrupted")
-    })
-    .await?;
-    let id = rows[0]["session_id"].as_str().unwrap().to_string();
-    let (ok, text, verdict) = juris(&["replay", &id, "--config", &config(&env.gateway)]).await?;
-    assert!(ok, "{verdict}");
+    let (_, text, _) = kill_restart_and_replay(&mut env, Duration::from_secs(2), running).await?;
     assert!(
         text.contains("select 'still running', pg_sleep(60)"),
         "{text}"

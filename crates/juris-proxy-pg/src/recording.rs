@@ -115,6 +115,16 @@ impl SessionRecording {
         self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What is recorded next came in another network read (see
+    /// [`Recorder::new_read`]): [`SessionRecording::client_message`]
+    /// records one message at a time, so its caller says where a read
+    /// begins.
+    pub fn new_read(&self) {
+        if let Some(active) = self.lock().as_mut() {
+            active.new_read();
+        }
+    }
+
     /// Record a message the client sent (`body` without its 5-byte header).
     pub async fn client_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
         if !is_recorded_client_message(tag) {
@@ -130,20 +140,23 @@ impl SessionRecording {
             .await
     }
 
-    /// Record a message as the client receives it (`body` without its
-    /// header, after masking).
+    /// Record a message the gateway itself sends the client (a notice, a
+    /// FATAL; `body` without its header), at its own time.
     pub async fn server_message(&self, tag: u8, body: &[u8]) -> Result<(), RecordingFailure> {
         if !is_recorded_server_message(tag) {
             return Ok(());
         }
-        self.record(|recorder| recorder.record_message(Direction::ServerToClient, tag, body))
-            .await
+        self.record(|recorder| {
+            recorder.new_read();
+            recorder.record_message(Direction::ServerToClient, tag, body)
+        })
+        .await
     }
 
     /// Record a run of whole backend messages in wire form, as the client
-    /// receives them: [`SessionRecording::server_message`] for each, with
-    /// one lock of the recorder per run rather than per message (the rows
-    /// of a result are one run per network read). On failure, says how
+    /// receives them, with one lock of the recorder and one clock reading
+    /// per run rather than per message (the rows of a result are one run
+    /// per network read). On failure, says how
     /// many bytes of `wire` were recorded before it, so that exactly
     /// those can still reach the client.
     pub async fn server_messages(&self, wire: &[u8]) -> Result<(), (usize, RecordingFailure)> {

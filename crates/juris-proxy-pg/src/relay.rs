@@ -747,6 +747,9 @@ where
             Ok(0) => return Ending::ClientClosed,
             Ok(n) => {
                 traffic.from_client.fetch_add(n as u64, Ordering::Relaxed);
+                if let Some(recording) = side.recording {
+                    recording.new_read();
+                }
             }
             Err(e) => return Ending::Io(e.to_string()),
         }

@@ -27,10 +27,12 @@
 //! session) also gives group commit: one wake-up writes and syncs the
 //! batches of every active session.
 //!
-//! Time: a recorder reads the clocks once per batch (and every
-//! [`CLOCK_EVERY`] events within one), not per event: events handed over
-//! together carry the time of the batch, which is when the relay read
-//! them off the network, give or take the work on that read.
+//! Time: a recorder reads the clocks once per network read (the caller
+//! says when one begins: [`Recorder::new_read`], which
+//! [`Recorder::record_messages`] does by itself), when a batch starts and
+//! every [`CLOCK_EVERY`] events, not per event: the events of one read
+//! carry the time the relay read them off the network, give or take the
+//! work on that read.
 //!
 //! Back-pressure is explicit, never blocking: the spool has a byte budget
 //! ([`SpoolLimits::max_bytes`], covering events in flight, unsealed lines
@@ -888,7 +890,6 @@ impl Spool {
             started: Instant::now(),
             clock: (started_at_ms, 0),
             clock_uses: 0,
-            clock_direction: Direction::Meta,
             ships: std::cell::Cell::new(0),
             lost_since_gap: 0,
             lost_total: 0,
@@ -1005,9 +1006,6 @@ pub struct Recorder {
     /// events have used it.
     clock: (u64, u64),
     clock_uses: u32,
-    /// The direction of the event that took the clock reading: an answer
-    /// shipped in one batch with its query gets a reading of its own.
-    clock_direction: Direction,
     /// Batches handed to the writer so far.
     ships: std::cell::Cell<u64>,
     lost_since_gap: u64,
@@ -1041,17 +1039,14 @@ impl Recorder {
         &self.session_id
     }
 
-    /// The time of an event recorded now: the batch's clock reading,
-    /// taken when the batch started, when the direction last changed
-    /// (a query and its answer may share a batch) or [`CLOCK_EVERY`]
-    /// events ago.
-    fn now(&mut self, direction: Direction) -> (u64, u64) {
+    /// The time of an event recorded now: the clock reading taken when
+    /// the batch started, at the last [`Recorder::new_read`] or
+    /// [`CLOCK_EVERY`] events ago.
+    fn now(&mut self) -> (u64, u64) {
         if self.clock_uses == 0
             || self.clock_uses >= CLOCK_EVERY
-            || self.clock_direction != direction
             || self.batch.get_mut().events == 0
         {
-            self.clock_direction = direction;
             let elapsed_us = self.started.elapsed().as_micros() as u64;
             // Monotonic even if a caller recorded with explicit times.
             self.clock = (now_ms(), elapsed_us.max(self.clock.1));
@@ -1059,6 +1054,15 @@ impl Recorder {
         }
         self.clock_uses += 1;
         self.clock
+    }
+
+    /// The events recorded next came in another network read: they get a
+    /// clock reading of their own rather than the batch's (a batch holds
+    /// what a session recorded over up to two ship periods of the relay,
+    /// queries and answers alike). [`Recorder::record_messages`] takes one
+    /// by itself.
+    pub fn new_read(&mut self) {
+        self.clock_uses = 0;
     }
 
     /// Record an event now. Never blocks: on [`RecordError::SpoolFull`]
@@ -1074,7 +1078,7 @@ impl Recorder {
     /// [`Recorder::record`] by reference, so that a caller can try again
     /// after [`RecordError::Busy`] without copying the event.
     pub fn record_ref(&mut self, direction: Direction, kind: &EventKind) -> Result<u64> {
-        let (at_ms, elapsed_us) = self.now(direction);
+        let (at_ms, elapsed_us) = self.now();
         self.record_body(at_ms, elapsed_us, direction, Body::Json(kind))
     }
 
@@ -1086,7 +1090,7 @@ impl Recorder {
     /// becomes). Errors as [`Recorder::record`]; `direction` must not be
     /// [`Direction::Meta`].
     pub fn record_message(&mut self, direction: Direction, tag: u8, body: &[u8]) -> Result<u64> {
-        let (at_ms, elapsed_us) = self.now(direction);
+        let (at_ms, elapsed_us) = self.now();
         self.record_body(at_ms, elapsed_us, direction, Body::Message { tag, body })
     }
 
@@ -1109,10 +1113,11 @@ impl Recorder {
         wire: &[u8],
         keep: impl Fn(u8) -> bool,
     ) -> (usize, Option<RecordError>) {
+        self.new_read();
         let mut at = 0;
         while at < wire.len() {
             if let Some(kind) = FrameKind::message(direction) {
-                at += self.append_run(direction, kind, &wire[at..], &keep);
+                at += self.append_run(kind, &wire[at..], &keep);
                 if at == wire.len() {
                     break;
                 }
@@ -1147,17 +1152,11 @@ impl Recorder {
     /// run (it came in one read). Per row this is a header and a copy,
     /// without the per-event checks, which cost pgbench-sized rows more
     /// than the copy. Returns the bytes of `wire` dealt with.
-    fn append_run(
-        &mut self,
-        direction: Direction,
-        kind: FrameKind,
-        wire: &[u8],
-        keep: &impl Fn(u8) -> bool,
-    ) -> usize {
+    fn append_run(&mut self, kind: FrameKind, wire: &[u8], keep: &impl Fn(u8) -> bool) -> usize {
         if self.lost_since_gap > 0 || self.shared.failed.load(Ordering::Acquire) {
             return 0;
         }
-        let (at_ms, elapsed_us) = self.now(direction);
+        let (at_ms, elapsed_us) = self.now();
         let max_events = SHIP_AT.min(self.budget.max_queued);
         let mut credit = self.credit.get();
         let mut seq = self.next_seq;

@@ -454,6 +454,54 @@ fn an_answer_shipped_with_its_query_keeps_its_own_time() {
     }
 }
 
+/// A batch spans many network reads: each read's events carry its own
+/// time, also when the direction does not change (notifications, a client
+/// sending statements the server has not answered yet).
+#[test]
+fn each_read_in_a_batch_keeps_its_own_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = node_key();
+    let spool = Spool::open(spool_config(&tmp.path().join("spool")), key.clone()).unwrap();
+    let session = session_id(9);
+    let mut recorder = spool
+        .start_session(info(&session, "billing-eu", "carol"))
+        .unwrap();
+    let s = Direction::ServerToClient;
+    let c = Direction::ClientToServer;
+    let notice = wire_run(&[(b'C', b"LISTEN\0".to_vec())]);
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(30));
+    assert!(recorder.record_messages(s, &notice, |_| true).1.is_none());
+    pause();
+    assert!(recorder.record_messages(s, &notice, |_| true).1.is_none());
+    recorder.new_read();
+    recorder.record_message(c, b'Q', b"SELECT 1\0").unwrap();
+    pause();
+    recorder.new_read();
+    recorder.record_message(c, b'Q', b"SELECT 2\0").unwrap();
+    recorder.ship().unwrap();
+    recorder.finish(END).unwrap();
+
+    let store = local_store(&tmp.path().join("store"));
+    let recording = upload_and_open(&runtime(), &spool, &store, &session, &key);
+    let times = |direction| -> Vec<u64> {
+        recording
+            .events
+            .iter()
+            .filter(|e| e.direction == direction)
+            .map(|e| e.elapsed_us)
+            .collect()
+    };
+    let (server, client) = (times(s), times(c));
+    assert_eq!(
+        (server.len(), client.len()),
+        (2, 2),
+        "{:?}",
+        recording.events
+    );
+    assert!(server[1] >= server[0] + 30_000, "{server:?}");
+    assert!(client[1] >= client[0] + 30_000, "{client:?}");
+}
+
 /// `messages` as a run in wire form (type byte, length, body).
 fn wire_run(messages: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let mut wire = Vec::new();
