@@ -37,6 +37,7 @@ use crate::key::NodeKey;
 use crate::seal::Seal;
 use crate::segment::{self, SEAL_SUFFIX, TORN_SUFFIX};
 use crate::{AuditError, Result, check_name, io_err};
+use sha2::{Digest, Sha256};
 
 /// Where and how a node writes its chain.
 #[derive(Debug, Clone)]
@@ -90,6 +91,19 @@ struct Current {
     /// Lines of a group commit not yet written: one `write` per group
     /// instead of one per record.
     pending: Vec<u8>,
+    /// SHA-256 of every byte written to the segment so far: the seal
+    /// states what this writer wrote without reading the file back (and
+    /// so cannot sign a byte that something else put there).
+    written_digest: Sha256,
+}
+
+impl Current {
+    /// Write `bytes` at the end of the segment and add them to its digest.
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).map_err(io_err(&self.path))?;
+        self.written_digest.update(bytes);
+        Ok(())
+    }
 }
 
 /// Appends records to one node's chain. Dropping it without
@@ -257,10 +271,10 @@ impl ChainWriter {
         if current.pending.is_empty() {
             return Ok(());
         }
-        let written = current
-            .file
-            .write_all(&current.pending)
-            .map_err(io_err(&current.path));
+        let pending = std::mem::take(&mut current.pending);
+        let written = current.write(&pending);
+        // The buffer is kept for the next group.
+        current.pending = pending;
         current.pending.clear();
         if written.is_err() {
             self.poisoned = true;
@@ -340,6 +354,7 @@ impl ChainWriter {
                     bytes: 0,
                     records: 0,
                     pending: Vec::new(),
+                    written_digest: Sha256::new(),
                 }
             }
         };
@@ -347,11 +362,8 @@ impl ChainWriter {
         current.pending.extend_from_slice(self.line.as_bytes());
         if sync {
             let pending = std::mem::take(&mut current.pending);
-            current
-                .file
-                .write_all(&pending)
-                .and_then(|()| current.file.sync_data())
-                .map_err(io_err(&current.path))?;
+            current.write(&pending)?;
+            current.file.sync_data().map_err(io_err(&current.path))?;
         }
         current.bytes += self.line.len() as u64;
         current.records += 1;
@@ -370,7 +382,6 @@ impl ChainWriter {
             return Ok(None);
         };
         let result = (|| {
-            let bytes = fs::read(&current.path).map_err(io_err(&current.path))?;
             let seal = Seal {
                 format: String::new(),
                 segment: current.name.clone(),
@@ -382,8 +393,8 @@ impl ChainWriter {
                 last_hash: self.prev_hash.clone(),
                 first_time: current.first_time,
                 last_time: current.last_time,
-                size: bytes.len() as u64,
-                sha256: sha256_hex(&bytes),
+                size: current.bytes,
+                sha256: hex::encode(current.written_digest.finalize()),
                 public_key: String::new(),
                 signature: String::new(),
             }

@@ -30,16 +30,21 @@ pub struct Options {
     pub seconds: u64,
     /// Only the workloads whose name contains this.
     pub only: Option<String>,
+    /// Only these targets (endpoint names, e.g. `Juris,JurisBare`): more
+    /// rounds of a pair in the same time, for a tighter paired ratio.
+    pub targets: Option<Vec<String>>,
 }
 
 impl Options {
-    /// `[--rounds N] [--seconds S] [--only TEXT]` (defaults 3 and 10);
+    /// `[--rounds N] [--seconds S] [--only TEXT] [--targets A,B]` (defaults
+    /// 3 and 10);
     /// `-h` prints `usage` and exits.
     pub fn parse(args: impl IntoIterator<Item = String>, usage: &str) -> anyhow::Result<Options> {
         let mut options = Options {
             rounds: 3,
             seconds: 10,
             only: None,
+            targets: None,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -53,6 +58,15 @@ impl Options {
                     options.seconds = value("--seconds")?.parse().context("--seconds")?
                 }
                 "--only" => options.only = Some(value("--only")?),
+                "--targets" => {
+                    options.targets = Some(
+                        value("--targets")?
+                            .split(',')
+                            .map(|t| t.trim().to_string())
+                            .filter(|t| !t.is_empty())
+                            .collect(),
+                    )
+                }
                 "-h" | "--help" => {
                     println!("{usage}");
                     std::process::exit(0);
@@ -80,6 +94,13 @@ impl Options {
             bail!("no workload matches --only");
         }
         Ok(selected)
+    }
+
+    /// Whether `--targets` (if given) names this endpoint.
+    pub fn runs(&self, endpoint: &str) -> bool {
+        self.targets
+            .as_ref()
+            .is_none_or(|targets| targets.iter().any(|t| t == endpoint))
     }
 
     /// How long one run may take before it is killed.
@@ -276,6 +297,9 @@ pub async fn run_rounds(
             for i in 0..n {
                 let t = (i + round + w) % n;
                 let endpoint = &endpoints[t];
+                if !options.runs(&endpoint.name) {
+                    continue;
+                }
                 let mut args: Vec<&str> = vec!["-n", "-T", &seconds];
                 args.extend(workload.args.iter().map(String::as_str));
                 let result = match measure(endpoint, &args, ticks, options.limit(), round).await {
@@ -701,6 +725,17 @@ mod tests {
         assert_eq!(selected[0].args, ["-S", "-M", "prepared"]);
         let none = Options::parse(["--only".to_string(), "x".to_string()], "usage").unwrap();
         assert!(none.select(all).is_err());
+        let pair = Options::parse(
+            ["--targets".to_string(), "Juris, JurisBare".to_string()],
+            "usage",
+        )
+        .unwrap();
+        assert!(pair.runs("Juris") && pair.runs("JurisBare"));
+        assert!(!pair.runs("Direct") && !pair.runs("JurisUnrecorded"));
+        assert!(
+            options.runs("Direct"),
+            "without --targets every target runs"
+        );
 
         let run = |round, latency| RunResult {
             round,
