@@ -114,3 +114,72 @@ async fn juris_connect_lets_plain_psql_in_with_the_callers_token() -> anyhow::Re
     assert!(!ok && err.contains("permission denied"), "{err}");
     Ok(())
 }
+
+/// What `ps -L -o tid,comm,nice` shows for the node's threads: id, name
+/// and nice value of each (`/proc/<pid>/task/*/stat`, field 19).
+fn thread_nice_values(pid: u32) -> anyhow::Result<Vec<(u32, String, i32)>> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = task?;
+        let tid = task.file_name().to_string_lossy().parse()?;
+        let stat = std::fs::read_to_string(task.path().join("stat"))?;
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            anyhow::bail!("unexpected stat line {stat:?}");
+        };
+        let name = stat[open + 1..close].to_string();
+        let nice = stat[close + 2..]
+            .split(' ')
+            .nth(16)
+            .ok_or_else(|| anyhow::anyhow!("stat line without a nice value: {stat:?}"))?
+            .parse()?;
+        threads.push((tid, name, nice));
+    }
+    Ok(threads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evidence_writers_run_at_the_configured_nice_and_sessions_do_not() -> anyhow::Result<()> {
+    for (setting, expected) in [(None, 10), (Some("evidence_nice = 0"), 0)] {
+        let env = Env::start_with(juris_testkit::postgres::UpstreamAuth::ScramSha256, |spec| {
+            spec.node_settings.extend(setting.map(String::from));
+        })
+        .await?;
+        let token = env.oidc.user_token("alice").await?;
+        let session = env.client(&token).await?;
+        session.query_one("select 1", &[]).await?;
+        let pid = env
+            .gateway
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("the node has exited"))?;
+        let threads = thread_nice_values(pid)?;
+        // Relative to the process's own nice value, in case the tests run
+        // under `nice` themselves.
+        let base = threads
+            .iter()
+            .find(|(tid, _, _)| *tid == pid)
+            .map(|(_, _, nice)| *nice)
+            .ok_or_else(|| anyhow::anyhow!("no main thread in {threads:?}"))?;
+        let lowered = (base + expected).min(19);
+        for writer in ["juris-audit", "juris-record-sp"] {
+            let found: Vec<_> = threads
+                .iter()
+                .filter(|(_, name, _)| name == writer)
+                .collect();
+            assert!(!found.is_empty(), "no {writer} thread in {threads:?}");
+            assert!(
+                found.iter().all(|(_, _, nice)| *nice == lowered),
+                "{setting:?}: {writer} should run at nice {lowered}: {threads:?}"
+            );
+        }
+        let sessions: Vec<_> = threads
+            .iter()
+            .filter(|(_, name, _)| name.starts_with("tokio"))
+            .collect();
+        assert!(!sessions.is_empty(), "no runtime threads in {threads:?}");
+        assert!(
+            sessions.iter().all(|(_, _, nice)| *nice == base),
+            "the threads that serve sessions must keep their priority: {threads:?}"
+        );
+    }
+    Ok(())
+}

@@ -175,6 +175,14 @@ pub struct NodeConfig {
     /// The node's audit chain.
     #[serde(default)]
     pub audit: AuditChainConfig,
+    /// Nice value (0–19) of the threads that write evidence: the audit
+    /// chain's writer and the recording spool's writer. Their work is
+    /// batched and waits anyway (a 5 ms group commit, a 100 ms sync), so
+    /// on busy cores they give way to the sessions instead of preempting
+    /// them; the scheduler still gives them their share, so they never
+    /// stop. 0 runs them like every other thread.
+    #[serde(default = "defaults::evidence_nice")]
+    pub evidence_nice: i32,
     /// Sessions relayed between regions (required when the deployment has
     /// connections in more than one region and a `[directory]`).
     #[serde(default)]
@@ -736,6 +744,9 @@ pub mod defaults {
     pub fn relay_connect_timeout_ms() -> u64 {
         3000
     }
+    pub fn evidence_nice() -> i32 {
+        10
+    }
     pub fn seal_every() -> std::time::Duration {
         std::time::Duration::from_secs(300)
     }
@@ -1005,6 +1016,15 @@ impl Deployment {
             problem(
                 "node.data_dir".into(),
                 "required: the node spools session recordings and keeps its audit chain and signing key there".into(),
+            );
+        }
+        if !(0..=19).contains(&self.node.evidence_nice) {
+            problem(
+                "node.evidence_nice".into(),
+                format!(
+                    "{} is not a nice value from 0 to 19 (a node may only lower its threads' priority)",
+                    self.node.evidence_nice
+                ),
             );
         }
         if self.node.audit.seal_every < std::time::Duration::from_secs(1) {
@@ -1686,6 +1706,27 @@ level = "admin"
             .to_string();
         assert!(err.contains("region[0].store: required"), "{err}");
         assert!(err.contains("node.data_dir: required"), "{err}");
+        assert_eq!(d.node.evidence_nice, 10);
+        for (nice, ok) in [(0, true), (19, true), (20, false), (-5, false)] {
+            let text = GOOD.replace(
+                "data_dir = \"/var/lib/juris\"\n",
+                &format!("data_dir = \"/var/lib/juris\"\nevidence_nice = {nice}\n"),
+            );
+            let result = Deployment::from_toml("t.toml", &text)
+                .unwrap()
+                .validate("t.toml");
+            match result {
+                Ok(_) => assert!(ok, "{nice} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{nice} was refused: {e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(&format!("node.evidence_nice: {nice} is not a nice value")),
+                        "{e}"
+                    );
+                }
+            }
+        }
         let foreign = GOOD.replace(
             "store = { kind = \"local\", path = \"/var/lib/juris-evidence\" }",
             "cloud_regions = [\"eu-west-1\", \"eu-central-1\"]\nstore = { kind = \"s3\", bucket = \"b\", region = \"us-east-1\" }",

@@ -106,6 +106,7 @@ pub fn deployment(dir: &Path, listen: &str, issuer: &str, pg: &TempPostgres) -> 
             cluster: None,
             recording: Default::default(),
             audit: Default::default(),
+            evidence_nice: juris_config::defaults::evidence_nice(),
             relay: None,
             metrics_listen: None,
         },

@@ -63,6 +63,7 @@ pub fn start(
     node: &str,
     region: &str,
     seal_every: Duration,
+    nice: i32,
 ) -> Result<(Arc<ChainAuditSink>, JoinHandle<()>), juris_audit::AuditError> {
     let key = NodeKey::load_or_generate(&data_dir.join("node.key"))?;
     let now = Timestamp::from_system_time(std::time::SystemTime::now())?;
@@ -80,7 +81,12 @@ pub fn start(
     let (queue, events) = std::sync::mpsc::sync_channel(QUEUE);
     let thread = std::thread::Builder::new()
         .name("juris-audit".into())
-        .spawn(move || write_events(writer, events, seal_every))
+        .spawn(move || {
+            if let Err(e) = juris_record::priority::lower_current_thread(nice) {
+                warn!("audit writer keeps its priority: {e}");
+            }
+            write_events(writer, events, seal_every)
+        })
         .map_err(|e| juris_audit::AuditError::Io {
             path: data_dir.to_path_buf(),
             source: e,

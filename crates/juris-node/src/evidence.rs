@@ -47,6 +47,7 @@ pub fn start(deployment: &Deployment, data_dir: &Path) -> Result<Evidence, NodeE
     config.limits = SpoolLimits {
         max_bytes: node.recording.spool_max_bytes,
     };
+    config.writer_nice = node.evidence_nice;
     let spool = Spool::open(config, Arc::new(signing_key))
         .map_err(|e| NodeError::Evidence(format!("node.data_dir: recording spool: {e}")))?;
     info!(

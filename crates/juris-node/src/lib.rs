@@ -287,6 +287,7 @@ pub async fn start(deployment: Deployment) -> Result<RunningNode, NodeError> {
                 &deployment.node.id,
                 &deployment.node.region,
                 deployment.node.audit.seal_every,
+                deployment.node.evidence_nice,
             )?;
             (sink, Some(thread))
         }

@@ -33,6 +33,7 @@ pub mod event;
 pub mod frame;
 pub mod key;
 pub mod manifest;
+pub mod priority;
 pub mod reader;
 pub mod render;
 pub mod spool;

@@ -194,6 +194,8 @@ pub struct SpoolConfig {
     /// An event whose frame body (message or JSON) is longer is replaced
     /// by a `Gap` (default 16 MiB, the reader's limit).
     pub max_event_bytes: usize,
+    /// Nice value of the writer thread (default 0; see [`crate::priority`]).
+    pub writer_nice: i32,
 }
 
 impl SpoolConfig {
@@ -208,6 +210,7 @@ impl SpoolConfig {
             fsync_interval: Duration::from_millis(100),
             queue_capacity: 65536,
             max_event_bytes: crate::DecodeLimits::default().max_event_bytes,
+            writer_nice: 0,
         }
     }
 }
@@ -806,7 +809,12 @@ impl Spool {
         };
         let writer = std::thread::Builder::new()
             .name("juris-record-spool".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                if let Err(e) = crate::priority::lower_current_thread(writer.config.writer_nice) {
+                    tracing::warn!("recording spool writer keeps its priority: {e}");
+                }
+                writer.run(receiver)
+            })
             .map_err(io_err(&config.dir))?;
         Ok(Spool {
             config,
