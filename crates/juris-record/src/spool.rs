@@ -10,7 +10,9 @@
 //! [`Recorder::ship`]); one writer thread
 //! per [`Spool`] appends each batch to the session's open chunk, syncs in
 //! batches (every `fsync_every_events` events or `fsync_interval`, and
-//! always before a flush and the end of a session) and seals chunks. A
+//! always before a flush and the end of a session; when one session's
+//! interval is up, every session with unsynced events syncs with it) and
+//! seals chunks. A
 //! sync compresses the frames gathered since the last one into one zstd
 //! frame, appends it to the session's `events.zframes` and fsyncs that:
 //! the spool file holds exactly the bytes that become the chunk's payload
@@ -1740,7 +1742,7 @@ impl Writer {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        let due: Vec<(u64, bool)> = self
+        let mut due: Vec<(u64, bool)> = self
             .sessions
             .iter()
             .filter_map(|(handle, s)| {
@@ -1754,6 +1756,21 @@ impl Writer {
                 (seal || sync).then_some((*handle, seal))
             })
             .collect();
+        // When one session's sync is due, every session with unsynced
+        // events syncs with it: the fsyncs go back to back, so the file
+        // system commits its journal about once for all of them rather
+        // than once per session at scattered times, and the writer wakes
+        // once per interval instead of once per session. No session waits
+        // longer than it would have.
+        if due.iter().any(|(_, seal)| !seal) {
+            let others: Vec<(u64, bool)> = self
+                .sessions
+                .iter()
+                .filter(|(handle, s)| s.unsynced > 0 && !due.iter().any(|(h, _)| h == *handle))
+                .map(|(handle, _)| (*handle, false))
+                .collect();
+            due.extend(others);
+        }
         for (handle, seal) in due {
             self.with_session(handle, |budget, session| {
                 if seal {

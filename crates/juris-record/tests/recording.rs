@@ -1418,3 +1418,45 @@ fn sample_chunk() -> &'static Vec<u8> {
         bytes
     })
 }
+
+/// Sessions whose syncs fall due at different times are synced together
+/// when the first one is due: the second session's events are durable
+/// long before its own interval has passed.
+#[test]
+fn sessions_are_synced_together_when_the_first_is_due() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = spool_config(&tmp.path().join("spool"));
+    config.fsync_interval = std::time::Duration::from_millis(1000);
+    let spool = Spool::open(config, node_key()).unwrap();
+    let query = |sql: &str| EventKind::Query { text: sql.into() };
+    let started = std::time::Instant::now();
+    let mut first = spool
+        .start_session(info(&session_id(1), "billing-eu", "alice"))
+        .unwrap();
+    let first_seq = first.record(Direction::ClientToServer, query("select 1")).unwrap();
+    first.ship().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut second = spool
+        .start_session(info(&session_id(2), "billing-eu", "bob"))
+        .unwrap();
+    let second_seq = second.record(Direction::ClientToServer, query("select 2")).unwrap();
+    second.ship().unwrap();
+    // The first session's sync is due at 1 s, the second's at 1.5 s.
+    while first.durable_seq() < first_seq {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the first session was never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    while second.durable_seq() < second_seq {
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1300),
+            "the second session was synced on its own, {:?} after the start",
+            started.elapsed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.finish(END).unwrap();
+    second.finish(END).unwrap();
+}
