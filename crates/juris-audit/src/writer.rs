@@ -29,6 +29,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use crate::canonical::sha256_hex;
 use crate::event::{
     AuditEvent, AuditRecord, GENESIS_HASH, LineFields, LineWriter, Recovered, Timestamp, TornTail,
@@ -37,7 +39,6 @@ use crate::key::NodeKey;
 use crate::seal::Seal;
 use crate::segment::{self, SEAL_SUFFIX, TORN_SUFFIX};
 use crate::{AuditError, Result, check_name, io_err};
-use sha2::{Digest, Sha256};
 
 /// Where and how a node writes its chain.
 #[derive(Debug, Clone)]

@@ -1433,13 +1433,17 @@ fn sessions_are_synced_together_when_the_first_is_due() {
     let mut first = spool
         .start_session(info(&session_id(1), "billing-eu", "alice"))
         .unwrap();
-    let first_seq = first.record(Direction::ClientToServer, query("select 1")).unwrap();
+    let first_seq = first
+        .record(Direction::ClientToServer, query("select 1"))
+        .unwrap();
     first.ship().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let mut second = spool
         .start_session(info(&session_id(2), "billing-eu", "bob"))
         .unwrap();
-    let second_seq = second.record(Direction::ClientToServer, query("select 2")).unwrap();
+    let second_seq = second
+        .record(Direction::ClientToServer, query("select 2"))
+        .unwrap();
     second.ship().unwrap();
     // The first session's sync is due at 1 s, the second's at 1.5 s.
     while first.durable_seq() < first_seq {
