@@ -520,15 +520,13 @@ pub(crate) struct LineFields<'a> {
     pub prev_hash: &'a str,
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
 /// A record's hash, as the 64 hex digits it is written with.
 #[derive(Clone, Copy)]
 pub(crate) struct HexHash([u8; 64]);
 
 impl HexHash {
     pub fn as_str(&self) -> &str {
-        // hex::encode_to_slice writes ASCII digits only.
+        // `hex::encode_to_slice` writes ASCII digits only.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
@@ -622,10 +620,8 @@ impl LineWriter {
             hasher.finalize()
         };
         let mut hash = HexHash([0; 64]);
-        for (pair, byte) in hash.0.chunks_exact_mut(2).zip(digest) {
-            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-        }
+        // 32 bytes always fill the 64 digits exactly.
+        let _ = hex::encode_to_slice(digest, &mut hash.0);
         out.push_str(",\"hash\":\"");
         out.push_str(hash.as_str());
         out.push('"');

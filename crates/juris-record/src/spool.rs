@@ -1742,35 +1742,34 @@ impl Writer {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        let mut due: Vec<(u64, bool)> = self
-            .sessions
-            .iter()
-            .filter_map(|(handle, s)| {
-                let seal = s.chunk.is_full(self.config.chunk_target_bytes)
-                    || s.chunk
-                        .opened
-                        .is_some_and(|t| now >= t + self.config.chunk_max_age);
-                let sync = s.unsynced >= self.config.fsync_every_events
-                    || s.unsynced_since
-                        .is_some_and(|t| now >= t + self.config.fsync_interval);
-                (seal || sync).then_some((*handle, seal))
-            })
-            .collect();
+        let config = &self.config;
+        let seal_due = |s: &OpenSession| {
+            s.chunk.is_full(config.chunk_target_bytes)
+                || s.chunk
+                    .opened
+                    .is_some_and(|t| now >= t + config.chunk_max_age)
+        };
+        let sync_due = |s: &OpenSession| {
+            s.unsynced >= config.fsync_every_events
+                || s.unsynced_since
+                    .is_some_and(|t| now >= t + config.fsync_interval)
+        };
         // When one session's sync is due, every session with unsynced
         // events syncs with it: the fsyncs go back to back, so the file
         // system commits its journal about once for all of them rather
         // than once per session at scattered times, and the writer wakes
         // once per interval instead of once per session. No session waits
         // longer than it would have.
-        if due.iter().any(|(_, seal)| !seal) {
-            let others: Vec<(u64, bool)> = self
-                .sessions
-                .iter()
-                .filter(|(handle, s)| s.unsynced > 0 && !due.iter().any(|(h, _)| h == *handle))
-                .map(|(handle, _)| (*handle, false))
-                .collect();
-            due.extend(others);
-        }
+        let syncing = self.sessions.values().any(|s| sync_due(s) && !seal_due(s));
+        let due: Vec<(u64, bool)> = self
+            .sessions
+            .iter()
+            .filter_map(|(handle, s)| {
+                let seal = seal_due(s);
+                let sync = sync_due(s) || (syncing && s.unsynced > 0);
+                (seal || sync).then_some((*handle, seal))
+            })
+            .collect();
         for (handle, seal) in due {
             self.with_session(handle, |budget, session| {
                 if seal {

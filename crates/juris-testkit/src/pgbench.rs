@@ -285,6 +285,17 @@ pub async fn run_rounds(
     endpoints: &[Endpoint],
     options: &Options,
 ) -> anyhow::Result<Measurements> {
+    if let Some(targets) = &options.targets
+        && let Some(unknown) = targets
+            .iter()
+            .find(|t| !endpoints.iter().any(|e| &e.name == *t))
+    {
+        let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+        bail!(
+            "--targets: no target is named {unknown:?} (the targets are {})",
+            names.join(", ")
+        );
+    }
     let ticks = clock_ticks()?;
     let n = endpoints.len();
     let mut measurements = Measurements {
