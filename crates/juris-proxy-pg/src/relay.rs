@@ -490,7 +490,7 @@ where
     let limits = &ctx.settings.limits;
     let mut batches_sent: u64 = 0;
     let mut next_sequence: u64 = 0;
-    let mut cache = DecisionCache::default();
+    let mut cache = DecisionCache::new(side.log.is_enabled());
     let mut copies = CopyTracking::default();
     // What each prepared statement and bound portal is, for the audit
     // record of its Executes (and whether the relay refused it).
@@ -975,7 +975,8 @@ struct Verdict {
     /// The most privileged class among its statements (for the audit
     /// record); `None` for messages that carry no SQL text.
     class: Option<StatementClass>,
-    /// `pg_query` fingerprint of the text (empty if it does not parse).
+    /// `pg_query` fingerprint of the text: empty if it does not parse, or
+    /// if the session's statements are not audited.
     fingerprint: Arc<str>,
 }
 
@@ -985,11 +986,22 @@ struct Verdict {
 #[derive(Default)]
 struct DecisionCache {
     verdicts: HashMap<String, Verdict>,
+    /// Verdicts carry the text's fingerprint. Only the statement audit
+    /// record uses it, and computing it parses the text a second time, so
+    /// a session whose statements are not audited goes without.
+    fingerprints: bool,
 }
 
 const DECISION_CACHE_ENTRIES: usize = 512;
 
 impl DecisionCache {
+    fn new(fingerprints: bool) -> Self {
+        DecisionCache {
+            verdicts: HashMap::new(),
+            fingerprints,
+        }
+    }
+
     fn decide(
         &mut self,
         sql: &str,
@@ -1016,9 +1028,11 @@ impl DecisionCache {
                     a
                 }
             }),
-            fingerprint: juris_policy::fingerprint(sql)
-                .map(Arc::from)
-                .unwrap_or_else(|| Arc::from("")),
+            fingerprint: self
+                .fingerprints
+                .then(|| juris_policy::fingerprint(sql))
+                .flatten()
+                .map_or_else(|| Arc::from(""), Arc::from),
         };
         if masking && statements.iter().any(|s| s.summary == "COPY TO") {
             let copies = juris_policy::copy_outs(sql);
@@ -1762,5 +1776,19 @@ mod tests {
             cache.decide(&format!("select {i}"), AccessLevel::Read, false, None);
         }
         assert!(cache.verdicts.len() <= DECISION_CACHE_ENTRIES);
+    }
+
+    #[test]
+    fn only_audited_sessions_fingerprint_their_statements() {
+        let sql = "select abalance from pgbench_accounts where aid = 42";
+        let audited = DecisionCache::new(true).decide(sql, AccessLevel::Read, false, None);
+        assert_eq!(
+            Some(&*audited.fingerprint),
+            juris_policy::fingerprint(sql).as_deref()
+        );
+        assert!(!audited.fingerprint.is_empty());
+        let unaudited = DecisionCache::new(false).decide(sql, AccessLevel::Read, false, None);
+        assert_eq!(&*unaudited.fingerprint, "");
+        assert_eq!(unaudited.class, audited.class);
     }
 }

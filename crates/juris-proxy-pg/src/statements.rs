@@ -73,6 +73,11 @@ impl StatementLog {
         StatementLog { enabled, ..self }
     }
 
+    /// Whether statements are logged (and so need their fingerprints).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
