@@ -160,7 +160,7 @@ async fn evidence_writers_run_at_the_configured_nice_and_sessions_do_not() -> an
             .map(|(_, _, nice)| *nice)
             .ok_or_else(|| anyhow::anyhow!("no main thread in {threads:?}"))?;
         let lowered = (base + expected).min(19);
-        for writer in ["juris-audit", "juris-record-sp"] {
+        for writer in ["juris-audit", "juris-record-sp", "juris-upload"] {
             let found: Vec<_> = threads
                 .iter()
                 .filter(|(_, name, _)| name == writer)

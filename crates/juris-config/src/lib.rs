@@ -176,8 +176,9 @@ pub struct NodeConfig {
     #[serde(default)]
     pub audit: AuditChainConfig,
     /// Nice value (0–19) of the threads that write evidence: the audit
-    /// chain's writer and the recording spool's writer. Their work is
-    /// batched and waits anyway (a 5 ms group commit, a 100 ms sync), so
+    /// chain's writer, the recording spool's writer and the uploads to the
+    /// region's store. Their work is batched and waits anyway (a 5 ms
+    /// group commit, a 100 ms sync, uploads in the background), so
     /// on busy cores they give way to the sessions instead of preempting
     /// them; the scheduler still gives them their share, so they never
     /// stop. 0 runs them like every other thread.

@@ -5,6 +5,11 @@
 //! previous run (a crash) is recovered when it opens and uploaded like the
 //! rest. Sealed audit segments (`node.data_dir/audit`) are copied to the
 //! same store.
+//!
+//! Uploads run on a thread and runtime of their own (`juris-upload`), at
+//! `node.evidence_nice` like the evidence writers: reading spool files and
+//! writing them to the store (for S3, signing and encrypting requests too)
+//! takes a busy core's spare time, not a session's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use juris_record::{
     AuditUploader, NodeSigningKey, Spool, SpoolConfig, SpoolLimits, Uploader, UploaderConfig,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::NodeError;
@@ -28,6 +33,56 @@ pub struct Evidence {
     pub spool: Arc<Spool>,
     pub(crate) uploader: juris_record::UploaderHandle,
     audit_uploads: (watch::Sender<bool>, tokio::task::JoinHandle<()>),
+    uploads: UploadRuntime,
+}
+
+/// The thread (and its runtime) that the uploads run on.
+struct UploadRuntime {
+    handle: tokio::runtime::Handle,
+    /// Dropped or sent: the thread's runtime stops.
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How long a stopping upload runtime waits for blocking file work that
+/// is still running (an upload pass has already finished by then).
+const UPLOAD_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+
+impl UploadRuntime {
+    fn start(nice: i32) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("juris-upload")
+            // Its blocking threads (file reads and writes) too.
+            .on_thread_start(move || {
+                let _ = juris_record::priority::lower_current_thread(nice);
+            })
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("juris-upload".into())
+            .spawn(move || {
+                if let Err(e) = juris_record::priority::lower_current_thread(nice) {
+                    warn!("uploads keep their priority: {e}");
+                }
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_timeout(UPLOAD_RUNTIME_SHUTDOWN);
+            })?;
+        Ok(UploadRuntime {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 /// Open the spool (recovering what a crash left) and start uploading.
@@ -62,13 +117,23 @@ pub fn start(deployment: &Deployment, data_dir: &Path) -> Result<Evidence, NodeE
         quarantine_retry: node.recording.quarantine_retry,
         ..UploaderConfig::default()
     };
-    let uploader = Uploader::new(&spool, store.clone(), uploads).spawn();
-    let audit = AuditUploader::new(&data_dir.join("audit"), store, &node.region)
+    let audit = AuditUploader::new(&data_dir.join("audit"), store.clone(), &node.region)
         .map_err(|e| NodeError::Evidence(e.to_string()))?;
+    let upload_runtime = UploadRuntime::start(node.evidence_nice)
+        .map_err(|e| NodeError::Evidence(format!("upload thread: {e}")))?;
+    // What the uploaders spawn runs on the upload thread.
+    let (uploader, audit_uploads) = {
+        let _on_upload_thread = upload_runtime.handle.enter();
+        (
+            Uploader::new(&spool, store, uploads).spawn(),
+            spawn_audit_uploads(audit),
+        )
+    };
     Ok(Evidence {
         spool: Arc::new(spool),
         uploader,
-        audit_uploads: spawn_audit_uploads(audit),
+        audit_uploads,
+        uploads: upload_runtime,
     })
 }
 
@@ -113,6 +178,7 @@ impl Evidence {
             quarantined = stats.quarantined,
             "recording uploader stopped"
         );
+        self.uploads.stop().await;
         drop(self.spool);
     }
 }
