@@ -32,14 +32,19 @@
 //! request an approval). It is therefore lazy: a [`Classified`] records the
 //! byte span of its statement and [`Classified::fingerprint`] computes the
 //! fingerprint on demand; [`fingerprint`] does the same for a single
-//! statement text.
+//! statement text. Where a fingerprint is wanted for every statement (the
+//! audit record), [`classify_keyed`] also returns a [`FingerprintKey`]
+//! from the tokens it lexed anyway: texts that differ only in constant
+//! values share it, and with it their fingerprint.
 
 use std::ops::Range;
 
 mod copy;
 mod review;
+mod shape;
 pub use copy::{CopyDataFormat, CopyOut, copy_outs};
 pub use review::{PolicyError, ReviewPolicy};
+pub use shape::FingerprintKey;
 
 use StatementClass::{Administration as Adm, Ddl, Read, Session, Write};
 use juris_types::{AccessLevel, ReviewedStatement, StatementClass};
@@ -95,6 +100,12 @@ pub enum Decision {
 /// Unparseable SQL yields a single [`StatementClass::Unparseable`] entry;
 /// an empty string or one holding only comments yields an empty `Vec`.
 pub fn classify(sql: &str) -> Vec<Classified> {
+    classify_keyed(sql).0
+}
+
+/// [`classify`], and the key the text's fingerprint may be cached under
+/// (see [`FingerprintKey`]; `None` when it has none).
+pub fn classify_keyed(sql: &str) -> (Vec<Classified>, Option<FingerprintKey>) {
     let unparseable = || {
         vec![Classified {
             class: StatementClass::Unparseable,
@@ -104,12 +115,24 @@ pub fn classify(sql: &str) -> Vec<Classified> {
         }]
     };
     let Ok(parsed) = pg_query::parse(sql, 0) else {
-        return unparseable();
+        return (unparseable(), None);
     };
     let stmts = &parsed.protobuf.stmts;
     if stmts.is_empty() {
-        return Vec::new();
+        return (Vec::new(), None);
     }
+    let dml = stmts.iter().all(|raw| {
+        matches!(
+            raw.stmt.as_ref().and_then(|n| n.node.as_ref()),
+            Some(
+                NodeEnum::SelectStmt(_)
+                    | NodeEnum::InsertStmt(_)
+                    | NodeEnum::UpdateStmt(_)
+                    | NodeEnum::DeleteStmt(_)
+                    | NodeEnum::MergeStmt(_)
+            )
+        )
+    });
     // Lexed only when some statement evaluates expressions.
     let mut scan: Option<protobuf::ScanResult> = None;
     let mut out = Vec::with_capacity(stmts.len());
@@ -136,7 +159,7 @@ pub fn classify(sql: &str) -> Vec<Classified> {
             if scan.is_none() {
                 match pg_query::scan(sql) {
                     Ok(s) => scan = Some(s),
-                    Err(_) => return unparseable(),
+                    Err(_) => return (unparseable(), None),
                 }
             }
             let tokens = scan.as_ref().map_or(&[][..], |s| &s.tokens[..]);
@@ -152,7 +175,11 @@ pub fn classify(sql: &str) -> Vec<Classified> {
             review: review::kind(node, summary),
         });
     }
-    out
+    // Data manipulation always executes expressions, so it was scanned.
+    let key = scan
+        .as_ref()
+        .and_then(|scan| shape::fingerprint_key(sql, &scan.tokens, dml));
+    (out, key)
 }
 
 /// The highest level required by any of `stmts` (`Read` when empty).

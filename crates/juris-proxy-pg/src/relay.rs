@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use juris_config::EffectiveRole;
 use juris_pgwire::{BackendMessage, ErrorFields, Frame, FrontendMessage, Target};
-use juris_policy::{CopyDataFormat, CopyOut, Decision, ReviewPolicy};
+use juris_policy::{CopyDataFormat, CopyOut, Decision, FingerprintKey, ReviewPolicy};
 use juris_types::{AccessLevel, Principal, SessionId, StatementClass};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -986,11 +986,18 @@ struct Verdict {
 #[derive(Default)]
 struct DecisionCache {
     verdicts: HashMap<String, Verdict>,
-    /// Verdicts carry the text's fingerprint. Only the statement audit
-    /// record uses it, and computing it parses the text a second time, so
-    /// a session whose statements are not audited goes without.
-    fingerprints: bool,
+    /// `Some` when verdicts carry the text's fingerprint: fingerprints by
+    /// the key that texts differing only in constant values share. Only
+    /// the statement audit record uses a fingerprint, and computing one
+    /// parses the text a second time, so a session whose statements are
+    /// not audited goes without; an audited one parses a second time only
+    /// for a statement of a shape it has not seen.
+    fingerprints: Option<HashMap<FingerprintKey, Arc<str>>>,
 }
+
+/// Longest fingerprint key kept: a long statement is rare, and its parse
+/// small next to its own size.
+const MAX_FINGERPRINT_KEY_BYTES: usize = 2048;
 
 const DECISION_CACHE_ENTRIES: usize = 512;
 
@@ -998,8 +1005,30 @@ impl DecisionCache {
     fn new(fingerprints: bool) -> Self {
         DecisionCache {
             verdicts: HashMap::new(),
-            fingerprints,
+            fingerprints: fingerprints.then(HashMap::new),
         }
+    }
+
+    /// The fingerprint of `sql` (whose key is `key`) if this session wants
+    /// fingerprints, else empty; empty too if it does not parse.
+    fn fingerprint(&mut self, sql: &str, key: Option<FingerprintKey>) -> Arc<str> {
+        let Some(by_key) = self.fingerprints.as_mut() else {
+            return Arc::from("");
+        };
+        let key = key.filter(|key| key.len() <= MAX_FINGERPRINT_KEY_BYTES);
+        if let Some(known) = key.as_ref().and_then(|key| by_key.get(key)) {
+            return known.clone();
+        }
+        let Some(fingerprint) = juris_policy::fingerprint(sql).map(Arc::<str>::from) else {
+            return Arc::from("");
+        };
+        if let Some(key) = key {
+            if by_key.len() >= DECISION_CACHE_ENTRIES {
+                by_key.clear();
+            }
+            by_key.insert(key, fingerprint.clone());
+        }
+        fingerprint
     }
 
     fn decide(
@@ -1012,7 +1041,7 @@ impl DecisionCache {
         if let Some(verdict) = self.verdicts.get(sql) {
             return verdict.clone();
         }
-        let statements = juris_policy::classify(sql);
+        let (statements, key) = juris_policy::classify_keyed(sql);
         let mut verdict = Verdict {
             refusal: match juris_policy::authorize(level, &statements) {
                 Decision::Allow => None,
@@ -1028,11 +1057,7 @@ impl DecisionCache {
                     a
                 }
             }),
-            fingerprint: self
-                .fingerprints
-                .then(|| juris_policy::fingerprint(sql))
-                .flatten()
-                .map_or_else(|| Arc::from(""), Arc::from),
+            fingerprint: self.fingerprint(sql, key),
         };
         if masking && statements.iter().any(|s| s.summary == "COPY TO") {
             let copies = juris_policy::copy_outs(sql);
@@ -1790,5 +1815,27 @@ mod tests {
         let unaudited = DecisionCache::new(false).decide(sql, AccessLevel::Read, false, None);
         assert_eq!(&*unaudited.fingerprint, "");
         assert_eq!(unaudited.class, audited.class);
+    }
+
+    #[test]
+    fn statements_that_differ_in_values_are_fingerprinted_once() {
+        let mut cache = DecisionCache::new(true);
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 77;",
+            "select x::float(24) from t",
+            "select x::float(53) from t",
+            "select 1 +",
+        ];
+        for sql in texts {
+            let verdict = cache.decide(sql, AccessLevel::Read, false, None);
+            assert_eq!(
+                &*verdict.fingerprint,
+                juris_policy::fingerprint(sql).unwrap_or_default(),
+                "{sql}"
+            );
+        }
+        // One key for both pgbench statements; the casts have none.
+        assert_eq!(cache.fingerprints.as_ref().map(HashMap::len), Some(1));
     }
 }
