@@ -33,11 +33,14 @@ pub struct Options {
     /// Only these targets (endpoint names, e.g. `Juris,JurisBare`): more
     /// rounds of a pair in the same time, for a tighter paired ratio.
     pub targets: Option<Vec<String>>,
+    /// `--proxy-core`: the proxies on a core of their own (see
+    /// [`CoreLayout`]).
+    pub proxy_core: bool,
 }
 
 impl Options {
-    /// `[--rounds N] [--seconds S] [--only TEXT] [--targets A,B]` (defaults
-    /// 3 and 10);
+    /// `[--rounds N] [--seconds S] [--only TEXT] [--targets A,B]
+    /// [--proxy-core]` (defaults 3 and 10);
     /// `-h` prints `usage` and exits.
     pub fn parse(args: impl IntoIterator<Item = String>, usage: &str) -> anyhow::Result<Options> {
         let mut options = Options {
@@ -45,6 +48,7 @@ impl Options {
             seconds: 10,
             only: None,
             targets: None,
+            proxy_core: false,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -67,6 +71,7 @@ impl Options {
                             .collect(),
                     )
                 }
+                "--proxy-core" => options.proxy_core = true,
                 "-h" | "--help" => {
                     println!("{usage}");
                     std::process::exit(0);
@@ -107,6 +112,85 @@ impl Options {
     pub fn limit(&self) -> Duration {
         Duration::from_secs(self.seconds) + STALL_GRACE
     }
+}
+
+/// Which cores the processes of a benchmark run on, with `--proxy-core`:
+/// the proxies (PgBouncer, `juris node`) on the last core this process may
+/// use, and everything else (PostgreSQL, pgbench, this process) on the
+/// others. That is the production layout in small, where the gateway has
+/// hosts of its own: what a proxy costs shows as the latency and the
+/// throughput it adds or takes, not as CPU taken from PostgreSQL and
+/// pgbench (which the default, shared layout measures: every cycle a proxy
+/// spends there is one the database does not get).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreLayout {
+    /// `taskset` list of the cores for PostgreSQL, pgbench and the driver.
+    pub clients: String,
+    /// The core for the proxies.
+    pub proxies: String,
+}
+
+impl CoreLayout {
+    /// The layout over the cores this process may run on (at least two).
+    pub fn detect() -> anyhow::Result<CoreLayout> {
+        let status = std::fs::read_to_string("/proc/self/status")
+            .context("cannot read /proc/self/status")?;
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .context("no Cpus_allowed_list in /proc/self/status")?;
+        CoreLayout::over(allowed.trim())
+    }
+
+    /// The layout over a cpu list such as `0-3,6`.
+    pub fn over(list: &str) -> anyhow::Result<CoreLayout> {
+        let mut cpus = Vec::new();
+        for part in list.split(',').filter(|p| !p.is_empty()) {
+            let (first, last) = part.split_once('-').unwrap_or((part, part));
+            let first: usize = first
+                .parse()
+                .with_context(|| format!("cpu list {list:?}"))?;
+            let last: usize = last.parse().with_context(|| format!("cpu list {list:?}"))?;
+            cpus.extend(first..=last);
+        }
+        let Some((proxy, clients)) = cpus.split_last().filter(|(_, rest)| !rest.is_empty()) else {
+            bail!("--proxy-core needs at least two cores; this process may use {list:?}");
+        };
+        Ok(CoreLayout {
+            clients: clients
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            proxies: proxy.to_string(),
+        })
+    }
+
+    /// Move this process (every thread) to the clients' cores; what it
+    /// starts afterwards (PostgreSQL, pgbench) starts there too.
+    pub fn pin_this_process(&self) -> anyhow::Result<()> {
+        taskset(&self.clients, std::process::id())
+    }
+
+    /// Move a proxy (every thread; those it starts later follow) to the
+    /// proxies' core.
+    pub fn pin_proxy(&self, pid: Option<u32>) -> anyhow::Result<()> {
+        taskset(&self.proxies, pid.context("the proxy has exited")?)
+    }
+}
+
+fn taskset(cpus: &str, pid: u32) -> anyhow::Result<()> {
+    let output = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+        .output()
+        .context("cannot run taskset (util-linux)")?;
+    if !output.status.success() {
+        bail!(
+            "taskset --cpu-list {cpus} --pid {pid}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// One pgbench workload: a name for the table and pgbench's arguments
@@ -722,6 +806,59 @@ mod tests {
         assert_eq!(ratio(Some(3.0), Some(0.0)), None);
         assert_eq!(cell(Some(1.234), 2), "1.23");
         assert_eq!(cell(None, 2), "n/a");
+    }
+
+    #[test]
+    fn the_proxy_core_is_the_last_allowed_one() {
+        assert_eq!(
+            CoreLayout::over("0-1").unwrap(),
+            CoreLayout {
+                clients: "0".into(),
+                proxies: "1".into()
+            }
+        );
+        assert_eq!(
+            CoreLayout::over("2-4,7").unwrap(),
+            CoreLayout {
+                clients: "2,3,4".into(),
+                proxies: "7".into()
+            }
+        );
+        let one = CoreLayout::over("3").unwrap_err().to_string();
+        assert!(one.contains("at least two cores"), "{one}");
+        assert!(CoreLayout::over("0-x").is_err());
+        let flag = Options::parse(["--proxy-core".to_string()], "usage").unwrap();
+        assert!(flag.proxy_core);
+        assert!(!Options::parse(Vec::new(), "usage").unwrap().proxy_core);
+    }
+
+    /// The layout moves real processes: a child started after the driver
+    /// moved runs on the clients' cores, a proxy moved later on its own.
+    #[test]
+    fn pinning_moves_every_thread_of_a_process() {
+        let Ok(layout) = CoreLayout::detect() else {
+            // One core: nothing to lay out (`detect` says so to the user).
+            return;
+        };
+        let allowed = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Cpus_allowed_list:")
+                        .map(|v| v.trim().to_string())
+                })
+                .unwrap()
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        layout.pin_proxy(Some(child.id())).unwrap();
+        assert_eq!(allowed(child.id()), layout.proxies);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(layout.pin_proxy(None).is_err());
     }
 
     #[test]

@@ -20,13 +20,13 @@ use juris_demo::issuer::DevIssuer;
 
 use crate::gateway::{GatewayProcess, GatewaySpec, RoleSpec};
 use crate::pgbench::{
-    BenchPostgres, Endpoint, LoadWatch, Measurements, Options, Workload, cell, ratio, run_rounds,
-    select_only_workloads,
+    BenchPostgres, CoreLayout, Endpoint, LoadWatch, Measurements, Options, Workload, cell, ratio,
+    run_rounds, select_only_workloads,
 };
 use crate::regions::{Directory, RegionLayout, scrape};
 
-pub const USAGE: &str =
-    "usage: relay-compare [--rounds N] [--seconds S] [--only WORKLOAD-SUBSTRING]";
+pub const USAGE: &str = "usage: relay-compare [--rounds N] [--seconds S] [--only WORKLOAD-SUBSTRING] \
+                         [--targets NAME,NAME] [--proxy-core]";
 
 const AUDIENCE: &str = "urn:juris:gateway";
 const DOMAIN: &str = "db.bench.test";
@@ -62,6 +62,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // Before anything runs that would need stopping: this may take minutes.
     eprintln!("building juris ...");
     tokio::task::spawn_blocking(crate::gateway::juris_binary).await??;
+    let cores = options.proxy_core.then(CoreLayout::detect).transpose()?;
+    if let Some(cores) = &cores {
+        eprintln!(
+            "PostgreSQL and pgbench on cores {}, the nodes on core {}",
+            cores.clients, cores.proxies
+        );
+        cores.pin_this_process()?;
+    }
     let bench = BenchPostgres::start("Juris relay benchmark upstream CA").await?;
 
     eprintln!("starting the eu-west and us-east nodes ...");
@@ -95,6 +103,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         GatewayProcess::start(&eu_spec),
         GatewayProcess::start(&us_spec),
     )?;
+    if let Some(cores) = &cores {
+        cores.pin_proxy(eu.pid())?;
+        cores.pin_proxy(us.pid())?;
+    }
     // By the connection's directory name, verifying the certificate, as a
     // client of the geo-DNS name would; only the node reached differs.
     let via = |name: &str, node: &GatewayProcess| Endpoint {

@@ -21,7 +21,7 @@ use anyhow::Context;
 use juris_demo::issuer::DevIssuer;
 use juris_testkit::gateway::{GatewayProcess, GatewaySpec, RoleSpec};
 use juris_testkit::pgbench::{
-    BenchPostgres, Endpoint, Measurements, Options, Workload, cell, ratio, run_rounds,
+    BenchPostgres, CoreLayout, Endpoint, Measurements, Options, Workload, cell, ratio, run_rounds,
     select_only_workloads, until_interrupted,
 };
 use juris_testkit::pgbouncer::{PgBouncer, PgBouncerOptions};
@@ -60,7 +60,8 @@ strategy = "hash"
 "#;
 const WIDE_SCRIPT: &str = "SELECT * FROM pgbench_accounts LIMIT 10000;\n";
 
-const USAGE: &str = "usage: pgbench-compare [--rounds N] [--seconds S] [--only WORKLOAD-SUBSTRING]";
+const USAGE: &str = "usage: pgbench-compare [--rounds N] [--seconds S] [--only WORKLOAD-SUBSTRING] \
+                     [--targets NAME,NAME] [--proxy-core]";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options> {
     Options::parse(args, USAGE)
@@ -117,6 +118,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
     // Before anything runs that would need stopping: this may take minutes.
     eprintln!("building juris (release) ...");
     tokio::task::spawn_blocking(juris_testkit::gateway::juris_binary).await??;
+    let layout = options.proxy_core.then(CoreLayout::detect).transpose()?;
+    if let Some(layout) = &layout {
+        eprintln!(
+            "PostgreSQL and pgbench on cores {}, the proxies on core {}",
+            layout.clients, layout.proxies
+        );
+        layout.pin_this_process()?;
+    }
     let bench = BenchPostgres::start("Juris benchmark CA").await?;
     let pg = &bench.pg;
 
@@ -131,6 +140,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
         client_tls: bench.tls.clone(),
     })
     .await?;
+    if let Some(layout) = &layout {
+        layout.pin_proxy(bouncer.pid())?;
+    }
     let pgbouncer = Endpoint::loopback(
         "PgBouncer",
         bouncer.port,
@@ -172,6 +184,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
             .push((name.into(), MASKING_POLICY.into()));
     }
     let gateway = GatewayProcess::start(&spec).await?;
+    if let Some(layout) = &layout {
+        layout.pin_proxy(gateway.pid())?;
+    }
     let juris = |name: &str, connection: &str| {
         Endpoint::loopback(name, gateway.address.port(), "bench", connection, &token)
             .charging("juris", gateway.pid())
