@@ -108,6 +108,16 @@ impl Options {
             .is_none_or(|targets| targets.iter().any(|t| t == endpoint))
     }
 
+    /// Where the processes ran, for a report's preamble.
+    pub fn layout(&self) -> &'static str {
+        if self.proxy_core {
+            "The proxies ran on a core of their own (`--proxy-core`), PostgreSQL and pgbench on \
+             the others."
+        } else {
+            "Every process shared every core."
+        }
+    }
+
     /// How long one run may take before it is killed.
     pub fn limit(&self) -> Duration {
         Duration::from_secs(self.seconds) + STALL_GRACE

@@ -193,13 +193,15 @@ fn table(
     options: &Options,
 ) -> String {
     let mut out = format!(
-        "Median of {} rounds, {} s each, TLS on every hop. \"Owning\": the eu-west node, which \
+        "Median of {} rounds, {} s each, TLS on every hop. {} \"Owning\": the eu-west node, which \
          owns {CONNECTION}; \"Foreign\": the us-east node, which hands the session over to the \
          eu-west node. Latency is pgbench's \"latency average\"; CPU is per transaction, \
          eu-1 terminates TLS and runs the session on both targets, us-1 relays.\n\n\
          | Workload | Direct TPS | Owning TPS | Foreign TPS | Direct latency ms | Owning latency ms | Foreign latency ms | Added by relaying ms | Foreign/owning latency | per round | ≤ {TARGET_RATIO:.2} | Owning: eu-1 CPU µs/txn | Foreign: eu-1 CPU µs/txn | Foreign: us-1 CPU µs/txn |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|\n",
-        options.rounds, options.seconds
+        options.rounds,
+        options.seconds,
+        options.layout()
     );
     let mut connections = String::new();
     for (w, workload) in workloads.iter().enumerate() {

@@ -227,7 +227,7 @@ fn table(
     options: &Options,
 ) -> String {
     let mut out = format!(
-        "Median of {} rounds, {} s each, TLS on every hop. \"Masking\" is the same node on a \
+        "Median of {} rounds, {} s each, TLS on every hop. {} \"Masking\" is the same node on a \
          connection that masks all four columns of pgbench_accounts; \"Unrecorded\" the same node \
          on a connection with `recording = \"off\"` (Juris and Masking record every session); \
          \"Masking unrec.\" masks like Masking and is not recorded, so Masking unrec./Unrecorded \
@@ -236,7 +236,9 @@ fn table(
          Juris/Bare is what recording and the statement audit cost together.\n\n\
          | Workload | Direct TPS | PgBouncer TPS | Juris TPS | Masking TPS | Unrecorded TPS | Masking unrec. TPS | Bare TPS | Juris/direct | PgBouncer/direct | Juris/PgBouncer | Masking/direct | Masking/PgBouncer | Juris/Unrecorded | Juris/Bare | Unrecorded/Bare | Masking unrec./direct | Masking unrec./PgBouncer | Masking unrec./Unrecorded | Juris CPU µs/txn | Masking CPU µs/txn | Unrecorded CPU µs/txn | Masking unrec. CPU µs/txn | Bare CPU µs/txn | PgBouncer CPU µs/txn |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        options.rounds, options.seconds
+        options.rounds,
+        options.seconds,
+        options.layout()
     );
     for (w, workload) in workloads.iter().enumerate() {
         let tps = |t: usize| m.tps(w, t);
