@@ -175,7 +175,8 @@ pub fn classify_keyed(sql: &str) -> (Vec<Classified>, Option<FingerprintKey>) {
             review: review::kind(node, summary),
         });
     }
-    // Data manipulation always executes expressions, so it was scanned.
+    // DML other than `SELECT INTO` executes expressions, so it was
+    // scanned; text that was not has no key.
     let key = scan
         .as_ref()
         .and_then(|scan| shape::fingerprint_key(sql, &scan.tokens, dml));
