@@ -175,9 +175,9 @@ pub struct NodeConfig {
     /// The node's audit chain.
     #[serde(default)]
     pub audit: AuditChainConfig,
-    /// Nice value (0–19) of the threads that write evidence: the audit
-    /// chain's writer, the recording spool's writer and the uploads to the
-    /// region's store. Their work is batched and waits anyway (a 5 ms
+    /// How many nice levels (0–19; nice 19 at most) below the node the
+    /// threads that write evidence run: the audit chain's writer, the
+    /// recording spool's writer and the uploads to the region's store. Their work is batched and waits anyway (a 5 ms
     /// group commit, a 100 ms sync, uploads in the background), so
     /// on busy cores they give way to the sessions instead of preempting
     /// them; the scheduler still gives them their share, so they never

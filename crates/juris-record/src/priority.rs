@@ -9,14 +9,19 @@
 //! gives it a share of a busy core in proportion to its weight, so it is
 //! slowed, never stopped.
 
-/// Set the calling thread's nice value (Linux keeps one per thread).
-/// Raising it needs no privilege; 0 leaves the thread as it is.
+/// Raise the calling thread's nice value by `nice` (Linux keeps one per
+/// thread), at most to 19: relative to what the thread inherited, so a
+/// node started under `nice` keeps its evidence threads below its
+/// sessions, and never asks for a priority it may not take (lowering one
+/// needs no privilege). 0 leaves the thread as it is.
 pub fn lower_current_thread(nice: i32) -> std::io::Result<()> {
     if nice == 0 {
         return Ok(());
     }
     // `None` is the caller: on Linux, the calling thread alone.
-    rustix::process::setpriority_process(None, nice).map_err(std::io::Error::from)
+    let current = rustix::process::getpriority_process(None)?;
+    let lowered = current.saturating_add(nice).min(19);
+    rustix::process::setpriority_process(None, lowered).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

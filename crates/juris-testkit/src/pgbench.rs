@@ -176,10 +176,20 @@ impl CoreLayout {
         })
     }
 
-    /// Move this process (every thread) to the clients' cores; what it
-    /// starts afterwards (PostgreSQL, pgbench) starts there too.
-    pub fn pin_this_process(&self) -> anyhow::Result<()> {
-        taskset(&self.clients, std::process::id())
+    /// With `--proxy-core`: the layout, with this process (every thread)
+    /// already on the clients' cores, so that what it starts afterwards
+    /// (PostgreSQL, pgbench) starts there too; `None` without.
+    pub fn for_driver(options: &Options) -> anyhow::Result<Option<CoreLayout>> {
+        if !options.proxy_core {
+            return Ok(None);
+        }
+        let layout = CoreLayout::detect()?;
+        eprintln!(
+            "PostgreSQL and pgbench on cores {}, the proxies on core {}",
+            layout.clients, layout.proxies
+        );
+        taskset(&layout.clients, std::process::id())?;
+        Ok(Some(layout))
     }
 
     /// Move a proxy (every thread; those it starts later follow) to the
@@ -842,8 +852,8 @@ mod tests {
         assert!(!Options::parse(Vec::new(), "usage").unwrap().proxy_core);
     }
 
-    /// The layout moves real processes: a child started after the driver
-    /// moved runs on the clients' cores, a proxy moved later on its own.
+    /// The layout moves a real process, every thread of it, to the
+    /// proxies' core.
     #[test]
     fn pinning_moves_every_thread_of_a_process() {
         let Ok(layout) = CoreLayout::detect() else {

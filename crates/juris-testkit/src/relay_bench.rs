@@ -62,14 +62,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // Before anything runs that would need stopping: this may take minutes.
     eprintln!("building juris ...");
     tokio::task::spawn_blocking(crate::gateway::juris_binary).await??;
-    let cores = options.proxy_core.then(CoreLayout::detect).transpose()?;
-    if let Some(cores) = &cores {
-        eprintln!(
-            "PostgreSQL and pgbench on cores {}, the nodes on core {}",
-            cores.clients, cores.proxies
-        );
-        cores.pin_this_process()?;
-    }
+    let cores = CoreLayout::for_driver(&options)?;
     let bench = BenchPostgres::start("Juris relay benchmark upstream CA").await?;
 
     eprintln!("starting the eu-west and us-east nodes ...");

@@ -118,14 +118,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     // Before anything runs that would need stopping: this may take minutes.
     eprintln!("building juris (release) ...");
     tokio::task::spawn_blocking(juris_testkit::gateway::juris_binary).await??;
-    let layout = options.proxy_core.then(CoreLayout::detect).transpose()?;
-    if let Some(layout) = &layout {
-        eprintln!(
-            "PostgreSQL and pgbench on cores {}, the proxies on core {}",
-            layout.clients, layout.proxies
-        );
-        layout.pin_this_process()?;
-    }
+    let layout = CoreLayout::for_driver(&options)?;
     let bench = BenchPostgres::start("Juris benchmark CA").await?;
     let pg = &bench.pg;
 
